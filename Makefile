@@ -1,0 +1,21 @@
+# The two set-up commands of README.md. Both install what they need (scripts/bootstrap.sh).
+VENV ?= .venv
+export HF_HUB_OFFLINE := 1
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: venv demo test lint bench
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	$(VENV)/bin/recap-data make-demo-data
+	$(VENV)/bin/recap-data shards list
+
+test: venv
+	$(VENV)/bin/ruff check recap_data tests bench
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: venv
+	$(VENV)/bin/python bench/bench_store.py

@@ -1,0 +1,163 @@
+"""The `recap-data` command line: each command is a few lines over a library function."""
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from recap_data import paths
+from recap_data.errors import RecapError
+from recap_data.store import ShardStore
+
+
+class RecapGroup(click.Group):
+    """Turns RecapError into `error: <one line>` and exit status 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RecapError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=RecapGroup)
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), envvar=paths.ROOT_ENV,
+              default=paths.DEFAULT_ROOT, show_default=True, help="Data root holding the shards "
+              f"(environment: {paths.ROOT_ENV}).")
+@click.version_option(package_name="recap-data")
+@click.pass_context
+def cli(ctx, root: Path):
+    """recap-data: versioned, queryable datasets for RECAP (advantage-conditioned offline RL)."""
+    ctx.obj = ShardStore(root)
+
+
+@cli.command("make-demo-data")
+@click.option("--shard-id", default="base", show_default=True, help="Id of the shard to write.")
+@click.option("--episodes", type=int, default=60, show_default=True, help="Number of episodes.")
+@click.option("--tasks", type=int, default=10, show_default=True, help="Use the first N LIBERO-10 tasks.")
+@click.option("--success-fraction", type=float, default=0.8, show_default=True, help="Fraction of successes.")
+@click.option("--min-length", type=int, default=30, show_default=True, help="Shortest successful episode.")
+@click.option("--max-length", type=int, default=100, show_default=True, help="Step cap (failures run to it).")
+@click.option("--image-size", type=int, default=64, show_default=True, help="Camera height and width (px).")
+@click.option("--videos/--no-videos", "use_videos", default=True, show_default=True,
+              help="Store cameras as mp4 videos or as PNG inside the parquet files.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
+@click.pass_obj
+def make_demo_data_cmd(store: ShardStore, **options):
+    """Write the synthetic LIBERO-shaped base shard (the default when no LIBERO data is at hand)."""
+    from recap_data.demo_data import DemoDataConfig, make_demo_data
+
+    cfg = DemoDataConfig(**{f.name: options[f.name] for f in fields(DemoDataConfig)})
+    m = make_demo_data(store, cfg).manifest
+    click.echo(f"wrote shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, "
+               f"{m.successes} successes, {m.digest}")
+
+
+@cli.group()
+def shards():
+    """List, inspect, verify and import shards."""
+
+
+@shards.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def shards_list(store: ShardStore, as_json: bool):
+    """List the committed shards of the data root."""
+    rows = [{"shard": m.shard_id, "kind": m.kind, "episodes": m.episodes, "frames": m.frames,
+             "successes": m.successes, "fps": m.fps, "synthetic": m.synthetic, "created_at": m.created_at,
+             "digest": m.digest[:19]} for m in store.manifests()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no shards in {store.root}; create one with `recap-data make-demo-data` or `shards import`")
+    else:
+        header = list(rows[0])
+        widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in header]
+        for line in [dict(zip(header, header, strict=True)), *rows]:
+            click.echo("  ".join(str(line[h]).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+
+
+@shards.command("show")
+@click.argument("shard_id")
+@click.option("--files", is_flag=True, help="Include the per-file digests.")
+@click.pass_obj
+def shards_show(store: ShardStore, shard_id: str, files: bool):
+    """Print a shard's manifest (schema, counts, source, digest) as JSON."""
+    data = json.loads(store.manifest(shard_id).to_json())
+    if not files:
+        data["files"] = f"{len(data['files'])} files (--files lists them)"
+    click.echo(json.dumps(data, indent=2))
+
+
+@shards.command("verify")
+@click.argument("shard_ids", nargs=-1)
+@click.pass_obj
+def shards_verify(store: ShardStore, shard_ids: tuple[str, ...]):
+    """Recompute digests, check parquet footers and counts, load with LeRobot (all shards by default)."""
+    from recap_data.verify import verify_shard
+
+    ids = list(shard_ids) or store.shard_ids()
+    if not ids:
+        raise RecapError(f"{store.shards_dir}: no shards to verify")
+    failed = 0
+    for shard_id in ids:
+        problems = verify_shard(store, shard_id)
+        click.echo(f"{shard_id}: {'ok' if not problems else 'FAILED'}")
+        for p in problems:
+            click.echo(f"  {p}")
+        failed += bool(problems)
+    if failed:
+        raise RecapError(f"{failed} of {len(ids)} shard(s) failed verification")
+
+
+@shards.command("import")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--id", "shard_id", required=True, help="Id of the new shard.")
+@click.option("--all-success", is_flag=True, help="Every episode succeeded (demonstrations).")
+@click.option("--success-column", help="Episode succeeded if this column is true on any of its frames.")
+@click.option("--success-episodes", type=click.Path(path_type=Path),
+              help="File listing the successful episode indices (JSON list or one per line).")
+@click.option("--intervention-column", help="Column flagging human-intervention frames (default: none).")
+@click.option("--kind", type=click.Choice(["base", "import"]), default="base", show_default=True,
+              help="Shard kind recorded in the manifest.")
+@click.pass_obj
+def shards_import(store: ShardStore, src: Path, shard_id: str, all_success: bool, success_column: str | None,
+                  success_episodes: Path | None, intervention_column: str | None, kind: str):
+    """Import an existing LeRobot v3 dataset directory SRC as a new shard."""
+    from recap_data.importer import import_shard
+
+    chosen = [m for m, on in (("all-success", all_success), ("column", success_column),
+                              ("episodes", success_episodes)) if on]
+    if len(chosen) != 1:
+        raise RecapError("shards import: give exactly one of --all-success, --success-column COL, "
+                         "--success-episodes FILE")
+    m = import_shard(store, src, shard_id, outcome=chosen[0], success_column=success_column,
+                     success_episodes=success_episodes, intervention_column=intervention_column, kind=kind).manifest
+    click.echo(f"imported {src} as shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, "
+               f"{m.successes} successes")
+
+
+@cli.command("sql")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (atomically).")
+@click.pass_obj
+def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None):
+    """Run SQL over the views shards, tasks, episodes and frames."""
+    from recap_data.db import connect, run_query, write_result
+
+    text = write_result(run_query(connect(store.root), query), fmt, output)
+    if text is not None:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def main() -> None:
+    cli(prog_name="recap-data")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

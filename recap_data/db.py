@@ -1,0 +1,118 @@
+"""DuckDB over the shard store: `connect(root)` is the one entry point.
+
+TEMP views (created per connection, absolute paths, so nothing stale is ever stored):
+  shards    one row per committed shard (from manifests)
+  tasks     (shard, task_index, task)
+  frames    every scalar and vector column of every frame, plus shard and task; no image bytes
+  episodes  (shard, kind, episode_index, task, length, success, interventions, ...)
+Only committed shards are read (directories with a manifest), never a writer's temporary files.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import duckdb
+
+from recap_data import paths
+from recap_data.errors import RecapError
+from recap_data.schema import image_columns
+from recap_data.store import ShardStore
+
+OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
+
+
+def _shard_of(column: str) -> str:
+    # Greedy '.*' takes the last '/shards/<id>/', whatever the data root's own path holds.
+    return f"regexp_extract({column}, '.*/{paths.SHARDS_DIR}/([^/]+)/', 1)"
+
+
+def connect(root: str | os.PathLike | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views (see module doc)."""
+    store = ShardStore(root)
+    con = duckdb.connect(database)
+    manifests = store.manifests()
+    con.execute("""CREATE TEMP TABLE shards (shard VARCHAR, kind VARCHAR, created_at TIMESTAMPTZ,
+        episodes BIGINT, frames BIGINT, successes BIGINT, fps INTEGER, synthetic BOOLEAN,
+        digest VARCHAR, source JSON, path VARCHAR)""")
+    if not manifests:
+        con.execute("CREATE TEMP VIEW tasks AS SELECT NULL::VARCHAR shard, NULL::BIGINT task_index, "
+                    "NULL::VARCHAR task WHERE false")
+        con.execute("CREATE TEMP VIEW frames AS SELECT NULL::VARCHAR shard, NULL::BIGINT episode_index, "
+                    "NULL::BIGINT frame_index, NULL::VARCHAR task, NULL::BOOLEAN success WHERE false")
+        con.execute("CREATE TEMP VIEW episodes AS SELECT NULL::VARCHAR shard, NULL::VARCHAR kind, "
+                    "NULL::BIGINT episode_index, NULL::VARCHAR task, NULL::BIGINT length, "
+                    "NULL::BOOLEAN success WHERE false")
+        return con
+    con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        (m.shard_id, m.kind, m.created_at, m.episodes, m.frames, m.successes, m.fps, m.synthetic,
+         m.digest, json.dumps(m.source), str(store.shard_path(m.shard_id))) for m in manifests])
+    dirs = [str(store.shard_path(m.shard_id)) for m in manifests]
+    data_files = _sql_list([f"{d}/{paths.DATA_GLOB}" for d in dirs])
+    task_files = _sql_list([f"{d}/{paths.TASKS_FILE}" for d in dirs])
+    episode_files = _sql_list([f"{d}/{paths.EPISODES_GLOB}" for d in dirs])
+    hidden = ["filename", *image_columns(manifests[0].features)]
+    exclude = ", ".join(f'"{c}"' for c in hidden)
+    con.execute(f"""CREATE TEMP VIEW tasks AS
+        SELECT {_shard_of('filename')} AS shard, task_index, task
+        FROM read_parquet({task_files}, filename=true)""")
+    con.execute(f"""CREATE TEMP VIEW frames AS
+        SELECT {_shard_of('d.filename')} AS shard, d.* EXCLUDE ({exclude}), t.task
+        FROM read_parquet({data_files}, union_by_name=true, filename=true) d
+        JOIN tasks t ON t.shard = {_shard_of('d.filename')} AND t.task_index = d.task_index""")
+    con.execute(f"""CREATE TEMP VIEW episodes AS
+        WITH meta AS (
+            SELECT {_shard_of('filename')} AS shard, episode_index, tasks[1] AS task, length,
+                   dataset_from_index, dataset_to_index
+            FROM read_parquet({episode_files}, union_by_name=true, filename=true)),
+        outcome AS (
+            SELECT shard, episode_index, bool_or(success) AS success,
+                   count(*) FILTER (WHERE is_intervention) AS interventions
+            FROM frames GROUP BY shard, episode_index)
+        SELECT m.shard, s.kind, m.episode_index, m.task, m.length, o.success, o.interventions,
+               m.dataset_from_index, m.dataset_to_index
+        FROM meta m JOIN shards s ON s.shard = m.shard
+        LEFT JOIN outcome o ON o.shard = m.shard AND o.episode_index = m.episode_index""")
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:
+    """Run SQL; DuckDB's own message becomes a one-line RecapError."""
+    try:
+        rel = con.sql(query)
+    except duckdb.Error as e:
+        raise RecapError(f"SQL error: {str(e).strip().splitlines()[0]}") from None
+    if rel is None:
+        raise RecapError("SQL error: the statement returned no rows to show; use a SELECT")
+    return rel
+
+
+def write_result(rel: duckdb.DuckDBPyRelation, fmt: str, output: Path | None) -> str | None:
+    """Render a result: returns text for stdout, or writes `output` atomically and returns None."""
+    if fmt not in OUTPUT_FORMATS:
+        raise RecapError(f"--format {fmt!r} is invalid: use one of {', '.join(OUTPUT_FORMATS)}")
+    if output is None:
+        if fmt == "parquet":
+            raise RecapError("--format parquet needs --output FILE")
+        if fmt == "table":
+            return str(rel)
+        df = rel.df()
+        return df.to_csv(index=False) if fmt == "csv" else df.to_json(orient="records", lines=True)
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        if fmt in ("csv", "table"):
+            rel.write_csv(str(tmp))
+        elif fmt == "json":
+            tmp.write_text(rel.df().to_json(orient="records", lines=True))
+        else:
+            rel.write_parquet(str(tmp))
+        os.replace(tmp, output)
+    except (duckdb.Error, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise RecapError(f"{output}: cannot write ({str(e).splitlines()[0]})") from None
+    return None

@@ -1,0 +1,29 @@
+"""Every on-disk location of recap-data, in one place.
+
+    <root>/                      the data root: --root, $RECAP_DATA_ROOT, or ./data
+      shards/<shard_id>/         a committed shard: a finalized LeRobot v3 dataset ...
+        manifest.json            ... plus recap-data's manifest (written last, inside the rename)
+        meta/ data/ videos/      LeRobot v3 layout
+      .tmp/<shard_id>.<pid>.<token>/shard/
+                                 a shard being written; renamed into shards/ when verified,
+                                 never read; left-overs of dead writers are removed
+"""
+
+import os
+from pathlib import Path
+
+ROOT_ENV = "RECAP_DATA_ROOT"
+DEFAULT_ROOT = "data"
+SHARDS_DIR = "shards"
+TMP_DIR = ".tmp"
+MANIFEST = "manifest.json"
+# LeRobot v3 files, relative to a shard directory (globs DuckDB understands).
+DATA_GLOB = "data/*/*.parquet"
+EPISODES_GLOB = "meta/episodes/*/*.parquet"
+TASKS_FILE = "meta/tasks.parquet"
+INFO_FILE = "meta/info.json"
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: an explicit path, else $RECAP_DATA_ROOT, else ./data."""
+    return Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)

@@ -1,0 +1,44 @@
+"""Every command has help text and is documented in README.md."""
+
+from pathlib import Path
+
+import click
+from conftest import run_cli
+
+from recap_data.cli import cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def all_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    out = {}
+    for name, cmd in group.commands.items():
+        full = f"{prefix}{name}"
+        out[full] = cmd
+        if isinstance(cmd, click.Group):
+            out.update(all_commands(cmd, full + " "))
+    return out
+
+
+def test_every_command_has_help_and_is_in_readme():
+    readme = README.read_text()
+    commands = all_commands(cli)
+    assert {"make-demo-data", "shards list", "shards show", "shards verify", "shards import", "sql"} <= set(commands)
+    for name, cmd in commands.items():
+        assert (cmd.help or "").strip(), f"`recap-data {name}` has no help text"
+        assert f"recap-data {name}" in readme, f"`recap-data {name}` is not documented in README.md"
+        res = run_cli(*name.split(), "--help")
+        assert res.exit_code == 0 and cmd.help.split(".")[0][:40] in " ".join(res.output.split())
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"`recap-data {name} {param.opts[0]}` has no help text"
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+    readme = README.read_text()
+    setup = readme.split("## Set up and run")[1].split("\n## ")[0]
+    blocks = setup.split("```")[1::2]  # each starts with its language tag line (maybe empty)
+    commands = [ln.strip() for b in blocks for ln in b.splitlines()[1:] if ln.strip() and not ln.startswith("#")]
+    assert commands == ["make demo", "make test"]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci

@@ -1,0 +1,101 @@
+"""SIGKILLed and concurrent writers: the store holds only whole, committed shards."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import PYTHON
+
+from recap_data.db import connect
+from recap_data.store import ShardStore
+from recap_data.verify import verify_shard
+from recap_data.writer import FAILPOINT_ENV
+
+WRITER_ARGS = ["--episodes", "4", "--tasks", "2", "--min-length", "8", "--max-length", "14", "--image-size", "32"]
+
+
+def writer(root, shard_id, failpoint=None, seed=0) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop(FAILPOINT_ENV, None)
+    if failpoint:
+        env[FAILPOINT_ENV] = failpoint
+    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(root), "make-demo-data", "--shard-id", shard_id,
+           "--seed", str(seed), *WRITER_ARGS]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_store_holds_exactly(store: ShardStore, ids: list[str]) -> None:
+    assert store.shard_ids() == sorted(ids)
+    for shard_id in ids:
+        assert verify_shard(store, shard_id) == []
+    con = connect(store.root)
+    frames = dict(con.execute("SELECT shard, count(*) FROM frames GROUP BY shard").fetchall())
+    assert frames == {m.shard_id: m.frames for m in store.manifests()}
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """A store with one committed shard, shared by the kill tests (each works on a copy)."""
+    root = tmp_path_factory.mktemp("crash") / "data"
+    proc = writer(root, "base")
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    return root
+
+
+@pytest.mark.parametrize("failpoint", ["after_episode:1", "after_episode:3", "after_finalize",
+                                       "after_verify", "after_manifest"])
+def test_writer_killed_at_any_point_leaves_no_shard(committed, tmp_path, failpoint):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(committed, root)
+    store = ShardStore(root)
+    digest = store.manifest("base").digest
+    proc = writer(root, "victim", failpoint=failpoint)
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    assert any(store.tmp_dir.iterdir())  # the dead writer's staging directory is left behind ...
+    assert_store_holds_exactly(store, ["base"])  # ... and never read
+    assert store.manifest("base").digest == digest
+    # The next writer removes the dead one's left-overs and can reuse the id.
+    proc = writer(root, "victim", seed=5)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert [p.name for p in store.tmp_dir.iterdir()] == []
+    assert_store_holds_exactly(store, ["base", "victim"])
+
+
+def test_writer_killed_at_a_random_moment_mid_write(committed, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(committed, root)
+    store = ShardStore(root)
+    proc = writer(root, "victim")
+    deadline = time.time() + 120
+    while not list(store.tmp_dir.glob("victim.*/shard/data/*/*.parquet")) and time.time() < deadline:
+        time.sleep(0.05)  # wait until the writer has streamed parquet data to disk
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert_store_holds_exactly(store, ["base"])
+
+
+def test_three_concurrent_writers_each_land_their_shard(tmp_path):
+    root = tmp_path / "data"
+    procs = [writer(root, f"w{i}", seed=i) for i in range(3)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert_store_holds_exactly(ShardStore(root), ["w0", "w1", "w2"])
+
+
+def test_concurrent_writers_of_one_id_one_wins_one_fails_cleanly(tmp_path):
+    root = tmp_path / "data"
+    procs = [writer(root, "same", seed=i) for i in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    errors = "".join(p.stderr.read() for p in procs)
+    store = ShardStore(root)
+    assert_store_holds_exactly(store, ["same"])
+    # Whether the loser saw the winner's shard at start or lost the final rename, it fails cleanly.
+    assert codes == [0, 2]
+    assert "error: " in errors and "'same'" in errors
+    assert [p.name for p in store.tmp_dir.iterdir()] == []

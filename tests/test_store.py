@@ -1,0 +1,134 @@
+"""The shard store: manifests, immutability, schema, verification of real LeRobot v3 shards."""
+
+import json
+
+import pytest
+from conftest import run_cli, tiny_config
+
+from recap_data import RecapError
+from recap_data.demo_data import make_demo_data
+from recap_data.store import ShardStore
+from recap_data.verify import verify_shard
+
+
+def test_shard_is_a_loadable_lerobot_v3_dataset_with_manifest(store, make_shard):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    m = make_shard("base", episodes=4, success_fraction=0.5)
+    root = store.shard_path("base")
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 20
+    assert m.kind == "base" and m.synthetic and m.source["seed"] == 0
+    assert (m.episodes, m.frames, m.successes) == (4, info["total_frames"], 2)
+    assert m.digest.startswith("sha256:") and "data/chunk-000/file-000.parquet" in m.files
+    assert not (root / "images").exists()  # LeRobot's temporary PNG folder is gone
+
+    ds = LeRobotDataset("x/base", root=root)
+    assert ds.num_frames == m.frames and ds.num_episodes == 4
+    frame = ds[0]
+    assert frame["observation.images.image"].shape == (3, 32, 32)
+    assert frame["observation.images.image2"].shape == (3, 32, 32)
+    assert frame["observation.state"].shape == (8,) and frame["action"].shape == (7,)
+    assert "success" in frame and "is_intervention" in frame
+    # Outcome columns must not look like policy inputs or outputs.
+    assert not any(k.startswith(("observation.", "action")) for k in ("success", "is_intervention"))
+    # success is the episode's outcome on each of its frames
+    per_episode = {}
+    for row in ds.hf_dataset.select_columns(["episode_index", "success"]):
+        per_episode.setdefault(int(row["episode_index"]), set()).add(bool(row["success"]))
+    assert all(len(v) == 1 for v in per_episode.values())
+    assert sum(v == {True} for v in per_episode.values()) == 2
+
+
+def test_demo_data_is_deterministic_for_a_seed(tmp_path):
+    a = make_demo_data(ShardStore(tmp_path / "a"), tiny_config(), progress=False).manifest
+    b = make_demo_data(ShardStore(tmp_path / "b"), tiny_config(), progress=False).manifest
+    c = make_demo_data(ShardStore(tmp_path / "c"), tiny_config(seed=1), progress=False).manifest
+    assert a.digest == b.digest
+    assert a.digest != c.digest
+
+
+def test_demo_data_episode_lengths_vary_and_failures_hit_the_cap(store, make_shard):
+    from recap_data.db import connect
+
+    make_shard("base", episodes=12, success_fraction=0.5, min_length=8, max_length=30)
+    rows = connect(store.root).sql("SELECT success, length FROM episodes").fetchall()
+    ok = [n for s, n in rows if s]
+    assert len(set(ok)) > 1 and all(8 <= n < 30 for n in ok)
+    assert all(n == 30 for s, n in rows if not s)
+    assert sum(s for s, _ in rows) == 6
+
+
+def test_existing_id_and_invalid_id_are_refused(store, make_shard):
+    make_shard("base")
+    before = store.manifest("base").digest
+    with pytest.raises(RecapError, match="exists"):
+        make_shard("base")
+    with pytest.raises(RecapError, match="invalid"):
+        make_shard("Bad/Id")
+    assert store.manifest("base").digest == before
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_schema_mismatch_names_the_feature_and_writes_nothing(store, make_shard):
+    make_shard("base")
+    with pytest.raises(RecapError, match="observation.images.image.*shape"):
+        make_shard("other", image_size=48)
+    assert store.shard_ids() == ["base"]
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_invalid_generator_parameters_are_one_line_errors(store):
+    for field, value in [("episodes", 0), ("success_fraction", 1.5), ("max_length", 5), ("tasks", 11)]:
+        res = run_cli("make-demo-data", f"--{field.replace('_', '-')}", str(value), root=store.root)
+        assert res.exit_code == 2
+        assert res.output.count("\n") == 1 and f"'{field}'" in res.output
+    assert store.shard_ids() == []
+
+
+def test_verify_passes_then_finds_corruption(store, make_shard):
+    make_shard("base")
+    make_shard("second", seed=3)
+    assert verify_shard(store, "base") == []
+    res = run_cli("shards", "verify", root=store.root)
+    assert res.exit_code == 0 and "base: ok" in res.output and "second: ok" in res.output
+
+    data = store.shard_path("base") / "data/chunk-000/file-000.parquet"
+    data.write_bytes(data.read_bytes()[:-100])  # torn footer
+    problems = verify_shard(store, "base")
+    assert any("content changed" in p for p in problems)
+    assert any("unreadable parquet" in p for p in problems)
+    res = run_cli("shards", "verify", root=store.root)
+    assert res.exit_code == 2 and "base: FAILED" in res.output and "second: ok" in res.output
+
+
+def test_verify_finds_added_and_missing_files(store, make_shard):
+    make_shard("base")
+    root = store.shard_path("base")
+    (root / "meta" / "extra.txt").write_text("x")
+    (root / "meta" / "stats.json").unlink()
+    problems = verify_shard(store, "base")
+    assert "meta/extra.txt: not in the manifest (added after commit)" in problems
+    assert "meta/stats.json: missing" in problems
+
+
+def test_list_and_show(store, make_shard):
+    assert "no shards" in run_cli("shards", "list", root=store.root).output
+    make_shard("base")
+    listed = json.loads(run_cli("shards", "list", "--json", root=store.root).output)
+    assert [r["shard"] for r in listed] == ["base"]
+    shown = json.loads(run_cli("shards", "show", "base", root=store.root).output)
+    assert shown["shard_id"] == "base" and shown["features"]["observation.state"]["shape"] == [8]
+    res = run_cli("shards", "show", "nope", root=store.root)
+    assert res.exit_code == 2 and "no shard 'nope'" in res.output
+
+
+def test_root_comes_from_the_environment(store, make_shard, monkeypatch):
+    make_shard("base")
+    monkeypatch.setenv("RECAP_DATA_ROOT", str(store.root))
+    from click.testing import CliRunner
+
+    from recap_data.cli import cli
+
+    res = CliRunner().invoke(cli, ["shards", "list", "--json"])
+    assert json.loads(res.output)[0]["shard"] == "base"
