@@ -47,11 +47,13 @@ def cli(ctx, root: Path):
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
 @click.pass_obj
 def make_demo_data_cmd(store: ShardStore, **options):
-    """Write the synthetic LIBERO-shaped base shard (the default when no LIBERO data is at hand)."""
+    """Write the synthetic LIBERO-shaped base shard (the default when no LIBERO data is at hand).
+
+    Re-running with the same options finds the shard already there and changes nothing."""
     from recap_data.demo_data import DemoDataConfig, make_demo_data
 
     cfg = DemoDataConfig(**{f.name: options[f.name] for f in fields(DemoDataConfig)})
-    m = make_demo_data(store, cfg).manifest
+    m = make_demo_data(store, cfg)
     click.echo(f"wrote shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, "
                f"{m.successes} successes, {m.digest}")
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from recap_data.errors import RecapError
 from recap_data.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
-from recap_data.store import ShardStore, validate_shard_id
+from recap_data.store import Manifest, ShardStore, validate_shard_id
 from recap_data.writer import ShardWriter
 
 # LIBERO-10 (libero_10 suite) instructions in benchmark order; index 8 is the moka-pot task.
@@ -162,8 +162,13 @@ def render(task: int, state: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
     return agent, wrist
 
 
-def make_demo_data(store: ShardStore, cfg: DemoDataConfig, progress: bool = True) -> "ShardWriter":
-    """Write the synthetic base shard into the store; returns the committed writer."""
+def make_demo_data(store: ShardStore, cfg: DemoDataConfig, progress: bool = True) -> Manifest:
+    """Write the synthetic base shard into the store and return its manifest.
+
+    A shard of that id made by this generator with the same config is returned as it is (the
+    output is byte-reproducible, so writing it again would change nothing); any other shard of
+    that id is an error, since shards are immutable.
+    """
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     n_success = round(cfg.success_fraction * cfg.episodes)
@@ -171,6 +176,8 @@ def make_demo_data(store: ShardStore, cfg: DemoDataConfig, progress: bool = True
     outcomes[rng.permutation(cfg.episodes)[:n_success]] = True
     source = {"generator": "recap_data.demo_data", "generator_version": GENERATOR_VERSION,
               "seed": cfg.seed, "config": asdict(cfg)}
+    if store.exists(cfg.shard_id) and store.manifest(cfg.shard_id).source == source:
+        return store.manifest(cfg.shard_id)
     features = libero_features(cfg.image_size, cfg.use_videos)
     with ShardWriter(store, cfg.shard_id, kind="base", features=features, fps=LIBERO_FPS,
                      source=source, synthetic=True, robot_type="panda", use_videos=cfg.use_videos) as w:
@@ -182,4 +189,4 @@ def make_demo_data(store: ShardStore, cfg: DemoDataConfig, progress: bool = True
                 w.add_frame({AGENTVIEW_KEY: agent, WRIST_KEY: wrist, STATE_KEY: state, ACTION_KEY: action},
                             task=LIBERO_10_TASKS[task])
             w.save_episode(success=bool(outcomes[index]))
-    return w
+    return w.manifest

@@ -21,7 +21,7 @@ import numpy as np
 
 from recap_data import paths
 from recap_data.errors import RecapError
-from recap_data.schema import OUTCOME_FEATURES, POLICY_PREFIXES
+from recap_data.schema import OUTCOME_FEATURES
 from recap_data.store import (
     SHARD_KINDS,
     Manifest,
@@ -71,6 +71,7 @@ class ShardWriter:
         self._episode_frames = 0
         self._expected: tuple[int, int] | None = None
         self._tmp: Path | None = None
+        self.manifest: Manifest | None = None  # set by a successful commit
 
     # -- context ---------------------------------------------------------------
     def __enter__(self) -> "ShardWriter":
@@ -88,8 +89,8 @@ class ShardWriter:
             if exc_type is None:
                 self._commit()
         finally:
-            if self.dataset is not None and exc_type is not None:
-                self.dataset.writer.cancel_pending_videos()
+            if self.dataset is not None and exc_type is not None and self.dataset.writer is not None:
+                self.dataset.writer.cancel_pending_videos()  # stop encoder workers of a failed write
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
         return False
@@ -133,8 +134,8 @@ class ShardWriter:
     def _create_dataset(self) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-        bad = [k for k in OUTCOME_FEATURES if k.startswith(POLICY_PREFIXES)]
-        assert not bad, bad
+        _quiet_lerobot_writer()
+
         self.dataset = LeRobotDataset.create(
             repo_id=f"recap-data/{self.shard_id}", fps=self.fps, features=self.features,
             root=self.staging_dir, robot_type=self.robot_type, use_videos=self.use_videos,
@@ -190,6 +191,16 @@ class ShardWriter:
             raise
         _fsync_dir(self.store.shards_dir)
         self.manifest = manifest
+
+
+def _quiet_lerobot_writer() -> None:
+    """LeRobot's writer prints a datasets progress bar and libav notes per episode; our own
+    progress bar says more. Errors still show."""
+    import av
+    import datasets
+
+    datasets.disable_progress_bars()
+    av.logging.set_level(av.logging.ERROR)
 
 
 def _tidy_lerobot_output(root: Path) -> None:

@@ -30,7 +30,7 @@ def make_shard(store):
     """make_shard(shard_id, **DemoDataConfig overrides) -> Manifest of a tiny committed shard."""
 
     def make(shard_id: str = "base", **overrides):
-        return make_demo_data(store, tiny_config(shard_id=shard_id, **overrides), progress=False).manifest
+        return make_demo_data(store, tiny_config(shard_id=shard_id, **overrides), progress=False)
 
     return make
 

@@ -7,6 +7,7 @@ from conftest import run_cli, tiny_config
 
 from recap_data import RecapError
 from recap_data.demo_data import make_demo_data
+from recap_data.schema import OUTCOME_FEATURES, POLICY_PREFIXES
 from recap_data.store import ShardStore
 from recap_data.verify import verify_shard
 
@@ -31,7 +32,7 @@ def test_shard_is_a_loadable_lerobot_v3_dataset_with_manifest(store, make_shard)
     assert frame["observation.state"].shape == (8,) and frame["action"].shape == (7,)
     assert "success" in frame and "is_intervention" in frame
     # Outcome columns must not look like policy inputs or outputs.
-    assert not any(k.startswith(("observation.", "action")) for k in ("success", "is_intervention"))
+    assert not any(k.startswith(POLICY_PREFIXES) for k in OUTCOME_FEATURES)
     # success is the episode's outcome on each of its frames
     per_episode = {}
     for row in ds.hf_dataset.select_columns(["episode_index", "success"]):
@@ -41,9 +42,9 @@ def test_shard_is_a_loadable_lerobot_v3_dataset_with_manifest(store, make_shard)
 
 
 def test_demo_data_is_deterministic_for_a_seed(tmp_path):
-    a = make_demo_data(ShardStore(tmp_path / "a"), tiny_config(), progress=False).manifest
-    b = make_demo_data(ShardStore(tmp_path / "b"), tiny_config(), progress=False).manifest
-    c = make_demo_data(ShardStore(tmp_path / "c"), tiny_config(seed=1), progress=False).manifest
+    a = make_demo_data(ShardStore(tmp_path / "a"), tiny_config(), progress=False)
+    b = make_demo_data(ShardStore(tmp_path / "b"), tiny_config(), progress=False)
+    c = make_demo_data(ShardStore(tmp_path / "c"), tiny_config(seed=1), progress=False)
     assert a.digest == b.digest
     assert a.digest != c.digest
 
@@ -60,10 +61,13 @@ def test_demo_data_episode_lengths_vary_and_failures_hit_the_cap(store, make_sha
 
 
 def test_existing_id_and_invalid_id_are_refused(store, make_shard):
-    make_shard("base")
+    first = make_shard("base")
     before = store.manifest("base").digest
+    # the same generator config again finds the shard there: nothing is written
+    again = make_shard("base")
+    assert again.created_at == first.created_at and again.digest == before
     with pytest.raises(RecapError, match="exists"):
-        make_shard("base")
+        make_shard("base", seed=1)
     with pytest.raises(RecapError, match="invalid"):
         make_shard("Bad/Id")
     assert store.manifest("base").digest == before

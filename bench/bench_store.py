@@ -1,0 +1,139 @@
+"""Benchmarks of the shard store (not tests): prints figures and writes bench/results/store.json.
+
+1. Commit cost: committing a 20-episode shard into a store holding 1 shard versus 50 shards.
+   The commit must not grow with the store. Both stores are timed in one run, interleaved.
+2. Query: DuckDB over the `frames` view of a store holding 1M frames in 4 shards (state-only
+   schema, and shards 2-4 are copies of shard 1 under other ids, so that set-up takes minutes,
+   not hours of video encoding; the query reads all four).
+
+    .venv/bin/python bench/bench_store.py [--frames 1000000] [--repeats 3]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from recap_data import paths  # noqa: E402
+from recap_data.db import connect  # noqa: E402
+from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.schema import OUTCOME_FEATURES  # noqa: E402
+from recap_data.store import Manifest, ShardStore  # noqa: E402
+from recap_data.writer import ShardWriter  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "store.json"
+SMALL = {"tasks": 10, "min_length": 8, "max_length": 16, "image_size": 32}
+
+
+def copy_shard(store: ShardStore, src_id: str, dst_id: str) -> None:
+    """Set-up shortcut: the same committed content under another id (digests stay valid)."""
+    dst = store.shard_path(dst_id)
+    shutil.copytree(store.shard_path(src_id), dst)
+    m = Manifest.read(dst / paths.MANIFEST)
+    m.shard_id = dst_id
+    (dst / paths.MANIFEST).write_text(m.to_json())
+
+
+def fill_store(root: Path, n_shards: int) -> ShardStore:
+    """A store of n tiny committed shards: one written, the rest copies of it under their own ids."""
+    store = ShardStore(root)
+    make_demo_data(store, DemoDataConfig(shard_id="fill-000", episodes=1, **SMALL), progress=False)
+    for i in range(1, n_shards):
+        copy_shard(store, "fill-000", f"fill-{i:03d}")
+    assert len(store.shard_ids()) == n_shards
+    return store
+
+
+def bench_commit(work: Path, repeats: int) -> dict:
+    stores = {n: fill_store(work / f"store-{n}", n) for n in (1, 50)}
+    times = {n: [] for n in stores}
+    for r in range(repeats):
+        for n, store in (stores.items() if r % 2 == 0 else reversed(stores.items())):
+            cfg = DemoDataConfig(shard_id=f"new-{r}", episodes=20, seed=100 + r, **SMALL)
+            t = time.perf_counter()
+            m = make_demo_data(store, cfg, progress=False)
+            times[n].append(time.perf_counter() - t)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    return {"shard_episodes": 20, "shard_frames": m.frames, "repeats": repeats,
+            "seconds_median_1_shard": round(med[1], 3), "seconds_median_50_shards": round(med[50], 3),
+            "ratio_50_over_1": round(med[50] / med[1], 3),
+            "seconds_all": {str(n): [round(x, 3) for x in v] for n, v in times.items()}}
+
+
+def bench_query(work: Path, total_frames: int) -> dict:
+    store = ShardStore(work / "store-1m")
+    features = {"observation.state": {"dtype": "float32", "shape": (8,), "names": None},
+                "action": {"dtype": "float32", "shape": (7,), "names": None}, **OUTCOME_FEATURES}
+    rng = np.random.default_rng(0)
+    length, n_shards = 500, 4
+    per_shard = total_frames // n_shards // length
+    t0 = time.perf_counter()
+    # LeRobot writes ~1,300 frames/s here, so one shard is written and the others are copies.
+    with ShardWriter(store, "big-0", kind="base", features=features, fps=20,
+                     source={"generator": "bench_store"}, synthetic=True) as w:
+        for e in tqdm(range(per_shard), desc="writing big-0", unit="ep"):
+            states = rng.normal(size=(length, 8)).astype(np.float32)
+            actions = rng.normal(size=(length, 7)).astype(np.float32)
+            for t in range(length):
+                w.add_frame({"observation.state": states[t], "action": actions[t]}, task=f"task {e % 10}")
+            w.save_episode(success=bool(e % 3))
+    write_s = time.perf_counter() - t0
+    for s in range(1, n_shards):
+        copy_shard(store, "big-0", f"big-{s}")
+    frames = sum(m.frames for m in store.manifests())
+    queries = {
+        "count": "SELECT count(*) FROM frames",
+        "per_task_success_and_state_mean": 'SELECT task, count(*), avg(success::INT), avg("observation.state"[1]) '
+                                           "FROM frames GROUP BY task",
+        "episodes_per_shard": "SELECT shard, count(*), avg(length) FROM episodes GROUP BY shard",
+    }
+    out = {"frames": frames, "shards": n_shards, "write_seconds_first_shard": round(write_s, 1),
+           "write_frames_per_second": round(frames / n_shards / write_s)}
+    t = time.perf_counter()
+    con = connect(store.root)
+    out["connect_seconds"] = round(time.perf_counter() - t, 4)
+    for name, q in queries.items():
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            con.execute(q).fetchall()
+            runs.append(time.perf_counter() - t)
+        out[f"{name}_seconds_median"] = round(statistics.median(runs), 4)
+    out["frames_per_second_grouped_query"] = round(frames / out["per_task_success_and_state_mean_seconds_median"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="recap-bench-") as tmp:
+        work = Path(tmp)
+        results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                               "platform": platform.platform()},
+                   "commit": bench_commit(work, args.repeats),
+                   "query": bench_query(work, args.frames)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    c, q = results["commit"], results["query"]
+    print(f"commit 20-episode shard ({c['shard_frames']} frames): 1 shard {c['seconds_median_1_shard']} s, "
+          f"50 shards {c['seconds_median_50_shards']} s, ratio {c['ratio_50_over_1']}")
+    print(f"frames query over {q['frames']} frames: count {q['count_seconds_median']} s, grouped "
+          f"{q['per_task_success_and_state_mean_seconds_median']} s ({q['frames_per_second_grouped_query']} frames/s)")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
