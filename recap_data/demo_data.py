@@ -31,7 +31,7 @@ LIBERO_10_TASKS = [
     "put both moka pots on the stove",
     "put the yellow and white mug in the microwave and close it",
 ]
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WORKSPACE = 0.4  # the effector stays within [-WORKSPACE, WORKSPACE] in x and y (metres)
 HOLD = 5  # frames spent closing the gripper at the goal
 GRIPPER_OPEN = 0.04
@@ -89,7 +89,9 @@ def _episode(cfg: DemoDataConfig, index: int, success: bool) -> tuple[int, np.nd
     rng = np.random.default_rng([cfg.seed, index])
     task = index % cfg.tasks
     goal, decoy, _ = _task_layout(task)
-    speed = 0.8 * WORKSPACE / cfg.max_length  # metres per step
+    # Constant speed for every episode, so that remaining steps = distance to goal / speed.
+    # The longest approach (0.5 * WORKSPACE) from any goal (|x|, |y| <= 0.15) stays in the workspace.
+    speed = 0.5 * WORKSPACE / cfg.max_length  # metres per step
     if success:
         length = int(rng.integers(cfg.min_length, cfg.max_length))
         moving = length - HOLD
@@ -99,10 +101,9 @@ def _episode(cfg: DemoDataConfig, index: int, success: bool) -> tuple[int, np.nd
         moving = int(rng.integers(cfg.min_length // 2, cfg.max_length // 2 + 1))
         target = decoy
     direction = rng.normal(size=3)
-    direction[2] = abs(direction[2])
+    direction[2] = abs(direction[2])  # start above the goal's height, never below the table
     direction /= np.linalg.norm(direction)
-    start = np.clip(goal + direction * speed * (length - HOLD if success else moving), -WORKSPACE, WORKSPACE)
-    start[2] = abs(start[2]) + 0.05
+    start = goal + direction * speed * (length - HOLD if success else moving)
 
     t = np.arange(length)[:, None]
     progress = np.minimum(t / moving, 1.0)  # (T, 1)
@@ -151,9 +152,10 @@ def render(task: int, state: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
     agent[(xx - eef[0]) ** 2 + (yy - eef[1]) ** 2 <= radius**2] = (255, 255, int(255 * (1 - grip)))
 
     wrist = np.full((size, size, 3), 90, np.uint8)
-    zoom = 3.0  # the wrist camera sees the goal three times closer
+    zoom = 3.0  # the wrist camera sees the goal three times closer ...
     rel = _pixel(np.clip((goal[:2] - pos[:2]) * zoom, -WORKSPACE, WORKSPACE), size)
-    _square(wrist, rel, max(2, size // 8), color)
+    distance = float(np.linalg.norm(goal - pos))  # ... and bigger as the effector approaches it
+    _square(wrist, rel, max(1, int(size / 2 * 0.03 / (distance + 0.03))), color)
     gap = int(opening / GRIPPER_OPEN * size / 4)  # finger gap shrinks as the gripper closes
     finger = max(1, size // 16)
     c = size // 2
