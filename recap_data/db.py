@@ -61,9 +61,10 @@ def connect(root: str | os.PathLike | None = None, database: str = ":memory:") -
         SELECT {_shard_of('filename')} AS shard, task_index, task
         FROM read_parquet({task_files}, filename=true)""")
     con.execute(f"""CREATE TEMP VIEW frames AS
-        SELECT {_shard_of('d.filename')} AS shard, d.* EXCLUDE ({exclude}), t.task
-        FROM read_parquet({data_files}, union_by_name=true, filename=true) d
-        JOIN tasks t ON t.shard = {_shard_of('d.filename')} AND t.task_index = d.task_index""")
+        SELECT d.* EXCLUDE ({exclude}), t.task
+        FROM (SELECT {_shard_of('filename')} AS shard, *
+              FROM read_parquet({data_files}, union_by_name=true, filename=true)) d
+        JOIN tasks t ON t.shard = d.shard AND t.task_index = d.task_index""")
     con.execute(f"""CREATE TEMP VIEW episodes AS
         WITH meta AS (
             SELECT {_shard_of('filename')} AS shard, episode_index, tasks[1] AS task, length,
