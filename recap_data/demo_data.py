@@ -178,8 +178,9 @@ def make_demo_data(store: ShardStore, cfg: DemoDataConfig, progress: bool = True
     outcomes[rng.permutation(cfg.episodes)[:n_success]] = True
     source = {"generator": "recap_data.demo_data", "generator_version": GENERATOR_VERSION,
               "seed": cfg.seed, "config": asdict(cfg)}
-    if store.exists(cfg.shard_id) and store.manifest(cfg.shard_id).source == source:
-        return store.manifest(cfg.shard_id)
+    existing = store.manifest(cfg.shard_id) if store.exists(cfg.shard_id) else None
+    if existing is not None and existing.source == source:
+        return existing
     features = libero_features(cfg.image_size, cfg.use_videos)
     with ShardWriter(store, cfg.shard_id, kind="base", features=features, fps=LIBERO_FPS,
                      source=source, synthetic=True, robot_type="panda", use_videos=cfg.use_videos) as w:

@@ -142,7 +142,7 @@ class ShardWriter:
         )
 
     def _check_not_exists(self) -> None:
-        if self.store.exists(self.shard_id) or self.store.shard_path(self.shard_id).exists():
+        if self.store.shard_path(self.shard_id).exists():  # committed, or a stray directory in the way
             raise RecapError(f"{self.store.shard_path(self.shard_id)}: shard {self.shard_id!r} exists; "
                              "shards are immutable, choose another id")
 
