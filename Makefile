@@ -12,6 +12,8 @@ venv:
 demo: venv
 	$(VENV)/bin/recap-data make-demo-data
 	$(VENV)/bin/recap-data shards list
+	@if [ -d models/value-pre ]; then echo "models/value-pre exists; remove it to retrain"; \
+	else $(VENV)/bin/recap-data train value --shard base --out models/value-pre; fi
 
 test: venv
 	$(VENV)/bin/ruff check recap_data tests bench
@@ -19,3 +21,4 @@ test: venv
 
 bench: venv
 	$(VENV)/bin/python bench/bench_store.py
+	$(VENV)/bin/python bench/bench_value.py

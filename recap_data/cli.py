@@ -9,7 +9,10 @@ import click
 
 from recap_data import paths
 from recap_data.errors import RecapError
+from recap_data.params import config_options, load_config, pick
+from recap_data.returns import RewardConfig
 from recap_data.store import ShardStore
+from recap_data.train_value import ValueTrainConfig
 
 
 class RecapGroup(click.Group):
@@ -36,7 +39,7 @@ def cli(ctx, root: Path):
 
 @cli.command("make-demo-data")
 @click.option("--shard-id", default="base", show_default=True, help="Id of the shard to write.")
-@click.option("--episodes", type=int, default=60, show_default=True, help="Number of episodes.")
+@click.option("--episodes", type=int, default=200, show_default=True, help="Number of episodes.")
 @click.option("--tasks", type=int, default=10, show_default=True, help="Use the first N LIBERO-10 tasks.")
 @click.option("--success-fraction", type=float, default=0.8, show_default=True, help="Fraction of successes.")
 @click.option("--min-length", type=int, default=30, show_default=True, help="Shortest successful episode.")
@@ -155,6 +158,44 @@ def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None):
     text = write_result(run_query(connect(store.root), query), fmt, output)
     if text is not None:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+@cli.group()
+def train():
+    """Train the value function on shards."""
+
+
+@train.command("value")
+@click.option("--shard", "shards", multiple=True, required=True,
+              help="Shard to train on: ID or ID=WEIGHT (relative sampling weight); repeat or comma-separate.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
+@click.option("--init", type=click.Path(path_type=Path), help="Fine-tune from this value checkpoint.")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `reward` and `value` sections from (options override it).")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write metrics JSON here (the checkpoint always holds metrics.json).")
+@click.option("--loss-csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the loss curve CSV here (the checkpoint always holds loss.csv).")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")
+@config_options(ValueTrainConfig)
+@config_options(RewardConfig)
+@click.pass_obj
+def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, params: Path | None,
+                    metrics: Path | None, loss_csv: Path | None, force: bool, **options):
+    """Train (or, with --init, fine-tune) the distributional value model; held-out episodes are scored."""
+    from recap_data.frames import parse_mixture
+    from recap_data.train_value import train_value
+
+    reward = load_config(RewardConfig, "reward", params, pick(options, RewardConfig))
+    cfg = load_config(ValueTrainConfig, "value", params, pick(options, ValueTrainConfig))
+    result = train_value(store, parse_mixture(shards), out, cfg, reward, init=init, metrics_path=metrics,
+                         loss_path=loss_csv, force=force)
+    if not result:  # another process of a data-parallel run: the main one reports
+        return
+    held = result.get("holdout")
+    summary = (f"held-out value MAE {held['value_mae']:.4f} (best constant {held['constant_mae']:.4f}), "
+               f"bin accuracy {held['bin_accuracy']:.3f}" if held else "no held-out episodes")
+    click.echo(f"wrote value checkpoint {out}: {result['train']['steps']} steps; {summary}")
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ class DemoDataConfig:
     """Parameters of the synthetic base shard (params.yaml section `base`)."""
 
     shard_id: str = "base"  # id of the shard to write
-    episodes: int = 60  # number of episodes; tasks are assigned round-robin
+    episodes: int = 200  # number of episodes, tasks round-robin (20 per task: enough to learn a value)
     tasks: int = 10  # use the first N LIBERO-10 instructions (1-10)
     success_fraction: float = 0.8  # fraction of episodes that succeed (exact, rounded)
     min_length: int = 30  # shortest successful episode, in frames

@@ -72,3 +72,8 @@ def scalar_columns(features: dict) -> list[str]:
 def image_columns(features: dict) -> list[str]:
     """Image features stored inside the parquet files (dtype image); videos live in mp4 files."""
     return [k for k, ft in features.items() if ft["dtype"] == "image"]
+
+
+def camera_keys(features: dict) -> list[str]:
+    """Every camera feature, stored as video or as image, in sorted order."""
+    return sorted(k for k, ft in features.items() if ft["dtype"] in ("image", "video"))

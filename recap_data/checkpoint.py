@@ -1,0 +1,54 @@
+"""Atomic output directories (checkpoints, label sets) and their content digests.
+
+An output is built in a hidden sibling `.<name>.tmp.<pid>`, then renamed into place, so a
+reader never sees half of one. An existing output is never overwritten unless `force`: then
+the old one is moved aside first and removed only after the new one is in place.
+"""
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from recap_data.errors import RecapError
+from recap_data.store import atomic_write_text, content_digest, file_digests, pid_alive
+
+
+def directory_digest(path: Path) -> str:
+    """sha256 over every file of a directory (the same digest scheme as shards)."""
+    return content_digest(file_digests(Path(path), exclude=()))
+
+
+def _clean_stale(target: Path) -> None:
+    for p in target.parent.glob(f".{target.name}.*.*"):
+        pid = p.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(target: Path, force: bool = False, what: str = "output"):
+    """Yield a temporary directory that becomes `target` when the block finishes without error."""
+    target = Path(target)
+    if target.exists() and not force:
+        raise RecapError(f"{target}: {what} already exists; choose another path or pass --force to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(target)
+    tmp = target.parent / f".{target.name}.tmp.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = target.parent / f".{target.name}.old.{os.getpid()}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Path, data) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,112 @@
+"""Sequential decoding of a shard's camera frames, in dataset index order.
+
+LeRobot decodes one frame at a time (seek + decode: ~3.5 ms per camera frame at 64 px here);
+reading a whole video file front to back is ~50x faster (4,304 frames in 0.6 s). Training on a
+shard that fits in memory decodes it once this way; the labeler streams it file by file.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recap_data import paths
+from recap_data.errors import RecapError
+
+
+def episode_table(shard_dir: Path) -> pd.DataFrame:
+    """LeRobot v3 episode metadata of a shard (meta/episodes/*/*.parquet), sorted by episode."""
+    import duckdb
+
+    files = sorted(Path(shard_dir).glob(paths.EPISODES_GLOB))
+    if not files:
+        raise RecapError(f"{shard_dir}: no episode metadata ({paths.EPISODES_GLOB}); run `recap-data shards verify`")
+    con = duckdb.connect()
+    return con.execute("SELECT * FROM read_parquet(?, union_by_name=true) ORDER BY episode_index",
+                       [[str(f) for f in files]]).df()
+
+
+def iter_video(path: Path):
+    """(position, frame (H, W, 3) uint8) for each frame of an mp4, position = round(pts seconds * fps)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate)
+        for frame in container.decode(stream):
+            yield round(float(frame.time) * fps), frame.to_ndarray(format="rgb24")
+
+
+def decode_video_camera(shard_dir: Path, key: str, episodes: pd.DataFrame, frames: int) -> np.ndarray:
+    """Every frame of a video camera: (frames, H, W, 3) uint8, row i = dataset index i."""
+    shard_dir = Path(shard_dir)
+    out = None
+    filled = np.zeros(frames, bool)
+    prefix = f"videos/{key}/"
+    fps = _fps(shard_dir)
+    for (chunk, file), eps in episodes.groupby([prefix + "chunk_index", prefix + "file_index"]):
+        video = shard_dir / "videos" / key / f"chunk-{chunk:03d}" / f"file-{file:03d}.mp4"
+        # position in this file -> dataset index, for every frame of the episodes stored in it
+        first = np.round(eps[prefix + "from_timestamp"].to_numpy() * fps).astype(np.int64)
+        length = eps["length"].to_numpy(np.int64)
+        start = eps["dataset_from_index"].to_numpy(np.int64)
+        lookup = {}
+        for f0, n, s0 in zip(first, length, start, strict=True):
+            lookup.update(zip(range(f0, f0 + n), range(s0, s0 + n), strict=True))
+        for position, image in iter_video(video):
+            index = lookup.get(position)
+            if index is None:
+                continue
+            if out is None:
+                out = np.empty((frames, *image.shape), np.uint8)
+            out[index] = image
+            filled[index] = True
+    if out is None or not filled.all():
+        missing = int((~filled).sum())
+        raise RecapError(f"{shard_dir}: camera {key}: {missing} of {frames} frames missing from the videos; "
+                         "run `recap-data shards verify`")
+    return out
+
+
+def decode_image_camera(shard_dir: Path, key: str, frames: int) -> np.ndarray:
+    """Every frame of a camera stored as PNG inside the parquet files: (frames, H, W, 3) uint8."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    out = None
+    for file in sorted(Path(shard_dir).glob(paths.DATA_GLOB)):
+        table = pq.read_table(file, columns=["index", key])
+        for index, cell in zip(table.column("index").to_pylist(), table.column(key).to_pylist(), strict=True):
+            image = np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
+            if out is None:
+                out = np.empty((frames, *image.shape), np.uint8)
+            out[index] = image
+    if out is None:
+        raise RecapError(f"{shard_dir}: camera {key}: no frames found in {paths.DATA_GLOB}")
+    return out
+
+
+def decode_cameras(shard_dir: Path, features: dict, keys: list[str], frames: int) -> dict[str, np.ndarray]:
+    """{camera key: (frames, H, W, 3) uint8} for a whole shard, decoded sequentially."""
+    episodes = None
+    out = {}
+    for key in keys:
+        if features[key]["dtype"] == "video":
+            episodes = episode_table(shard_dir) if episodes is None else episodes
+            out[key] = decode_video_camera(shard_dir, key, episodes, frames)
+        else:
+            out[key] = decode_image_camera(shard_dir, key, frames)
+    return out
+
+
+def camera_bytes(features: dict, keys: list[str], frames: int) -> int:
+    """Bytes that decode_cameras would hold for `frames` frames."""
+    return frames * sum(int(np.prod(features[k]["shape"])) for k in keys)
+
+
+def _fps(shard_dir: Path) -> int:
+    import json
+
+    return int(json.loads((Path(shard_dir) / paths.INFO_FILE).read_text())["fps"])

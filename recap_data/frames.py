@@ -1,0 +1,166 @@
+"""Training data from shards: mixture specs, the frame table, held-out episodes, weighted sampling.
+
+The frame table (one row per frame, no images) comes from DuckDB's `frames` view; images are
+decoded by LeRobot when a sample is drawn, from each shard's own LeRobotDataset.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from recap_data.errors import RecapError
+from recap_data.returns import EPISODE_KEY
+from recap_data.schema import STATE_KEY
+from recap_data.store import ShardStore
+
+
+def parse_mixture(specs: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """['base', 'iter1=2'] or ['base,iter1=2'] -> {'base': 1.0, 'iter1': 2.0} (relative shard weights)."""
+    mixture: dict[str, float] = {}
+    for spec in (s.strip() for item in specs for s in item.split(",")):
+        if not spec:
+            continue
+        name, _, weight = spec.partition("=")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = -1.0
+        if value <= 0 or not np.isfinite(value):
+            raise RecapError(f"shard spec {spec!r}: the weight must be a positive number (ID or ID=WEIGHT)")
+        if name in mixture:
+            raise RecapError(f"shard {name!r} is listed twice; give each shard once (ID or ID=WEIGHT)")
+        mixture[name] = value
+    if not mixture:
+        raise RecapError("no shards given; pass --shard ID[=WEIGHT] (see `recap-data shards list`)")
+    return mixture
+
+
+def shard_digests(store: ShardStore, shard_ids) -> dict[str, str]:
+    """{shard: content digest} from the manifests (an unknown shard is an error naming the known ones)."""
+    return {s: store.manifest(s).digest for s in shard_ids}
+
+
+def load_frames(store: ShardStore, shard_ids) -> pd.DataFrame:
+    """Every frame of the shards: shard, index, episode_index, frame_index, task, success,
+    is_intervention and the state (column `state`, float32 (8,) arrays)."""
+    from recap_data.db import connect
+
+    shard_ids = list(shard_ids)
+    shard_digests(store, shard_ids)  # fails clearly on an unknown shard
+    con = connect(store.root)
+    frames = con.execute(f"""
+        SELECT shard, "index", episode_index, frame_index, task, success, is_intervention,
+               "{STATE_KEY}" AS state
+        FROM frames WHERE shard IN (SELECT unnest(?::VARCHAR[]))
+        ORDER BY shard, episode_index, frame_index""", [shard_ids]).df()
+    empty = sorted(set(shard_ids) - set(frames["shard"]))
+    if empty:
+        raise RecapError(f"shard {empty[0]!r} has no frames; nothing to train on")
+    return frames
+
+
+def state_matrix(frames: pd.DataFrame) -> np.ndarray:
+    """The `state` column as one (F, S) float32 array."""
+    return np.stack(frames["state"].to_numpy()).astype(np.float32)  # (F, S)
+
+
+def holdout_mask(frames: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Per frame: True if its whole episode is held out.
+
+    Per task, about `fraction` of its episodes (at least one where the task has two or more),
+    chosen reproducibly for `seed` and so that failures are held out at their overall rate.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise RecapError(f"value: field 'holdout_fraction' = {fraction} is invalid: use [0, 1)")
+    episodes = frames[[*EPISODE_KEY, "task", "success"]].drop_duplicates(EPISODE_KEY).sort_values(EPISODE_KEY)
+    fail_rate = float((~episodes["success"].astype(bool)).mean())
+    rng = np.random.default_rng(seed)
+    held, held_fail = [], 0
+    for _, group in episodes.groupby("task", sort=True):
+        n = len(group)
+        k = 0 if fraction == 0 or n < 2 else min(n - 1, max(1, round(fraction * n)))
+        group = group.iloc[rng.permutation(n)]
+        pools = {True: list(group[~group["success"].astype(bool)].index),
+                 False: list(group[group["success"].astype(bool)].index)}
+        for _ in range(k):
+            want_fail = held_fail + 0.5 <= fail_rate * (len(held) + 1)
+            pool = pools[want_fail] or pools[not want_fail]
+            held.append(pool.pop(0))
+            held_fail += int(not episodes.loc[held[-1], "success"])
+    held_keys = episodes.loc[held, EPISODE_KEY]
+    key = pd.MultiIndex.from_frame(frames[EPISODE_KEY])
+    return key.isin(pd.MultiIndex.from_frame(held_keys))
+
+
+def mixture_weights(shards: np.ndarray, mixture: dict[str, float]) -> np.ndarray:
+    """Per-frame sampling weights so that shard s is drawn with probability w_s / sum(w)."""
+    names, counts = np.unique(shards, return_counts=True)
+    per_frame = {n: mixture[n] / c for n, c in zip(names, counts, strict=True)}
+    weights = pd.Series(shards).map(per_frame).to_numpy(np.float64)
+    return weights / weights.sum()
+
+
+def preload_cameras(store: ShardStore, shard_ids, keys: list[str], budget_mb: int,
+                    progress: bool = True) -> dict[str, dict[str, np.ndarray]] | None:
+    """Decode every camera frame of the shards into memory if they fit in `budget_mb` (else None)."""
+    from tqdm import tqdm
+
+    from recap_data.decode import camera_bytes, decode_cameras
+
+    manifests = [store.manifest(s) for s in shard_ids]
+    need = sum(camera_bytes(m.features, keys, m.frames) for m in manifests)
+    if need > budget_mb * 2**20:
+        return None
+    return {m.shard_id: decode_cameras(store.shard_path(m.shard_id), m.features, keys, m.frames)
+            for m in tqdm(manifests, desc=f"decoding frames ({need / 2**20:.0f} MB)", unit="shard",
+                          disable=not progress)}
+
+
+class ShardFrames(Dataset):
+    """Samples of chosen frames: camera images (K, 3, H, W), state, task and targets.
+
+    `frames` holds at least shard, index, task, return_bin, return_norm. Images come from
+    `preloaded` ({shard: {camera: (N, H, W, 3) uint8}}) when given, else from each shard's
+    LeRobotDataset, opened lazily (once per DataLoader worker).
+    """
+
+    def __init__(self, store: ShardStore, frames: pd.DataFrame, camera_keys: list[str],
+                 preloaded: dict[str, dict[str, np.ndarray]] | None = None):
+        self.root = store.shards_dir
+        self.camera_keys = list(camera_keys)
+        self.preloaded = preloaded
+        self.shard = frames["shard"].to_numpy()
+        self.index = frames["index"].to_numpy(np.int64)
+        self.task = frames["task"].to_numpy()
+        self.state = torch.from_numpy(state_matrix(frames))  # (F, S)
+        self.return_bin = torch.from_numpy(frames["return_bin"].to_numpy(np.int64))
+        self.return_norm = torch.from_numpy(frames["return_norm"].to_numpy(np.float32))
+        self._datasets: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _dataset(self, shard: str):
+        if shard not in self._datasets:
+            from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+            self._datasets[shard] = LeRobotDataset(f"recap-data/{shard}", root=self.root / shard)
+        return self._datasets[shard]
+
+    def images(self, i: int) -> torch.Tensor:
+        """(K, 3, H, W) floats in [0, 1], as LeRobotDataset returns them."""
+        if self.preloaded is not None:
+            cams = self.preloaded[self.shard[i]]
+            pixels = np.stack([cams[k][self.index[i]] for k in self.camera_keys])  # (K, H, W, 3) uint8
+            return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255  # (K, 3, H, W)
+        item = self._dataset(self.shard[i])[int(self.index[i])]
+        if int(item["index"]) != self.index[i]:
+            raise RecapError(f"shard {self.shard[i]}: frame {self.index[i]} read back as {int(item['index'])}; "
+                             "run `recap-data shards verify`")
+        return torch.stack([item[k] for k in self.camera_keys])  # (K, 3, H, W)
+
+    def __getitem__(self, i: int) -> dict:
+        images = self.images(i)
+        return {"images": images, "state": self.state[i], "task": self.task[i],
+                "return_bin": self.return_bin[i], "return_norm": self.return_norm[i], "row": i}
