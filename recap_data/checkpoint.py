@@ -8,11 +8,22 @@ the old one is moved aside first and removed only after the new one is in place.
 import json
 import os
 import shutil
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
 from recap_data.errors import RecapError
 from recap_data.store import atomic_write_text, content_digest, file_digests, pid_alive
+
+# Testing hook: RECAP_DATA_FAILPOINT=<name> makes the process SIGKILL itself at that point
+# (writer: after_episode:N, after_finalize, after_verify, after_manifest; any atomic
+# directory: before_rename), to prove crash safety.
+FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def directory_digest(path: Path) -> str:
@@ -40,6 +51,7 @@ def atomic_directory(target: Path, force: bool = False, what: str = "output"):
     tmp.mkdir()
     try:
         yield tmp
+        failpoint("before_rename")
         old = target.parent / f".{target.name}.old.{os.getpid()}"
         if target.exists():
             os.replace(target, old)

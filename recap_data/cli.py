@@ -9,7 +9,8 @@ import click
 
 from recap_data import paths
 from recap_data.errors import RecapError
-from recap_data.params import config_options, load_config, pick
+from recap_data.labelset import LabelConfig
+from recap_data.params import config_options, load_config, pick, read_section
 from recap_data.returns import RewardConfig
 from recap_data.store import ShardStore
 from recap_data.train_value import ValueTrainConfig
@@ -150,12 +151,13 @@ def shards_import(store: ShardStore, src: Path, shard_id: str, all_success: bool
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="Output format.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (atomically).")
+@click.option("--labels", help="Label set whose rows the views `labels` and `labeled_frames` show.")
 @click.pass_obj
-def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None):
-    """Run SQL over the views shards, tasks, episodes and frames."""
+def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None, labels: str | None):
+    """Run SQL over the views shards, tasks, episodes, frames, label_sets (and labels, labeled_frames)."""
     from recap_data.db import connect, run_query, write_result
 
-    text = write_result(run_query(connect(store.root), query), fmt, output)
+    text = write_result(run_query(connect(store.root, labels=labels), query), fmt, output)
     if text is not None:
         click.echo(text, nl=not text.endswith("\n"))
 
@@ -196,6 +198,56 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
     summary = (f"held-out value MAE {held['value_mae']:.4f} (best constant {held['constant_mae']:.4f}), "
                f"bin accuracy {held['bin_accuracy']:.3f}" if held else "no held-out episodes")
     click.echo(f"wrote value checkpoint {out}: {result['train']['steps']} steps; {summary}")
+
+
+@cli.command("label")
+@click.option("--value-ckpt", type=click.Path(path_type=Path), required=True, help="Value checkpoint to score frames.")
+@click.option("--shard", "shards", multiple=True, required=True, help="Shard to label (repeat or comma-separate).")
+@click.option("--out", "name", required=True, help="Name of the new label set (under <root>/labels/).")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `label` and `reward` sections from (options override it).")
+@click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
+@config_options(LabelConfig)
+@config_options(RewardConfig)
+@click.pass_obj
+def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, force: bool, **options):
+    """Run the value model over every frame and write a label set (return, value, advantage, indicator)."""
+    from recap_data.label import label
+    from recap_data.value_model import checkpoint_reward
+
+    cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig))
+    given = {**(read_section(params, "reward") if params else {}),
+             **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
+    reward = RewardConfig(**{**checkpoint_reward(value_ckpt).to_dict(), **given}).validate()
+    ids = [s.strip() for item in shards for s in item.split(",") if s.strip()]
+    m = label(store, ids, value_ckpt, name, reward, cfg, force=force)
+    if m is not None:
+        click.echo(_label_summary(m))
+
+
+@cli.command("relabel")
+@click.argument("source")
+@click.option("--out", "name", required=True, help="Name of the new label set.")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `label` section from (default: the source's label params).")
+@click.option("--n-steps", type=int, help="Look-ahead N of the advantage (default: the source's).")
+@click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
+@config_options(LabelConfig, skip=("batch_size",))
+@click.pass_obj
+def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, n_steps: int | None, force: bool,
+                **options):
+    """Write a new label set from SOURCE's stored values with other label params; no model run."""
+    from recap_data.relabel import relabel
+
+    overrides = {**(read_section(params, "label") if params else {}),
+                 **{k: v for k, v in pick(options, LabelConfig).items() if v is not None}}
+    click.echo(_label_summary(relabel(store, source, name, overrides, n_steps=n_steps, force=force)))
+
+
+def _label_summary(m) -> str:
+    eps = ", ".join(f"{s['positive_fraction']:.3f}" for s in m.per_task.values())
+    return (f"wrote label set {m.name}: {m.frames} frames, {m.positive_fraction:.3f} positive "
+            f"(target {m.label['positive_fraction']}; per task {eps}), {m.digest[:19]}")
 
 
 def main() -> None:

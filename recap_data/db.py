@@ -5,7 +5,12 @@ TEMP views (created per connection, absolute paths, so nothing stale is ever sto
   tasks     (shard, task_index, task)
   frames    every scalar and vector column of every frame, plus shard and task; no image bytes
   episodes  (shard, kind, episode_index, task, length, success, interventions, ...)
-Only committed shards are read (directories with a manifest), never a writer's temporary files.
+  label_sets      one row per committed label set (from manifests)
+With `labels=NAME`, also:
+  labels          the label rows of that label set (see labelset.py for the columns)
+  labeled_frames  frames joined with those labels on (shard, episode_index, frame_index)
+Only committed shards and label sets are read (directories with a manifest), never a
+writer's temporary files.
 """
 
 import json
@@ -31,10 +36,17 @@ def _shard_of(column: str) -> str:
     return f"regexp_extract({column}, '.*/{paths.SHARDS_DIR}/([^/]+)/', 1)"
 
 
-def connect(root: str | os.PathLike | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the store's views (see module doc)."""
+def connect(root: str | os.PathLike | None = None, database: str = ":memory:",
+            labels: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views, and a label set's when `labels` names one (see module doc)."""
     store = ShardStore(root)
     con = duckdb.connect(database)
+    _store_views(con, store)
+    _label_views(con, store, labels)
+    return con
+
+
+def _store_views(con: duckdb.DuckDBPyConnection, store: ShardStore) -> None:
     manifests = store.manifests()
     con.execute("""CREATE TEMP TABLE shards (shard VARCHAR, kind VARCHAR, created_at TIMESTAMPTZ,
         episodes BIGINT, frames BIGINT, successes BIGINT, fps INTEGER, synthetic BOOLEAN,
@@ -47,7 +59,7 @@ def connect(root: str | os.PathLike | None = None, database: str = ":memory:") -
         con.execute("CREATE TEMP VIEW episodes AS SELECT NULL::VARCHAR shard, NULL::VARCHAR kind, "
                     "NULL::BIGINT episode_index, NULL::VARCHAR task, NULL::BIGINT length, "
                     "NULL::BOOLEAN success WHERE false")
-        return con
+        return
     con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         (m.shard_id, m.kind, m.created_at, m.episodes, m.frames, m.successes, m.fps, m.synthetic,
          m.digest, json.dumps(m.source), str(store.shard_path(m.shard_id))) for m in manifests])
@@ -78,7 +90,31 @@ def connect(root: str | os.PathLike | None = None, database: str = ":memory:") -
                m.dataset_from_index, m.dataset_to_index
         FROM meta m JOIN shards s ON s.shard = m.shard
         LEFT JOIN outcome o ON o.shard = m.shard AND o.episode_index = m.episode_index""")
-    return con
+
+
+def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | None) -> None:
+    from recap_data.labelset import KEY, label_set_names, label_set_path, read_manifest
+
+    con.execute("""CREATE TEMP TABLE label_sets (label_set VARCHAR, created_at TIMESTAMPTZ, frames BIGINT,
+        positive_fraction DOUBLE, threshold VARCHAR, target DOUBLE, n_steps INTEGER, value_checkpoint VARCHAR,
+        parent VARCHAR, digest VARCHAR, path VARCHAR)""")
+    rows = []
+    for n in label_set_names(store):
+        m = read_manifest(store, n)
+        rows.append((n, m.created_at, m.frames, m.positive_fraction, m.label["threshold"],
+                     m.label["positive_fraction"], m.reward["n_steps"], m.value_checkpoint["digest"],
+                     (m.parent or {}).get("name"), m.digest, str(label_set_path(store, n))))
+    if rows:
+        con.executemany("INSERT INTO label_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    if name is None:
+        return
+    read_manifest(store, name)  # a clear error for an unknown label set
+    tables = label_set_path(store, name) / paths.LABEL_TABLES_DIR
+    con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet('{tables}/*.parquet', union_by_name=true)")
+    shared = ", ".join(f"l.{c}" for c in ("index", "task", "success", "is_intervention", *KEY))
+    con.execute(f"""CREATE TEMP VIEW labeled_frames AS
+        SELECT f.*, l.* EXCLUDE ({shared.replace('l.', '')})
+        FROM frames f JOIN labels l USING (shard, episode_index, frame_index)""")
 
 
 def run_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:

@@ -47,7 +47,7 @@ def decode_video_camera(shard_dir: Path, key: str, episodes: pd.DataFrame, frame
     prefix = f"videos/{key}/"
     fps = _fps(shard_dir)
     for (chunk, file), eps in episodes.groupby([prefix + "chunk_index", prefix + "file_index"]):
-        video = shard_dir / "videos" / key / f"chunk-{chunk:03d}" / f"file-{file:03d}.mp4"
+        video = shard_dir / paths.VIDEO_FILE.format(key=key, chunk=chunk, file=file)
         # position in this file -> dataset index, for every frame of the episodes stored in it
         first = np.round(eps[prefix + "from_timestamp"].to_numpy() * fps).astype(np.int64)
         length = eps["length"].to_numpy(np.int64)
@@ -110,3 +110,66 @@ def _fps(shard_dir: Path) -> int:
     import json
 
     return int(json.loads((Path(shard_dir) / paths.INFO_FILE).read_text())["fps"])
+
+
+class _SequentialCamera:
+    """Reads one camera's frames episode by episode, front to back, reopening a file only to go back."""
+
+    def __init__(self, shard_dir: Path, key: str, dtype: str, fps: int):
+        self.shard_dir, self.key, self.dtype, self.fps = Path(shard_dir), key, dtype, fps
+        self.source, self.frames, self.position = None, None, 0
+
+    def _open(self, source) -> None:
+        if self.dtype == "video":
+            chunk, file = source
+            self.frames = iter_video(self.shard_dir / paths.VIDEO_FILE.format(key=self.key, chunk=chunk, file=file))
+        else:
+            self.frames = _iter_png_column(self.shard_dir, self.key)
+        self.source, self.position = source, 0
+
+    def read(self, episode: pd.Series) -> np.ndarray:
+        """(length, H, W, 3) uint8 frames of one episode (a row of episode_table)."""
+        length = int(episode["length"])
+        if self.dtype == "video":
+            p = f"videos/{self.key}/"
+            source = (int(episode[p + "chunk_index"]), int(episode[p + "file_index"]))
+            start = round(float(episode[p + "from_timestamp"]) * self.fps)
+        else:
+            source, start = "data", int(episode["dataset_from_index"])
+        if source != self.source or start < self.position:
+            self._open(source)
+        out = []
+        for position, image in self.frames:
+            self.position = position + 1
+            if position >= start:
+                out.append(image)
+                if len(out) == length:
+                    return np.stack(out)  # (length, H, W, 3)
+        raise RecapError(f"{self.shard_dir}: camera {self.key}: episode {int(episode['episode_index'])} has "
+                         f"{len(out)} of {length} frames; run `recap-data shards verify`")
+
+
+def _iter_png_column(shard_dir: Path, key: str):
+    """(dataset index, image) for a PNG-in-parquet camera, in file order."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    for file in sorted(Path(shard_dir).glob(paths.DATA_GLOB)):
+        for batch in pq.ParquetFile(file).iter_batches(columns=["index", key], batch_size=256):
+            for index, cell in zip(batch.column("index").to_pylist(), batch.column(key).to_pylist(), strict=True):
+                yield index, np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
+
+
+def iter_episode_frames(shard_dir: Path, features: dict, keys: list[str], episode_indices=None):
+    """Stream (episode row, {camera: (length, H, W, 3) uint8}) episode by episode in index order.
+
+    Memory holds one episode at a time; `episode_indices` restricts it to some episodes (the
+    share of one process when inference is split).
+    """
+    episodes = episode_table(shard_dir)
+    if episode_indices is not None:
+        episodes = episodes[episodes["episode_index"].isin(set(episode_indices))]
+    fps = _fps(shard_dir)
+    cameras = {k: _SequentialCamera(shard_dir, k, features[k]["dtype"], fps) for k in keys}
+    for _, episode in episodes.iterrows():
+        yield episode, {k: cam.read(episode) for k, cam in cameras.items()}

@@ -41,17 +41,17 @@ def shard_digests(store: ShardStore, shard_ids) -> dict[str, str]:
     return {s: store.manifest(s).digest for s in shard_ids}
 
 
-def load_frames(store: ShardStore, shard_ids) -> pd.DataFrame:
+def load_frames(store: ShardStore, shard_ids, with_state: bool = True) -> pd.DataFrame:
     """Every frame of the shards: shard, index, episode_index, frame_index, task, success,
-    is_intervention and the state (column `state`, float32 (8,) arrays)."""
+    is_intervention and (with_state) the state (column `state`, float32 (8,) arrays)."""
     from recap_data.db import connect
 
     shard_ids = list(shard_ids)
     shard_digests(store, shard_ids)  # fails clearly on an unknown shard
     con = connect(store.root)
     frames = con.execute(f"""
-        SELECT shard, "index", episode_index, frame_index, task, success, is_intervention,
-               "{STATE_KEY}" AS state
+        SELECT shard, "index", episode_index, frame_index, task, success, is_intervention
+               {f', "{STATE_KEY}" AS state' if with_state else ''}
         FROM frames WHERE shard IN (SELECT unnest(?::VARCHAR[]))
         ORDER BY shard, episode_index, frame_index""", [shard_ids]).df()
     empty = sorted(set(shard_ids) - set(frames["shard"]))
@@ -164,3 +164,17 @@ class ShardFrames(Dataset):
         images = self.images(i)
         return {"images": images, "state": self.state[i], "task": self.task[i],
                 "return_bin": self.return_bin[i], "return_norm": self.return_norm[i], "row": i}
+
+
+def load_states(store: ShardStore, shard_id: str) -> np.ndarray:
+    """observation.state of every frame of a shard as one (frames, S) float32 array, row = dataset index."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from recap_data import paths
+
+    table = pq.ParquetDataset(sorted(map(str, store.shard_path(shard_id).glob(paths.DATA_GLOB))),
+                              ).read(columns=["index", STATE_KEY])
+    order = np.argsort(table.column("index").to_numpy())
+    flat = pc.list_flatten(table.column(STATE_KEY)).to_numpy()
+    return flat.reshape(len(table), -1)[order].astype(np.float32)  # (frames, S)

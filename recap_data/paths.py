@@ -7,6 +7,9 @@
       .tmp/<shard_id>.<pid>.<token>/shard/
                                  a shard being written; renamed into shards/ when verified,
                                  never read; left-overs of dead writers are removed
+      labels/<name>/             a label set (see labelset.py) ...
+        manifest.json            ... its manifest, written inside the atomic rename
+        tables/<shard_id>.parquet  one label row per frame of that shard
 """
 
 import os
@@ -22,6 +25,9 @@ DATA_GLOB = "data/*/*.parquet"
 EPISODES_GLOB = "meta/episodes/*/*.parquet"
 TASKS_FILE = "meta/tasks.parquet"
 INFO_FILE = "meta/info.json"
+LABELS_DIR = "labels"
+LABEL_TABLES_DIR = "tables"
+VIDEO_FILE = "videos/{key}/chunk-{chunk:03d}/file-{file:03d}.mp4"
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:

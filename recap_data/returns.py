@@ -24,6 +24,9 @@ from recap_data.errors import RecapError
 
 NORMALIZATIONS = ("global", "per_task")
 EPISODE_KEY = ["shard", "episode_index"]
+# The fields that define a value model's targets; n_steps only shapes the advantage, so a
+# checkpoint may label with another n_steps than it was trained with.
+TARGET_FIELDS = ("number_of_bins", "c_fail", "normalization", "reward_normalizer")
 ROUNDING = 1e-9  # float slack at the ends of [-1, 0]; anything further out is an error
 
 

@@ -33,7 +33,7 @@ from transformers import (
 
 from recap_data.checkpoint import directory_digest, write_json
 from recap_data.errors import RecapError
-from recap_data.returns import RewardConfig, decode_values
+from recap_data.returns import TARGET_FIELDS, RewardConfig, decode_values
 
 SIZES = ("tiny", "real")
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -277,9 +277,9 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
         raise RecapError(f"{path}: unreadable value checkpoint ({str(e).splitlines()[0]})") from None
     if config.get("format") != CHECKPOINT_FORMAT:
         raise RecapError(f"{path / CONFIG}: field 'format' is {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    if reward is not None and reward != stored:
-        diff = [f"{k}: checkpoint {v!r}, requested {getattr(reward, k)!r}"
-                for k, v in stored.to_dict().items() if getattr(reward, k) != v]
+    diff = [] if reward is None else [f"{k}: checkpoint {getattr(stored, k)!r}, requested {getattr(reward, k)!r}"
+                                      for k in TARGET_FIELDS if getattr(reward, k) != getattr(stored, k)]
+    if diff:
         raise RecapError(f"{path / REWARD}: the value model was trained with other reward params ({'; '.join(diff)}); "
                          "use its reward params or train a value model with yours")
     _quiet_transformers()
@@ -289,6 +289,15 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
     return ValueCheckpoint(path, model.eval(), TextEncoder(tokenizer, model.cfg.max_text_tokens), stored,
                            {k: float(v) for k, v in norm["return_normalizers"].items()}, provenance,
                            directory_digest(path))
+
+
+def checkpoint_reward(path: Path) -> RewardConfig:
+    """The reward params a value checkpoint was trained with."""
+    try:
+        return RewardConfig(**json.loads((Path(path) / REWARD).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise RecapError(f"{path}: not a value checkpoint ({Path(path) / REWARD}: {str(e).splitlines()[0]}); "
+                         "train one with `recap-data train value`") from None
 
 
 def _quiet_transformers() -> None:

@@ -14,12 +14,12 @@ import json
 import os
 import secrets
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 
 from recap_data import paths
+from recap_data.checkpoint import failpoint
 from recap_data.errors import RecapError
 from recap_data.schema import OUTCOME_FEATURES
 from recap_data.store import (
@@ -32,14 +32,8 @@ from recap_data.store import (
     validate_shard_id,
 )
 
-# Testing hook: `RECAP_DATA_FAILPOINT=after_episode:3` (or after_finalize, after_verify,
-# after_manifest) makes the writer SIGKILL itself at that point, to prove crash safety.
-FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"
-
-
-def _failpoint(name: str) -> None:
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+# Failpoints (checkpoint.failpoint, for the crash tests): after_episode:N, after_finalize,
+# after_verify, after_manifest.
 
 
 class ShardWriter:
@@ -123,7 +117,7 @@ class ShardWriter:
         self._frames += self._episode_frames
         self._successes += int(bool(success))
         self._episode_frames = 0
-        _failpoint(f"after_episode:{self._episodes}")
+        failpoint(f"after_episode:{self._episodes}")
 
     def expect(self, episodes: int, frames: int, successes: int) -> None:
         """Counts of a dataset the caller built in staging_dir itself."""
@@ -159,11 +153,11 @@ class ShardWriter:
             expected = self._expected
         else:
             raise RecapError(f"shard {self.shard_id!r}: nothing was written; a shard needs at least one episode")
-        _failpoint("after_finalize")
+        failpoint("after_finalize")
         problems = check_dataset(self.staging_dir, *expected)
         if problems:
             raise RecapError(f"shard {self.shard_id!r} failed verification before commit: {problems[0]}")
-        _failpoint("after_verify")
+        failpoint("after_verify")
 
         from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
 
@@ -180,7 +174,7 @@ class ShardWriter:
             digest=content_digest(files), files=files,
         )
         atomic_write_text(self.staging_dir / paths.MANIFEST, manifest.to_json())
-        _failpoint("after_manifest")
+        failpoint("after_manifest")
         self._check_not_exists()
         try:
             os.rename(self.staging_dir, self.store.shard_path(self.shard_id))

@@ -8,10 +8,10 @@ import time
 import pytest
 from conftest import PYTHON
 
+from recap_data.checkpoint import FAILPOINT_ENV
 from recap_data.db import connect
 from recap_data.store import ShardStore
 from recap_data.verify import verify_shard
-from recap_data.writer import FAILPOINT_ENV
 
 WRITER_ARGS = ["--episodes", "4", "--tasks", "2", "--min-length", "8", "--max-length", "14", "--image-size", "32"]
 

@@ -54,6 +54,7 @@ def test_checkpoint_round_trip_and_provenance(store, two_shards, tmp_path):
 
     with pytest.raises(RecapError, match=r"other reward params \(c_fail: checkpoint 50.0, requested 1000.0"):
         load_value_checkpoint(out, RewardConfig(number_of_bins=21))
+    load_value_checkpoint(out, RewardConfig(number_of_bins=21, c_fail=50, n_steps=7))  # n_steps: advantage only
 
     # --init fine-tunes: the weights start from the checkpoint and provenance names it
     tuned = tmp_path / "tuned"

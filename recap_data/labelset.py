@@ -1,0 +1,187 @@
+"""Label sets: the advantage math, and the versioned directories that hold the labels.
+
+    <root>/labels/<name>/
+      manifest.json          value checkpoint digest, shard digests, reward and label params,
+                             epsilon and realised positive fraction per task, counts, time
+      tables/<shard>.parquet one row per frame, keyed by (shard, episode_index, frame_index)
+
+Label columns (no `observation.`/`action` prefix, so no LeRobot policy takes them as inputs):
+reward, mc_return, return_norm, return_bin, nstep_return, value = V(o_t), value_next =
+V(o_{t+N}) (0 when t+N >= T), advantage A_t = nstep_return + value_next - value (float64),
+epsilon (the frame's threshold) and indicator = A_t > epsilon, always true on interventions.
+A label set is written once, atomically; --force replaces it atomically; it is never edited.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recap_data import paths
+from recap_data.checkpoint import atomic_directory, directory_digest, write_json
+from recap_data.errors import RecapError
+from recap_data.returns import EPISODE_KEY, RewardConfig, compute_returns
+from recap_data.store import SHARD_ID_RE, ShardStore
+
+LABEL_FORMAT = "recap-data/label-set@1"
+THRESHOLDS = ("per_task", "global")
+KEY = ["shard", "episode_index", "frame_index"]
+LABEL_COLUMNS = [*KEY, "index", "task", "success", "is_intervention", "reward", "mc_return", "return_norm",
+                 "return_bin", "nstep_return", "value", "value_next", "advantage", "epsilon", "indicator"]
+
+
+@dataclass
+class LabelConfig:
+    """Labeling (params.yaml section `label`)."""
+
+    positive_fraction: float = 0.3  # target fraction of frames with A_t > epsilon
+    threshold: str = "per_task"  # per_task: one epsilon per task (the paper); global: one over all frames
+    batch_size: int = 64  # frames per value-model batch (label only; relabel runs no model)
+
+    def validate(self) -> "LabelConfig":
+        if not 0.0 < self.positive_fraction < 1.0:
+            raise RecapError(f"label: field 'positive_fraction' = {self.positive_fraction} is invalid: use (0, 1)")
+        if self.threshold not in THRESHOLDS:
+            raise RecapError(f"label: field 'threshold' = {self.threshold!r} is invalid: use one of "
+                             f"{', '.join(THRESHOLDS)}")
+        if self.batch_size < 1:
+            raise RecapError(f"label: field 'batch_size' = {self.batch_size} is invalid: use at least 1")
+        return self
+
+
+@dataclass
+class LabelManifest:
+    """What a label set records about itself (manifest.json)."""
+
+    name: str
+    created_at: str
+    value_checkpoint: dict  # {"path", "digest"} of the model whose values these are
+    shards: list[dict]  # [{"id", "digest", "episodes", "frames"}] labelled, in order
+    reward: dict  # RewardConfig used for returns and n-step advantages
+    label: dict  # LabelConfig used for the thresholds
+    return_normalizers: dict  # task -> normalizer (from the value checkpoint)
+    per_task: dict  # task -> {"epsilon", "positive_fraction", "target", "frames", "episodes", "interventions"}
+    frames: int
+    positive_fraction: float  # realised over all frames
+    parent: dict | None = None  # relabel: {"name", "digest"} of the label set whose values were reused
+    digest: str = ""  # sha256 over the label tables
+    format: str = LABEL_FORMAT
+    extra: dict = field(default_factory=dict)
+
+
+def label_set_path(store: ShardStore, name: str) -> Path:
+    return store.root / paths.LABELS_DIR / name
+
+
+def validate_name(name: str) -> str:
+    if not SHARD_ID_RE.match(name or ""):
+        raise RecapError(f"label set name {name!r} is invalid: use 1-80 lowercase letters, digits, '.', '_' or '-'")
+    return name
+
+
+def label_set_names(store: ShardStore) -> list[str]:
+    base = store.root / paths.LABELS_DIR
+    return sorted(p.name for p in base.iterdir() if (p / paths.MANIFEST).is_file()) if base.is_dir() else []
+
+
+def read_manifest(store: ShardStore, name: str) -> LabelManifest:
+    path = label_set_path(store, name) / paths.MANIFEST
+    if not path.is_file():
+        known = ", ".join(label_set_names(store)) or "none"
+        raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); "
+                         "make one with `recap-data label`")
+    data = json.loads(path.read_text())
+    if data.get("format") != LABEL_FORMAT:
+        raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r}")
+    return LabelManifest(**data)
+
+
+def read_labels(store: ShardStore, name: str) -> pd.DataFrame:
+    """All label rows of a label set, sorted by shard, episode, frame."""
+    files = sorted((label_set_path(store, name) / paths.LABEL_TABLES_DIR).glob("*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(KEY, ignore_index=True)
+
+
+def check_shards_unchanged(store: ShardStore, manifest: LabelManifest) -> None:
+    """The shards a label set was computed from must still hold the same content."""
+    for s in manifest.shards:
+        now = store.manifest(s["id"]).digest
+        if now != s["digest"]:
+            raise RecapError(f"label set {manifest.name}: shard {s['id']} changed since its values were computed "
+                             f"({s['digest'][:19]} then, {now[:19]} now); run `recap-data label` again")
+
+
+def add_advantages(frames: pd.DataFrame, n_steps: int) -> pd.DataFrame:
+    """value_next and advantage for frames sorted by episode and frame, with value and nstep_return."""
+    t = frames["frame_index"].to_numpy(np.int64)
+    ahead = t + n_steps < frames["length"].to_numpy(np.int64)  # o_{t+N} exists in the episode
+    value = frames["value"].to_numpy(np.float64)
+    rows = np.arange(len(frames))
+    # Rows of an episode are contiguous and in frame order, so o_{t+N} is row + N when it exists.
+    value_next = np.where(ahead, value[np.minimum(rows + n_steps, len(frames) - 1)], 0.0)
+    advantage = frames["nstep_return"].to_numpy(np.float64) + value_next - value
+    return frames.assign(value_next=value_next, advantage=advantage)
+
+
+def threshold(advantages: np.ndarray, fraction: float) -> float:
+    """epsilon with round(fraction * n) advantages strictly above it (exactly, unless values tie)."""
+    ordered = np.sort(advantages)[::-1]  # descending
+    k = int(round(fraction * len(ordered)))
+    if k == 0:
+        return float(ordered[0])
+    if k >= len(ordered):
+        return float(np.nextafter(ordered[-1], -np.inf))
+    return float((ordered[k - 1] + ordered[k]) / 2)
+
+
+def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
+                 normalizers: dict[str, float]) -> tuple[pd.DataFrame, dict]:
+    """Label rows and per-task statistics from frames with keys, task, success, is_intervention, value."""
+    cfg.validate()
+    bad = ~np.isfinite(frames["value"].to_numpy(np.float64))
+    if bad.any():
+        row = frames[bad].iloc[0]
+        raise RecapError(f"shard {row['shard']}: episode {row['episode_index']} frame {row['frame_index']} has value "
+                         f"{row['value']}; the value model produced NaN or infinity ({int(bad.sum())} frames)")
+    out, _ = compute_returns(frames, reward, normalizers)
+    out = add_advantages(out, reward.n_steps)
+    groups = out.groupby("task", sort=True) if cfg.threshold == "per_task" else [("*", out)]
+    epsilon = {task: threshold(g["advantage"].to_numpy(), cfg.positive_fraction) for task, g in groups}
+    eps = out["task"].map(epsilon).to_numpy(np.float64) if cfg.threshold == "per_task" else \
+        np.full(len(out), epsilon["*"])
+    intervention = out["is_intervention"].to_numpy(bool)
+    out = out.assign(epsilon=eps, indicator=(out["advantage"].to_numpy() > eps) | intervention)
+    per_task = {}
+    for task, g in out.groupby("task", sort=True):
+        per_task[task] = {"epsilon": float(g["epsilon"].iloc[0]), "positive_fraction": float(g["indicator"].mean()),
+                          "target": cfg.positive_fraction, "frames": len(g),
+                          "episodes": int(g[EPISODE_KEY].drop_duplicates().shape[0]),
+                          "interventions": int(g["is_intervention"].sum())}
+    return out[LABEL_COLUMNS], per_task
+
+
+def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task: dict, *, value_checkpoint: dict,
+                    shards: list[dict], reward: RewardConfig, cfg: LabelConfig, normalizers: dict,
+                    parent: dict | None = None, force: bool = False) -> LabelManifest:
+    """Write the tables and the manifest into a temporary directory, then rename it into place."""
+    counts = labels.groupby("shard").size()
+    for s in shards:  # every frame of every input shard has exactly one row
+        if counts.get(s["id"], 0) != s["frames"] or labels.duplicated(KEY).any():
+            raise RecapError(f"label set {name}: shard {s['id']} has {counts.get(s['id'], 0)} label rows for "
+                             f"{s['frames']} frames; nothing was written")
+    target = label_set_path(store, validate_name(name))
+    with atomic_directory(target, force=force, what="label set") as tmp:
+        tables = tmp / paths.LABEL_TABLES_DIR
+        tables.mkdir()
+        for shard, rows in labels.groupby("shard", sort=True):
+            rows.to_parquet(tables / f"{shard}.parquet", index=False)
+        manifest = LabelManifest(
+            name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), value_checkpoint=value_checkpoint,
+            shards=shards, reward=reward.to_dict(), label=asdict(cfg), return_normalizers=normalizers,
+            per_task=per_task, frames=len(labels), positive_fraction=float(labels["indicator"].mean()),
+            parent=parent, digest=directory_digest(tables))
+        write_json(tmp / paths.MANIFEST, asdict(manifest))
+    return manifest

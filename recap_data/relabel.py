@@ -1,0 +1,38 @@
+"""`recap-data relabel LABELS`: a new label set from a label set's stored values, no model run.
+
+Changes the label params (positive fraction, per-task or global threshold) or n_steps; the
+returns, advantages and thresholds are recomputed from the stored V(o_t) of every frame, in
+seconds. The shards must be unchanged since those values were computed.
+"""
+
+from dataclasses import asdict
+
+from recap_data.labelset import (
+    LabelConfig,
+    LabelManifest,
+    build_labels,
+    check_shards_unchanged,
+    read_labels,
+    read_manifest,
+    write_label_set,
+)
+from recap_data.params import build_config
+from recap_data.returns import RewardConfig
+from recap_data.store import ShardStore
+
+VALUE_COLUMNS = ["shard", "episode_index", "frame_index", "index", "task", "success", "is_intervention", "value"]
+
+
+def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_steps: int | None = None,
+            force: bool = False) -> LabelManifest:
+    """Relabel `source` into `name`; label params default to the source's, overridden by `label_overrides`."""
+    parent = read_manifest(store, source)
+    check_shards_unchanged(store, parent)
+    cfg = build_config(LabelConfig, "label", {**parent.label, **label_overrides}, "relabel")
+    reward = RewardConfig(**{**parent.reward, **({"n_steps": n_steps} if n_steps else {})}).validate()
+    frames = read_labels(store, source)[VALUE_COLUMNS]
+    labels, per_task = build_labels(frames, reward, cfg, parent.return_normalizers)
+    return write_label_set(store, name, labels, per_task, value_checkpoint=parent.value_checkpoint,
+                           shards=parent.shards, reward=reward, cfg=cfg, normalizers=parent.return_normalizers,
+                           parent={"name": parent.name, "digest": parent.digest, "label": asdict(LabelConfig(
+                               **parent.label))}, force=force)

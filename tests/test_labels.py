@@ -1,0 +1,180 @@
+"""Labeling: the advantage math by hand, `recap-data label` end to end, relabel, refusals, SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import PYTHON, run_cli
+
+from recap_data.checkpoint import FAILPOINT_ENV, directory_digest
+from recap_data.db import connect
+from recap_data.errors import RecapError
+from recap_data.frames import ShardFrames, load_frames
+from recap_data.label import label
+from recap_data.labelset import LabelConfig, build_labels, label_set_path, read_labels, read_manifest, threshold
+from recap_data.relabel import relabel
+from recap_data.returns import RewardConfig
+from recap_data.store import ShardStore
+from recap_data.train_value import ValueTrainConfig, train_value
+from recap_data.value_model import load_value_checkpoint
+
+REWARD = RewardConfig(number_of_bins=21, c_fail=20, normalization="global", reward_normalizer=40, n_steps=3)
+
+
+def frames_with_values(specs):
+    """specs: (task, success, values, interventions) -> frames table with a `value` column."""
+    rows = []
+    for e, (task, success, values, interventions) in enumerate(specs):
+        rows += [{"shard": "s", "episode_index": e, "frame_index": t, "index": len(rows) + t, "task": task,
+                  "success": success, "is_intervention": t in interventions, "value": v}
+                 for t, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_advantages_by_hand():
+    frames = frames_with_values([
+        ("a", True, [-0.21, -0.16, -0.12, -0.04, 0.0], ()),  # T=5 >= N=3
+        ("a", False, [-0.61, -0.53], ()),  # shorter than N: Monte-Carlo advantage
+        ("a", True, [-0.1, -0.13, -0.07, -0.11], (1,)),  # frame 1 is a human intervention
+    ])
+    labels, per_task = build_labels(frames, REWARD, LabelConfig(positive_fraction=0.25), {"a": 40.0})
+    n = 40.0
+    expected_next = [-0.04, 0.0, 0, 0, 0, 0, 0, -0.11, 0, 0, 0]  # V(o_{t+3}) inside the episode, else 0
+    expected_nstep = [-3 / n, -3 / n, -2 / n, -1 / n, 0.0,  # success: three -1s, then the rest (0 at the end)
+                      -21 / n, -20 / n,  # failure: -1 then -20
+                      -3 / n, -2 / n, -1 / n, 0.0]
+    values = frames["value"].to_numpy()
+    np.testing.assert_allclose(labels["value_next"], expected_next)
+    np.testing.assert_allclose(labels["nstep_return"], expected_nstep)
+    np.testing.assert_allclose(labels["advantage"], np.array(expected_nstep) + expected_next - values)
+    assert labels["advantage"].dtype == np.float64
+    # 11 frames x 0.25 -> round(2.75) = 3 frames above epsilon, plus the intervention frame
+    top3 = np.sort(labels["advantage"].to_numpy())[::-1][:3]
+    assert (labels["advantage"] > labels["epsilon"]).sum() == 3
+    assert set(labels.loc[labels["advantage"] > labels["epsilon"], "advantage"]) == set(top3)
+    assert labels.loc[labels["is_intervention"], "indicator"].all()
+    assert per_task["a"]["positive_fraction"] == labels["indicator"].mean() == 4 / 11
+
+
+def test_threshold_realises_the_fraction_exactly_without_ties():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 1000):
+        a = rng.normal(size=n)
+        for p in (0.01, 0.3, 0.5, 0.99):
+            assert (a > threshold(a, p)).sum() == round(p * n)
+
+
+def test_nan_values_are_refused():
+    frames = frames_with_values([("a", True, [-0.2, float("nan"), 0.0], ())])
+    with pytest.raises(RecapError, match="episode 0 frame 1 has value nan"):
+        build_labels(frames, REWARD, LabelConfig(), {"a": 40.0})
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    """A store with two shards, a tiny value checkpoint and the label set `raw` made from it."""
+    from recap_data.demo_data import DemoDataConfig, make_demo_data
+
+    root = tmp_path_factory.mktemp("labels")
+    store = ShardStore(root / "data")
+    for shard, seed in (("base", 0), ("more", 1)):
+        make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, min_length=10, max_length=24,
+                                             image_size=32, seed=seed), progress=False)
+    ckpt = root / "value"
+    train_value(store, {"base": 1.0, "more": 1.0}, ckpt, ValueTrainConfig(steps=3, batch_size=8, num_workers=0),
+                RewardConfig(), progress=False)
+    label(store, ["base", "more"], ckpt, "raw", RewardConfig(), LabelConfig(batch_size=7), progress=False)
+    return store, ckpt
+
+
+def test_every_frame_labelled_once_with_the_models_values(labeled):
+    store, ckpt = labeled
+    m = read_manifest(store, "raw")
+    rows = read_labels(store, "raw")
+    assert len(rows) == m.frames == sum(store.manifest(s).frames for s in ("base", "more"))
+    assert not rows.duplicated(["shard", "episode_index", "frame_index"]).any()
+    assert m.value_checkpoint["digest"] == load_value_checkpoint(ckpt).digest
+    assert [s["digest"] for s in m.shards] == [store.manifest(s).digest for s in ("base", "more")]
+    for task, stats in m.per_task.items():  # within one frame of the target
+        n = stats["frames"]
+        assert abs(stats["positive_fraction"] * n - 0.3 * n) <= 1, (task, stats)
+    # The streamed, batched values equal the model on frames decoded by LeRobot itself.
+    loaded = load_value_checkpoint(ckpt)
+    some = rows.groupby("shard").sample(5, random_state=0).reset_index(drop=True)
+    frames = load_frames(store, ["base", "more"]).merge(some[["shard", "index"]], on=["shard", "index"])
+    frames = frames.assign(return_bin=0, return_norm=0.0).sort_values(["shard", "index"], ignore_index=True)
+    dataset = ShardFrames(store, frames, loaded.model.cfg.camera_keys)  # no preloading: LeRobotDataset.__getitem__
+    batch = [dataset[i] for i in range(len(dataset))]
+    ids, mask = loaded.encoder([b["task"] for b in batch])
+    with torch.no_grad():
+        logits = loaded.model(torch.stack([b["images"] for b in batch]), torch.stack([b["state"] for b in batch]),
+                              ids, mask)
+    expected = loaded.model.values(logits).numpy()
+    got = some.sort_values(["shard", "index"])["value"].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_relabel_from_stored_values(labeled):
+    store, _ = labeled
+    m = relabel(store, "raw", "raw-40", {"positive_fraction": 0.4}, n_steps=5)
+    old, new = read_labels(store, "raw"), read_labels(store, "raw-40")
+    np.testing.assert_array_equal(old["value"], new["value"])
+    assert m.parent["name"] == "raw" and m.label["positive_fraction"] == 0.4 and m.reward["n_steps"] == 5
+    assert m.label["threshold"] == "per_task"  # not overridden: the source's
+    assert abs(new["indicator"].mean() - 0.4) < 0.02
+    con = connect(store.root, labels="raw-40")
+    n, pos = con.execute("SELECT count(*), avg(indicator::INT) FROM labeled_frames").fetchone()
+    assert n == m.frames and abs(pos - m.positive_fraction) < 1e-12
+    sets = dict(con.execute("SELECT label_set, parent FROM label_sets").fetchall())
+    assert sets["raw-40"] == "raw" and sets["raw"] is None
+
+
+def test_refusals_leave_existing_label_sets_untouched(labeled, tmp_path):
+    store, ckpt = labeled
+    before = directory_digest(label_set_path(store, "raw"))
+    with pytest.raises(RecapError, match="already exists"):
+        relabel(store, "raw", "raw", {"positive_fraction": 0.5})
+    with pytest.raises(RecapError, match="other reward params"):
+        label(store, ["base"], ckpt, "other", RewardConfig(c_fail=5), LabelConfig(), progress=False)
+    with pytest.raises(RecapError, match="no shards"):
+        label(store, [], ckpt, "other", RewardConfig(), LabelConfig(), progress=False)
+    assert directory_digest(label_set_path(store, "raw")) == before
+    # A shard that changed since the values were computed: simulate with a copy of the store.
+    import shutil
+
+    copy = ShardStore(tmp_path / "data")
+    shutil.copytree(store.root, copy.root)
+    manifest = copy.shard_path("more") / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["digest"] = "sha256:" + "0" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(RecapError, match="shard more changed since its values were computed"):
+        relabel(copy, "raw", "again", {})
+    result = run_cli("relabel", "raw", "--out", "raw", "--positive-fraction", "0.5", root=store.root)
+    assert result.exit_code == 2 and "already exists" in result.output
+    forced = run_cli("relabel", "raw-40", "--out", "raw-40", "--positive-fraction", "0.2", "--force", root=store.root)
+    assert forced.exit_code == 0, forced.output
+    assert read_manifest(store, "raw-40").label["positive_fraction"] == 0.2
+    assert directory_digest(label_set_path(store, "raw")) == before
+
+
+def test_sigkill_before_the_rename_leaves_no_label_set(labeled):
+    store, ckpt = labeled
+    before = directory_digest(label_set_path(store, "raw"))
+    env = {**os.environ, FAILPOINT_ENV: "before_rename"}
+    for args in (["label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "killed"],
+                 ["relabel", "raw", "--out", "raw", "--force", "--positive-fraction", "0.1"]):
+        proc = subprocess.run([PYTHON, "-m", "recap_data.cli", "--root", str(store.root), *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not label_set_path(store, "killed").exists()
+    assert directory_digest(label_set_path(store, "raw")) == before
+    assert read_manifest(store, "raw").label["positive_fraction"] == 0.3
+    # the next writer of that name cleans the dead process's temporary directory
+    relabel(store, "raw", "killed", {})
+    assert not list((store.root / "labels").glob(".killed.tmp.*"))
