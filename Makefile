@@ -22,3 +22,4 @@ test: venv
 bench: venv
 	$(VENV)/bin/python bench/bench_store.py
 	$(VENV)/bin/python bench/bench_value.py
+	$(VENV)/bin/python bench/bench_labels.py

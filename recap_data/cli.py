@@ -244,6 +244,42 @@ def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, 
     click.echo(_label_summary(relabel(store, source, name, overrides, n_steps=n_steps, force=force)))
 
 
+@cli.command("report")
+@click.argument("labels")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the report (default: reports/LABELS); an earlier report there is replaced.")
+@click.option("--bins", type=int, default=40, show_default=True, help="Advantage histogram bins.")
+@click.option("--episodes", type=int, default=3, show_default=True,
+              help="Successful and failed episodes each in the value curves.")
+@click.pass_obj
+def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int):
+    """Per-task epsilon, positive fraction, advantage quantiles and start values; histograms and value curves."""
+    from recap_data.report import report
+
+    out = out or Path("reports") / labels
+    result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes)
+    click.echo(f"{'task':60s} {'epsilon':>9s} {'positive':>9s} {'V0 succ':>8s} {'V0 fail':>8s}")
+    for task, r in result["per_task"].items():
+        v0s, v0f = (f"{v:8.3f}" if v is not None else f"{'-':>8s}" for v in
+                    (r["start_value_success"], r["start_value_failure"]))
+        click.echo(f"{task[:60]:60s} {r['epsilon']:9.4f} {r['positive_fraction']:9.3f} {v0s} {v0f}")
+    click.echo(f"wrote report {out}: summary.json, per_task.csv, advantage_histogram.csv/.png, value_curves.csv/.png")
+
+
+@cli.command("export")
+@click.argument("labels")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory of the LeRobot v3 dataset to write.")
+@click.option("--force", is_flag=True, help="Replace an existing directory at --out (atomically).")
+@click.pass_obj
+def export_cmd(store: ShardStore, labels: str, out: Path, force: bool):
+    """Write the label set's shards as one LeRobot v3 dataset with the label columns added."""
+    from recap_data.export import export
+
+    export(store, labels, out, force=force)
+    click.echo(f"wrote LeRobot dataset {out} (label set {labels}); load it with LeRobotDataset(repo_id, root='{out}')")
+
+
 def _label_summary(m) -> str:
     eps = ", ".join(f"{s['positive_fraction']:.3f}" for s in m.per_task.values())
     return (f"wrote label set {m.name}: {m.frames} frames, {m.positive_fraction:.3f} positive "

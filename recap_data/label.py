@@ -33,6 +33,37 @@ def _batches(episodes, keys: list[str], batch_size: int):
         yield np.concatenate(indices), np.concatenate(images)
 
 
+def prefetch(items, depth: int = 4):
+    """Iterate `items` in a background thread, `depth` items ahead: video decoding (which releases
+    the GIL) then overlaps with the model. Exceptions are re-raised in the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 (handed to the consumer)
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def predict_values(ckpt, images: np.ndarray, state, tasks: list[str], device) -> np.ndarray:
     """Expected normalized return (n,) float64 for images (n, K, H, W, 3) uint8, state (n, S), task texts."""
     import torch
@@ -70,7 +101,7 @@ def infer_values(ckpt, store: ShardStore, shard_ids: list[str], batch_size: int,
         states = torch.from_numpy(load_states(store, shard))  # (frames, S)
         tasks = _tasks_by_index(store, shard)
         episodes = iter_episode_frames(store.shard_path(shard), store.manifest(shard).features, keys, mine)
-        for rows, images in _batches(episodes, keys, batch_size):
+        for rows, images in prefetch(_batches(episodes, keys, batch_size)):
             values = predict_values(ckpt, images, states[rows], list(tasks[rows]), device)
             results.append(pd.DataFrame({"shard": shard, "index": rows, "value": values}))
             bar.update(len(rows))

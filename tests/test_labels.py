@@ -178,3 +178,60 @@ def test_sigkill_before_the_rename_leaves_no_label_set(labeled):
     # the next writer of that name cleans the dead process's temporary directory
     relabel(store, "raw", "killed", {})
     assert not list((store.root / "labels").glob(".killed.tmp.*"))
+
+
+def test_report_tables_and_plots(labeled, tmp_path):
+    store, _ = labeled
+    out = tmp_path / "report"
+    result = run_cli("report", "raw", "--out", str(out), "--bins", "10", "--episodes", "2", root=store.root)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"summary.json", "per_task.csv", "advantage_histogram.csv",
+                                              "advantage_histogram.png", "value_curves.csv", "value_curves.png"}
+    m = read_manifest(store, "raw")
+    summary = json.loads((out / "summary.json").read_text())
+    for task, row in summary["per_task"].items():
+        assert row["epsilon"] == pytest.approx(m.per_task[task]["epsilon"])
+        assert row["positive_fraction"] == pytest.approx(m.per_task[task]["positive_fraction"])
+        assert row["advantage_q05"] <= row["advantage_q50"] <= row["advantage_q95"]
+    hist = pd.read_csv(out / "advantage_histogram.csv")
+    assert hist.groupby("task")["frames"].sum().to_dict() == {t: s["frames"] for t, s in m.per_task.items()}
+    curves = pd.read_csv(out / "value_curves.csv")
+    assert curves.drop_duplicates("episode")["success"].value_counts().to_dict() == {True: 2, False: 2}
+    assert (out / "value_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_is_a_lerobot_dataset_with_the_labels(labeled, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    store, _ = labeled
+    out = tmp_path / "export"
+    result = run_cli("export", "raw", "--out", str(out), root=store.root)
+    assert result.exit_code == 0, result.output
+    dataset = LeRobotDataset("recap-data/raw", root=out)
+    labels = read_labels(store, "raw")
+    assert len(dataset) == len(labels) and dataset.meta.total_episodes == 16  # both shards, merged
+    assert not any(k.startswith(("observation.", "action")) for k in ("advantage", "indicator", "value"))
+    # frame 0 of the second shard's first episode: labels travel with their frame
+    item = dataset[store.manifest("base").frames]
+    row = labels[(labels["shard"] == "more") & (labels["index"] == 0)].iloc[0]
+    assert bool(item["indicator"]) == bool(row["indicator"])
+    assert float(item["advantage"]) == pytest.approx(row["advantage"], abs=1e-6)
+    again = run_cli("export", "raw", "--out", str(out), root=store.root)
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_split_inference_gives_the_same_label_set(labeled):
+    """torchrun with 2 processes: each scores every other episode; the main one gathers and writes."""
+    from pathlib import Path
+
+    store, ckpt = labeled
+    torchrun = Path(PYTHON).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli", "--root", str(store.root), "label",
+           "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", "split", "--batch-size", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote label set split") == 1
+    one, two = read_labels(store, "raw"), read_labels(store, "split")
+    np.testing.assert_allclose(two["value"], one["value"], atol=1e-6)  # batching differs, values agree
+    assert (two["indicator"] == one["indicator"]).all()
+    assert read_manifest(store, "split").per_task.keys() == read_manifest(store, "raw").per_task.keys()
