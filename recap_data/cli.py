@@ -216,7 +216,7 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     from recap_data.value_model import checkpoint_reward
 
     cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig))
-    given = {**(read_section(params, "reward") if params else {}),
+    given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
              **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
     reward = RewardConfig(**{**checkpoint_reward(value_ckpt).to_dict(), **given}).validate()
     ids = [s.strip() for item in shards for s in item.split(",") if s.strip()]

@@ -30,14 +30,16 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def read_section(path: Path | None, section: str) -> dict:
-    """One section of a YAML params file ({} without a file); a missing section is an error."""
+def read_section(path: Path | None, section: str, required: bool = True) -> dict:
+    """One section of a YAML params file ({} without a file); a missing section is an error if required."""
     if path is None:
         return {}
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise RecapError(f"{path}: cannot read params ({str(e).splitlines()[0]})") from None
+    if section not in data and not required:
+        return {}
     if section not in data:
         raise RecapError(f"{path}: no section '{section}:'; add it (keys: the stage's config fields)")
     if not isinstance(data[section], dict):

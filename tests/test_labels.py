@@ -235,3 +235,18 @@ def test_split_inference_gives_the_same_label_set(labeled):
     np.testing.assert_allclose(two["value"], one["value"], atol=1e-6)  # batching differs, values agree
     assert (two["indicator"] == one["indicator"]).all()
     assert read_manifest(store, "split").per_task.keys() == read_manifest(store, "raw").per_task.keys()
+
+
+def test_cli_label_reads_params_and_checks_reward_against_the_checkpoint(labeled, tmp_path):
+    store, ckpt = labeled
+    params = tmp_path / "params.yaml"
+    params.write_text("label:\n  positive_fraction: 0.5\n")  # no reward section: the checkpoint's is used
+    ok = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "half", "--params", str(params),
+                 root=store.root)
+    assert ok.exit_code == 0, ok.output
+    assert read_manifest(store, "half").label["positive_fraction"] == 0.5
+    params.write_text("label:\n  positive_fraction: 0.5\nreward:\n  c_fail: 7\n")
+    bad = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "bad", "--params", str(params),
+                  root=store.root)
+    assert bad.exit_code == 2 and "other reward params (c_fail: checkpoint 1000.0, requested 7.0)" in bad.output
+    assert not label_set_path(store, "bad").exists()
