@@ -102,7 +102,7 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
     for n in label_set_names(store):
         m = read_manifest(store, n)
         rows.append((n, m.created_at, m.frames, m.positive_fraction, m.label["threshold"],
-                     m.label["positive_fraction"], m.reward["n_steps"], m.value_checkpoint["digest"],
+                     m.label["positive_fraction"], m.reward["n_steps"], m.value_checkpoint.get("digest"),
                      (m.parent or {}).get("name"), m.digest, str(label_set_path(store, n))))
     if rows:
         con.executemany("INSERT INTO label_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

@@ -93,10 +93,14 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
         known = ", ".join(label_set_names(store)) or "none"
         raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); "
                          "make one with `recap-data label`")
-    data = json.loads(path.read_text())
-    if data.get("format") != LABEL_FORMAT:
-        raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r}")
-    return LabelManifest(**data)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != LABEL_FORMAT:
+            raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r}")
+        return LabelManifest(**data)
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise RecapError(f"{path}: unreadable label set manifest ({str(e).splitlines()[0]}); "
+                         "make the label set again with `recap-data label` or `relabel --force`") from None
 
 
 def read_labels(store: ShardStore, name: str) -> pd.DataFrame:

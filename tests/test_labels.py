@@ -155,6 +155,10 @@ def test_refusals_leave_existing_label_sets_untouched(labeled, tmp_path):
     manifest.write_text(json.dumps(data))
     with pytest.raises(RecapError, match="shard more changed since its values were computed"):
         relabel(copy, "raw", "again", {})
+    broken = label_set_path(copy, "raw-40") / "manifest.json"
+    broken.write_text(broken.read_text()[:50])  # a torn manifest: one clear line, not a traceback
+    with pytest.raises(RecapError, match="raw-40/manifest.json: unreadable label set manifest"):
+        connect(copy.root)
     result = run_cli("relabel", "raw", "--out", "raw", "--positive-fraction", "0.5", root=store.root)
     assert result.exit_code == 2 and "already exists" in result.output
     forced = run_cli("relabel", "raw-40", "--out", "raw-40", "--positive-fraction", "0.2", "--force", root=store.root)
