@@ -1,7 +1,8 @@
 """Training data from shards: mixture specs, the frame table, held-out episodes, weighted sampling.
 
-The frame table (one row per frame, no images) comes from DuckDB's `frames` view; images are
-decoded by LeRobot when a sample is drawn, from each shard's own LeRobotDataset.
+The frame table (one row per frame, no images) comes from DuckDB's `frames` view. Images come
+from memory when the shards' decoded frames fit (decoded once, front to back, see decode.py),
+else from each shard's LeRobotDataset when a sample is drawn.
 """
 
 import numpy as np
