@@ -2,7 +2,7 @@
 
 LeRobot decodes one frame at a time (seek + decode: ~3.5 ms per camera frame at 64 px here);
 reading a whole video file front to back is ~50x faster (4,304 frames in 0.6 s). Training on a
-shard that fits in memory decodes it once this way; the labeler streams it file by file.
+shard that fits in memory decodes it once this way; the labeler streams it episode by episode.
 """
 
 import io
@@ -39,65 +39,21 @@ def iter_video(path: Path):
             yield round(float(frame.time) * fps), frame.to_ndarray(format="rgb24")
 
 
-def decode_video_camera(shard_dir: Path, key: str, episodes: pd.DataFrame, frames: int) -> np.ndarray:
-    """Every frame of a video camera: (frames, H, W, 3) uint8, row i = dataset index i."""
-    shard_dir = Path(shard_dir)
-    out = None
-    filled = np.zeros(frames, bool)
-    prefix = f"videos/{key}/"
-    fps = _fps(shard_dir)
-    for (chunk, file), eps in episodes.groupby([prefix + "chunk_index", prefix + "file_index"]):
-        video = shard_dir / paths.VIDEO_FILE.format(key=key, chunk=chunk, file=file)
-        # position in this file -> dataset index, for every frame of the episodes stored in it
-        first = np.round(eps[prefix + "from_timestamp"].to_numpy() * fps).astype(np.int64)
-        length = eps["length"].to_numpy(np.int64)
-        start = eps["dataset_from_index"].to_numpy(np.int64)
-        lookup = {}
-        for f0, n, s0 in zip(first, length, start, strict=True):
-            lookup.update(zip(range(f0, f0 + n), range(s0, s0 + n), strict=True))
-        for position, image in iter_video(video):
-            index = lookup.get(position)
-            if index is None:
-                continue
-            if out is None:
-                out = np.empty((frames, *image.shape), np.uint8)
-            out[index] = image
-            filled[index] = True
-    if out is None or not filled.all():
-        missing = int((~filled).sum())
-        raise RecapError(f"{shard_dir}: camera {key}: {missing} of {frames} frames missing from the videos; "
-                         "run `recap-data shards verify`")
-    return out
-
-
-def decode_image_camera(shard_dir: Path, key: str, frames: int) -> np.ndarray:
-    """Every frame of a camera stored as PNG inside the parquet files: (frames, H, W, 3) uint8."""
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    out = None
-    for file in sorted(Path(shard_dir).glob(paths.DATA_GLOB)):
-        table = pq.read_table(file, columns=["index", key])
-        for index, cell in zip(table.column("index").to_pylist(), table.column(key).to_pylist(), strict=True):
-            image = np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
-            if out is None:
-                out = np.empty((frames, *image.shape), np.uint8)
-            out[index] = image
-    if out is None:
-        raise RecapError(f"{shard_dir}: camera {key}: no frames found in {paths.DATA_GLOB}")
-    return out
-
-
 def decode_cameras(shard_dir: Path, features: dict, keys: list[str], frames: int) -> dict[str, np.ndarray]:
-    """{camera key: (frames, H, W, 3) uint8} for a whole shard, decoded sequentially."""
-    episodes = None
-    out = {}
-    for key in keys:
-        if features[key]["dtype"] == "video":
-            episodes = episode_table(shard_dir) if episodes is None else episodes
-            out[key] = decode_video_camera(shard_dir, key, episodes, frames)
-        else:
-            out[key] = decode_image_camera(shard_dir, key, frames)
+    """{camera key: (frames, H, W, 3) uint8} for a whole shard, row i = dataset index i: the
+    episodes of iter_episode_frames, gathered into one array per camera."""
+    out: dict[str, np.ndarray] = {}
+    filled = 0
+    for episode, cams in iter_episode_frames(shard_dir, features, keys):
+        start, end = int(episode["dataset_from_index"]), int(episode["dataset_to_index"])
+        for key, images in cams.items():
+            if key not in out:
+                out[key] = np.empty((frames, *images.shape[1:]), np.uint8)
+            out[key][start:end] = images
+        filled += end - start
+    if filled != frames:
+        raise RecapError(f"{shard_dir}: the episodes hold {filled} frames, the manifest {frames}; "
+                         "run `recap-data shards verify`")
     return out
 
 
@@ -160,15 +116,13 @@ def _iter_png_column(shard_dir: Path, key: str):
                 yield index, np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
 
 
-def iter_episode_frames(shard_dir: Path, features: dict, keys: list[str], episode_indices=None):
+def iter_episode_frames(shard_dir: Path, features: dict, keys: list[str], episodes: pd.DataFrame | None = None):
     """Stream (episode row, {camera: (length, H, W, 3) uint8}) episode by episode in index order.
 
-    Memory holds one episode at a time; `episode_indices` restricts it to some episodes (the
-    share of one process when inference is split).
+    Memory holds one episode at a time; `episodes` (rows of episode_table, in order) restricts
+    it to some episodes (the share of one process when inference is split).
     """
-    episodes = episode_table(shard_dir)
-    if episode_indices is not None:
-        episodes = episodes[episodes["episode_index"].isin(set(episode_indices))]
+    episodes = episode_table(shard_dir) if episodes is None else episodes
     fps = _fps(shard_dir)
     cameras = {k: _SequentialCamera(shard_dir, k, features[k]["dtype"], fps) for k in keys}
     for _, episode in episodes.iterrows():
