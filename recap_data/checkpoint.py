@@ -38,12 +38,17 @@ def _clean_stale(target: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def refuse_existing(target: Path, force: bool, what: str = "output") -> None:
+    """An existing output is an error unless `force` (call it before long work, too)."""
+    if Path(target).exists() and not force:
+        raise RecapError(f"{target}: {what} already exists; choose another path or pass --force to replace it")
+
+
 @contextmanager
 def atomic_directory(target: Path, force: bool = False, what: str = "output"):
     """Yield a temporary directory that becomes `target` when the block finishes without error."""
     target = Path(target)
-    if target.exists() and not force:
-        raise RecapError(f"{target}: {what} already exists; choose another path or pass --force to replace it")
+    refuse_existing(target, force, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target)
     tmp = target.parent / f".{target.name}.tmp.{os.getpid()}"

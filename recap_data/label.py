@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recap_data.checkpoint import refuse_existing
 from recap_data.errors import RecapError
-from recap_data.labelset import LabelConfig, LabelManifest, build_labels, write_label_set
+from recap_data.labelset import LabelConfig, LabelManifest, build_labels, label_set_path, write_label_set
 from recap_data.returns import RewardConfig
-from recap_data.store import ShardStore
+from recap_data.store import ShardStore, validate_shard_id
 
 
 def _batches(episodes, keys: list[str], batch_size: int):
@@ -76,9 +77,12 @@ def predict_values(ckpt, images: np.ndarray, state, tasks: list[str], device) ->
     return ckpt.model.values(logits).double().cpu().numpy()
 
 
-def infer_values(ckpt, store: ShardStore, shard_ids: list[str], batch_size: int, progress: bool = True,
+def infer_values(ckpt, store: ShardStore, frames: pd.DataFrame, batch_size: int, progress: bool = True,
                  rank: int = 0, world: int = 1, device="cpu") -> pd.DataFrame:
-    """(shard, index, value) for this process's share of episodes: every `world`-th, from `rank`."""
+    """(shard, index, value) for this process's share of episodes: every `world`-th, from `rank`.
+
+    `frames` (load_frames: shard, index, task, ...) names the shards, in order, and each frame's task.
+    """
     import torch
     from tqdm import tqdm
 
@@ -87,19 +91,21 @@ def infer_values(ckpt, store: ShardStore, shard_ids: list[str], batch_size: int,
 
     ckpt.model.to(device).eval()
     keys = ckpt.model.cfg.camera_keys
-    work = []  # (shard, episode indices of this process, their frames)
-    for shard in shard_ids:
+    work = []  # (shard, episodes of this process)
+    for shard in pd.unique(frames["shard"]):
         missing = [k for k in keys if k not in store.manifest(shard).features]
         if missing:
             raise RecapError(f"shard {shard} lacks camera {missing[0]} that the value model takes ({keys})")
-        mine = episode_table(store.shard_path(shard)).iloc[rank::world]
-        work.append((shard, mine["episode_index"].tolist(), int(mine["length"].sum())))
-    bar = tqdm(total=sum(w[2] for w in work), desc="value inference", unit="frame", disable=not progress)
+        work.append((shard, episode_table(store.shard_path(shard)).iloc[rank::world]))
+    bar = tqdm(total=sum(int(mine["length"].sum()) for _, mine in work), desc="value inference", unit="frame",
+               disable=not progress)
     results = [pd.DataFrame({"shard": pd.Series(dtype=str), "index": pd.Series(dtype=np.int64),
                              "value": pd.Series(dtype=np.float64)})]
-    for shard, mine, _ in work:
+    for shard, mine in work:
         states = torch.from_numpy(load_states(store, shard))  # (frames, S)
-        tasks = _tasks_by_index(store, shard)
+        rows_of_shard = frames[frames["shard"] == shard]
+        tasks = np.empty(len(states), dtype=object)  # task text by dataset index
+        tasks[rows_of_shard["index"].to_numpy()] = rows_of_shard["task"].to_numpy()
         episodes = iter_episode_frames(store.shard_path(shard), store.manifest(shard).features, keys, mine)
         for rows, images in prefetch(_batches(episodes, keys, batch_size)):
             values = predict_values(ckpt, images, states[rows], list(tasks[rows]), device)
@@ -107,21 +113,6 @@ def infer_values(ckpt, store: ShardStore, shard_ids: list[str], batch_size: int,
             bar.update(len(rows))
     bar.close()
     return pd.concat(results, ignore_index=True)
-
-
-def _tasks_by_index(store: ShardStore, shard: str) -> np.ndarray:
-    """Task text of every frame of a shard, indexed by dataset index."""
-    import pyarrow.parquet as pq
-
-    from recap_data import paths
-
-    root = store.shard_path(shard)
-    table = pq.ParquetDataset(sorted(map(str, root.glob(paths.DATA_GLOB)))).read(columns=["index", "task_index"])
-    tasks = pd.read_parquet(root / paths.TASKS_FILE)
-    names = dict(zip(tasks["task_index"], tasks.index if "task" not in tasks.columns else tasks["task"], strict=True))
-    out = np.empty(len(table), dtype=object)
-    out[table.column("index").to_numpy()] = [names[i] for i in table.column("task_index").to_numpy()]
-    return out
 
 
 def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, reward: RewardConfig,
@@ -137,16 +128,17 @@ def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, 
     cfg.validate()
     if not shard_ids:
         raise RecapError("label: no shards given; pass --shard ID (see `recap-data shards list`)")
+    refuse_existing(label_set_path(store, validate_shard_id(name, "label set name")), force, "label set")
     state = PartialState(cpu=not torch.cuda.is_available())
     ckpt = load_value_checkpoint(value_ckpt, reward)
     before = shard_digests(store, shard_ids)
-    values = infer_values(ckpt, store, shard_ids, cfg.batch_size, progress and state.is_main_process,
+    frames = load_frames(store, shard_ids, with_state=False)
+    values = infer_values(ckpt, store, frames, cfg.batch_size, progress and state.is_main_process,
                           state.process_index, state.num_processes, state.device)
     gathered = gather_object([values]) if state.num_processes > 1 else [values]
     if not state.is_main_process:
         return None
     values = pd.concat(gathered, ignore_index=True)
-    frames = load_frames(store, shard_ids, with_state=False)
     frames = frames.merge(values, on=["shard", "index"], how="left", validate="one_to_one")
     if len(values) != len(frames) or frames["value"].isna().any():
         raise RecapError(f"label: {len(values)} values for {len(frames)} frames; every frame needs exactly one")

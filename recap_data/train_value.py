@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recap_data.checkpoint import atomic_directory, write_json
+from recap_data.checkpoint import atomic_directory, refuse_existing, write_json
 from recap_data.errors import RecapError
 from recap_data.returns import RewardConfig, compute_returns
 from recap_data.schema import STATE_KEY, camera_keys
@@ -132,8 +132,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     cfg.validate()
     reward.validate()
     out = Path(out)
-    if out.exists() and not force:
-        raise RecapError(f"{out}: value checkpoint already exists; choose another --out or pass --force")
+    refuse_existing(out, force, "value checkpoint")  # before training, not after
     gpu = torch.cuda.is_available()
     # cpu=True lets torchrun/accelerate launch run data-parallel over gloo on a machine without GPUs.
     accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if cfg.bf16 and gpu else "no")
