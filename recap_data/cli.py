@@ -212,6 +212,7 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
 @click.pass_obj
 def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, force: bool, **options):
     """Run the value model over every frame and write a label set (return, value, advantage, indicator)."""
+    from recap_data.frames import split_specs
     from recap_data.label import label
     from recap_data.value_model import checkpoint_reward
 
@@ -219,8 +220,7 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
              **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
     reward = RewardConfig(**{**checkpoint_reward(value_ckpt).to_dict(), **given}).validate()
-    ids = [s.strip() for item in shards for s in item.split(",") if s.strip()]
-    m = label(store, ids, value_ckpt, name, reward, cfg, force=force)
+    m = label(store, split_specs(shards), value_ckpt, name, reward, cfg, force=force)
     if m is not None:
         click.echo(_label_summary(m))
 

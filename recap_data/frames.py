@@ -16,12 +16,15 @@ from recap_data.schema import STATE_KEY
 from recap_data.store import ShardStore
 
 
+def split_specs(specs: list[str] | tuple[str, ...]) -> list[str]:
+    """Repeated and comma-separated --shard values, as one list: ['a', 'b,c'] -> ['a', 'b', 'c']."""
+    return [s.strip() for item in specs for s in item.split(",") if s.strip()]
+
+
 def parse_mixture(specs: list[str] | tuple[str, ...]) -> dict[str, float]:
     """['base', 'iter1=2'] or ['base,iter1=2'] -> {'base': 1.0, 'iter1': 2.0} (relative shard weights)."""
     mixture: dict[str, float] = {}
-    for spec in (s.strip() for item in specs for s in item.split(",")):
-        if not spec:
-            continue
+    for spec in split_specs(specs):
         name, _, weight = spec.partition("=")
         try:
             value = float(weight) if weight else 1.0

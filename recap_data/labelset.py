@@ -24,7 +24,7 @@ from recap_data import paths
 from recap_data.checkpoint import atomic_directory, directory_digest, write_json
 from recap_data.errors import RecapError
 from recap_data.returns import RewardConfig, compute_returns
-from recap_data.store import SHARD_ID_RE, ShardStore
+from recap_data.store import ShardStore, validate_shard_id
 
 LABEL_FORMAT = "recap-data/label-set@1"
 THRESHOLDS = ("per_task", "global")
@@ -74,12 +74,6 @@ class LabelManifest:
 
 def label_set_path(store: ShardStore, name: str) -> Path:
     return store.root / paths.LABELS_DIR / name
-
-
-def validate_name(name: str) -> str:
-    if not SHARD_ID_RE.match(name or ""):
-        raise RecapError(f"label set name {name!r} is invalid: use 1-80 lowercase letters, digits, '.', '_' or '-'")
-    return name
 
 
 def label_set_names(store: ShardStore) -> list[str]:
@@ -186,7 +180,7 @@ def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task
         if counts.get(s["id"], 0) != s["frames"] or labels.duplicated(KEY).any():
             raise RecapError(f"label set {name}: shard {s['id']} has {counts.get(s['id'], 0)} label rows for "
                              f"{s['frames']} frames; nothing was written")
-    target = label_set_path(store, validate_name(name))
+    target = label_set_path(store, validate_shard_id(name, "label set name"))
     with atomic_directory(target, force=force, what="label set") as tmp:
         tables = tmp / paths.LABEL_TABLES_DIR
         tables.mkdir()

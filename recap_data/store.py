@@ -88,9 +88,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def validate_shard_id(shard_id: str) -> str:
+def validate_shard_id(shard_id: str, what: str = "shard id") -> str:
+    """A name that is safe as a directory under the data root (shards, label sets)."""
     if not SHARD_ID_RE.match(shard_id or ""):
-        raise RecapError(f"shard id {shard_id!r} is invalid: use 1-80 lowercase letters, digits, '.', '_' or '-'")
+        raise RecapError(f"{what} {shard_id!r} is invalid: use 1-80 lowercase letters, digits, '.', '_' or '-'")
     return shard_id
 
 
