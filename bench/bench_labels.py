@@ -13,10 +13,7 @@
 """
 
 import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from common import machine_info, synthetic_frames, write_results  # noqa: E402
 
 from recap_data.db import connect  # noqa: E402
 from recap_data.decode import decode_cameras  # noqa: E402
@@ -81,15 +79,8 @@ def bench_overhead(work: Path, episodes: int, width: int, layers: int, batch_siz
 
 def synthetic_labels(n_frames: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    lengths = rng.integers(20, 181, size=n_frames // 100)
-    episode = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    frame = np.arange(len(episode)) - starts
-    success = (rng.random(len(lengths)) < 0.8)[episode]
-    tasks = pd.Categorical.from_codes(episode % 10, [f"task {i}" for i in range(10)])
-    return pd.DataFrame({"shard": "base", "episode_index": episode, "frame_index": frame,
-                         "index": np.arange(len(episode)), "task": tasks, "success": success,
-                         "is_intervention": False, "value": rng.uniform(-1, 0, len(episode))})
+    frames = synthetic_frames(n_frames, rng)
+    return frames.assign(is_intervention=False, value=rng.uniform(-1, 0, len(frames)))
 
 
 def bench_math_and_query(work: Path, n_frames: int) -> dict:
@@ -123,16 +114,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10_000_000)
     parser.add_argument("--episodes", type=int, default=60)
     args = parser.parse_args()
-    results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-                           "torch_threads": torch.get_num_threads()}}
+    results = {"machine": machine_info()}
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as work:
         # The default tiny model, and a wider one: decoding costs the same per frame, the model more.
         results["overhead"] = [bench_overhead(Path(work), args.episodes, width, layers)
                                for width, layers in ((64, 2), (256, 4))]
         results["ten_million"] = bench_math_and_query(Path(work), args.frames)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, results)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,9 @@
 """
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from common import machine_info, write_results  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from recap_data import paths  # noqa: E402
@@ -121,18 +119,15 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="recap-bench-") as tmp:
         work = Path(tmp)
-        results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                               "platform": platform.platform()},
+        results = {"machine": machine_info(),
                    "commit": bench_commit(work, args.repeats),
                    "query": bench_query(work, args.frames)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(RESULTS, results)
     c, q = results["commit"], results["query"]
     print(f"commit 20-episode shard ({c['shard_frames']} frames): 1 shard {c['seconds_median_1_shard']} s, "
           f"50 shards {c['seconds_median_50_shards']} s, ratio {c['ratio_50_over_1']}")
     print(f"frames query over {q['frames']} frames: count {q['count_seconds_median']} s, grouped "
           f"{q['per_task_success_and_state_mean_seconds_median']} s ({q['frames_per_second_grouped_query']} frames/s)")
-    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

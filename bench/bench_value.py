@@ -12,10 +12,7 @@
 """
 
 import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +20,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import machine_info, synthetic_frames, write_results  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
@@ -40,20 +37,15 @@ RESULTS = Path(__file__).parent / "results" / "value.json"
 
 
 def bench_returns(n_frames: int) -> dict:
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(20, 181, size=n_frames // 100)  # mean 100 frames
-    episode = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    tasks = pd.Categorical.from_codes(episode % 10, [f"task {i}" for i in range(10)])
-    frames = pd.DataFrame({"shard": "base", "episode_index": episode, "frame_index": np.arange(len(episode)) - starts,
-                           "task": tasks, "success": (rng.random(len(lengths)) < 0.8)[episode]})
+    frames = synthetic_frames(n_frames, np.random.default_rng(0))
     t0 = time.perf_counter()
     out, _ = compute_returns(frames, RewardConfig())
     seconds = time.perf_counter() - t0
     assert out["return_bin"].between(0, 200).all()
-    print(f"returns: {len(frames):,} frames, {len(lengths):,} episodes in {seconds:.2f} s "
+    episodes = int(frames["episode_index"].nunique())
+    print(f"returns: {len(frames):,} frames, {episodes:,} episodes in {seconds:.2f} s "
           f"({len(frames) / seconds / 1e6:.2f} M frames/s)")
-    return {"frames": len(frames), "episodes": len(lengths), "seconds": round(seconds, 3),
+    return {"frames": len(frames), "episodes": episodes, "seconds": round(seconds, 3),
             "frames_per_s": round(len(frames) / seconds)}
 
 
@@ -107,14 +99,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10_000_000)
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
-    results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-                           "torch_threads": torch.get_num_threads()},
-               "returns": bench_returns(args.frames)}
+    results = {"machine": machine_info(), "returns": bench_returns(args.frames)}
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as work:
         results["training"] = bench_training(Path(work), args.steps)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, results)
 
 
 if __name__ == "__main__":
