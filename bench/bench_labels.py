@@ -40,7 +40,7 @@ RESULTS = Path(__file__).parent / "results" / "labels.json"
 
 
 def bench_overhead(work: Path, episodes: int, width: int, layers: int, batch_size: int = 64,
-                   repeats: int = 2) -> dict:
+                   repeats: int = 3) -> dict:
     store = ShardStore(work / "data")
     make_demo_data(store, DemoDataConfig(episodes=episodes), progress=False)  # the default base shard, 64 px
     ckpt_dir = work / f"value-{width}x{layers}"

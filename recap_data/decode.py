@@ -27,13 +27,18 @@ def episode_table(shard_dir: Path) -> pd.DataFrame:
                        [[str(f) for f in files]]).df()
 
 
-def iter_video(path: Path):
-    """(position, frame (H, W, 3) uint8) for each frame of an mp4, position = round(pts seconds * fps)."""
+def iter_video(path: Path, threads: int = 0):
+    """(position, frame (H, W, 3) uint8) for each frame of an mp4, position = round(pts seconds * fps).
+
+    threads: decoder threads, 0 = the decoder's choice. The labeler decodes with 1 beside a model
+    that already keeps every core busy: on 2 cores, more decoder threads only contend (measured).
+    """
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.thread_count = threads
         fps = float(stream.average_rate)
         for frame in container.decode(stream):
             yield round(float(frame.time) * fps), frame.to_ndarray(format="rgb24")
@@ -71,14 +76,15 @@ def _fps(shard_dir: Path) -> int:
 class _SequentialCamera:
     """Reads one camera's frames episode by episode, front to back, reopening a file only to go back."""
 
-    def __init__(self, shard_dir: Path, key: str, dtype: str, fps: int):
-        self.shard_dir, self.key, self.dtype, self.fps = Path(shard_dir), key, dtype, fps
+    def __init__(self, shard_dir: Path, key: str, dtype: str, fps: int, threads: int = 0):
+        self.shard_dir, self.key, self.dtype, self.fps, self.threads = Path(shard_dir), key, dtype, fps, threads
         self.source, self.frames, self.position = None, None, 0
 
     def _open(self, source) -> None:
         if self.dtype == "video":
             chunk, file = source
-            self.frames = iter_video(self.shard_dir / paths.VIDEO_FILE.format(key=self.key, chunk=chunk, file=file))
+            video = self.shard_dir / paths.VIDEO_FILE.format(key=self.key, chunk=chunk, file=file)
+            self.frames = iter_video(video, self.threads)
         else:
             self.frames = _iter_png_column(self.shard_dir, self.key)
         self.source, self.position = source, 0
@@ -116,14 +122,15 @@ def _iter_png_column(shard_dir: Path, key: str):
                 yield index, np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
 
 
-def iter_episode_frames(shard_dir: Path, features: dict, keys: list[str], episodes: pd.DataFrame | None = None):
+def iter_episode_frames(shard_dir: Path, features: dict, keys: list[str], episodes: pd.DataFrame | None = None,
+                        threads: int = 0):
     """Stream (episode row, {camera: (length, H, W, 3) uint8}) episode by episode in index order.
 
     Memory holds one episode at a time; `episodes` (rows of episode_table, in order) restricts
-    it to some episodes (the share of one process when inference is split).
+    it to some episodes (the share of one process when inference is split); threads: see iter_video.
     """
     episodes = episode_table(shard_dir) if episodes is None else episodes
     fps = _fps(shard_dir)
-    cameras = {k: _SequentialCamera(shard_dir, k, features[k]["dtype"], fps) for k in keys}
+    cameras = {k: _SequentialCamera(shard_dir, k, features[k]["dtype"], fps, threads) for k in keys}
     for _, episode in episodes.iterrows():
         yield episode, {k: cam.read(episode) for k, cam in cameras.items()}

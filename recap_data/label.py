@@ -65,12 +65,12 @@ def prefetch(items, depth: int = 4):
         stop.set()
 
 
-def predict_values(ckpt, images: np.ndarray, state, tasks: list[str], device) -> np.ndarray:
-    """Expected normalized return (n,) float64 for images (n, K, H, W, 3) uint8, state (n, S), task texts."""
+def predict_values(ckpt, images: np.ndarray, state, ids, mask, device) -> np.ndarray:
+    """Expected normalized return (n,) float64 for images (n, K, H, W, 3) uint8, state (n, S) and
+    tokenized task texts ids, mask (n, max_text_tokens)."""
     import torch
 
     pixels = torch.from_numpy(images).to(device).permute(0, 1, 4, 2, 3).float() / 255  # (n, K, 3, H, W)
-    ids, mask = ckpt.encoder(tasks)
     on_gpu = torch.device(device).type == "cuda"
     with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=on_gpu):
         logits = ckpt.model(pixels, state.to(device), ids.to(device), mask.to(device))  # (n, bins)
@@ -104,11 +104,16 @@ def infer_values(ckpt, store: ShardStore, frames: pd.DataFrame, batch_size: int,
     for shard, mine in work:
         states = torch.from_numpy(load_states(store, shard))  # (frames, S)
         rows_of_shard = frames[frames["shard"] == shard]
-        tasks = np.empty(len(states), dtype=object)  # task text by dataset index
-        tasks[rows_of_shard["index"].to_numpy()] = rows_of_shard["task"].to_numpy()
-        episodes = iter_episode_frames(store.shard_path(shard), store.manifest(shard).features, keys, mine)
+        # Each task text is tokenized once; a frame picks its task's row by code.
+        task_codes, task_texts = pd.factorize(rows_of_shard["task"])
+        task_ids, task_mask = ckpt.encoder(list(task_texts))  # (tasks, max_text_tokens) each
+        code_of = np.empty(len(states), dtype=np.int64)  # task code by dataset index
+        code_of[rows_of_shard["index"].to_numpy()] = task_codes
+        episodes = iter_episode_frames(store.shard_path(shard), store.manifest(shard).features, keys, mine,
+                                       threads=1)
         for rows, images in prefetch(_batches(episodes, keys, batch_size)):
-            values = predict_values(ckpt, images, states[rows], list(tasks[rows]), device)
+            codes = torch.from_numpy(code_of[rows])
+            values = predict_values(ckpt, images, states[rows], task_ids[codes], task_mask[codes], device)
             results.append(pd.DataFrame({"shard": shard, "index": rows, "value": values}))
             bar.update(len(rows))
     bar.close()
