@@ -23,3 +23,4 @@ bench: venv
 	$(VENV)/bin/python bench/bench_store.py
 	$(VENV)/bin/python bench/bench_value.py
 	$(VENV)/bin/python bench/bench_labels.py
+	$(VENV)/bin/python bench/bench_policy.py

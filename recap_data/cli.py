@@ -13,6 +13,7 @@ from recap_data.labelset import LabelConfig
 from recap_data.params import config_options, load_config, pick, read_section
 from recap_data.returns import RewardConfig
 from recap_data.store import ShardStore
+from recap_data.train_policy import PolicyTrainConfig
 from recap_data.train_value import ValueTrainConfig
 
 
@@ -164,7 +165,7 @@ def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None, labels
 
 @cli.group()
 def train():
-    """Train the value function on shards."""
+    """Train the value function or the pi0 policy on shards."""
 
 
 @train.command("value")
@@ -198,6 +199,37 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
     summary = (f"held-out value MAE {held['value_mae']:.4f} (best constant {held['constant_mae']:.4f}), "
                f"bin accuracy {held['bin_accuracy']:.3f}" if held else "no held-out episodes")
     click.echo(f"wrote value checkpoint {out}: {result['train']['steps']} steps; {summary}")
+
+
+@train.command("policy")
+@click.option("--shard", "shards", multiple=True,
+              help="Shard to train on: ID or ID=WEIGHT (relative sampling weight); repeat or comma-separate. "
+                   "Default with --labels: every shard of the label set, weight 1.")
+@click.option("--labels", help="Label set whose indicator conditions the prompt (needed for --indicator-mode use).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
+@click.option("--init", type=click.Path(path_type=Path), help="Continue from this policy checkpoint (the SFT one).")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `policy` section from (options override it).")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write metrics JSON here (the checkpoint always holds metrics.json).")
+@click.option("--loss-csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the loss curve CSV here (the checkpoint always holds loss.csv).")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")
+@config_options(PolicyTrainConfig)
+@click.pass_obj
+def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, init: Path | None,
+                     params: Path | None, metrics: Path | None, loss_csv: Path | None, force: bool, **options):
+    """Fine-tune pi0 with "Advantage: positive/negative" in its prompt (mode on, use or ignore)."""
+    from recap_data.frames import parse_mixture
+    from recap_data.train_policy import train_policy
+
+    cfg = load_config(PolicyTrainConfig, "policy", params, pick(options, PolicyTrainConfig))
+    mixture = parse_mixture(shards) if shards else None
+    result = train_policy(store, mixture, labels, out, cfg, init=init, metrics_path=metrics, loss_path=loss_csv,
+                          force=force)
+    if result:  # other processes of a data-parallel run return {}
+        click.echo(f"wrote policy checkpoint {out}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
+                   f"{result['final_loss']:.3f}, prompts {result['prompt_fractions']}")
 
 
 @cli.command("label")

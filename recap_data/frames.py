@@ -121,29 +121,19 @@ def preload_cameras(store: ShardStore, shard_ids, keys: list[str], budget_mb: in
                           disable=not progress)}
 
 
-class ShardFrames(Dataset):
-    """Samples of chosen frames: camera images (K, 3, H, W), state, task and targets.
+class CameraSource:
+    """Camera images of any frame of the shards, as LeRobotDataset returns them: (3, H, W) floats in [0, 1].
 
-    `frames` holds at least shard, index, task, return_bin, return_norm. Images come from
-    `preloaded` ({shard: {camera: (N, H, W, 3) uint8}}) when given, else from each shard's
+    From `preloaded` ({shard: {camera: (N, H, W, 3) uint8}}) when given, else from each shard's
     LeRobotDataset, opened lazily (once per DataLoader worker).
     """
 
-    def __init__(self, store: ShardStore, frames: pd.DataFrame, camera_keys: list[str],
+    def __init__(self, store: ShardStore, camera_keys: list[str],
                  preloaded: dict[str, dict[str, np.ndarray]] | None = None):
         self.root = store.shards_dir
         self.camera_keys = list(camera_keys)
         self.preloaded = preloaded
-        self.shard = frames["shard"].to_numpy()
-        self.index = frames["index"].to_numpy(np.int64)
-        self.task = frames["task"].to_numpy()
-        self.state = torch.from_numpy(state_matrix(frames))  # (F, S)
-        self.return_bin = torch.from_numpy(frames["return_bin"].to_numpy(np.int64))
-        self.return_norm = torch.from_numpy(frames["return_norm"].to_numpy(np.float32))
         self._datasets: dict = {}
-
-    def __len__(self) -> int:
-        return len(self.index)
 
     def _dataset(self, shard: str):
         if shard not in self._datasets:
@@ -152,17 +142,43 @@ class ShardFrames(Dataset):
             self._datasets[shard] = LeRobotDataset(f"recap-data/{shard}", root=self.root / shard)
         return self._datasets[shard]
 
+    def __call__(self, shard: str, index: int) -> dict[str, torch.Tensor]:
+        """{camera key: (3, H, W) float32} of frame `index` (dataset index) of `shard`."""
+        if self.preloaded is not None:
+            cams = self.preloaded[shard]
+            return {k: torch.from_numpy(cams[k][index]).permute(2, 0, 1).float() / 255  # (3, H, W)
+                    for k in self.camera_keys}
+        item = self._dataset(shard)[int(index)]
+        if int(item["index"]) != index:
+            raise RecapError(f"shard {shard}: frame {index} read back as {int(item['index'])}; "
+                             "run `recap-data shards verify`")
+        return {k: item[k] for k in self.camera_keys}
+
+
+class ShardFrames(Dataset):
+    """Samples of chosen frames: camera images (K, 3, H, W), state, task and targets.
+
+    `frames` holds at least shard, index, task, state, return_bin, return_norm; images come from
+    a CameraSource over `preloaded` (see there).
+    """
+
+    def __init__(self, store: ShardStore, frames: pd.DataFrame, camera_keys: list[str],
+                 preloaded: dict[str, dict[str, np.ndarray]] | None = None):
+        self.cameras = CameraSource(store, camera_keys, preloaded)
+        self.shard = frames["shard"].to_numpy()
+        self.index = frames["index"].to_numpy(np.int64)
+        self.task = frames["task"].to_numpy()
+        self.state = torch.from_numpy(state_matrix(frames))  # (F, S)
+        self.return_bin = torch.from_numpy(frames["return_bin"].to_numpy(np.int64))
+        self.return_norm = torch.from_numpy(frames["return_norm"].to_numpy(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
     def images(self, i: int) -> torch.Tensor:
         """(K, 3, H, W) floats in [0, 1], as LeRobotDataset returns them."""
-        if self.preloaded is not None:
-            cams = self.preloaded[self.shard[i]]
-            pixels = np.stack([cams[k][self.index[i]] for k in self.camera_keys])  # (K, H, W, 3) uint8
-            return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255  # (K, 3, H, W)
-        item = self._dataset(self.shard[i])[int(self.index[i])]
-        if int(item["index"]) != self.index[i]:
-            raise RecapError(f"shard {self.shard[i]}: frame {self.index[i]} read back as {int(item['index'])}; "
-                             "run `recap-data shards verify`")
-        return torch.stack([item[k] for k in self.camera_keys])  # (K, 3, H, W)
+        cams = self.cameras(self.shard[i], int(self.index[i]))
+        return torch.stack([cams[k] for k in self.cameras.camera_keys])  # (K, 3, H, W)
 
     def __getitem__(self, i: int) -> dict:
         images = self.images(i)
@@ -172,13 +188,18 @@ class ShardFrames(Dataset):
 
 def load_states(store: ShardStore, shard_id: str) -> np.ndarray:
     """observation.state of every frame of a shard as one (frames, S) float32 array, row = dataset index."""
+    return load_vectors(store, shard_id, STATE_KEY)
+
+
+def load_vectors(store: ShardStore, shard_id: str, key: str) -> np.ndarray:
+    """A vector feature (state, action) of every frame of a shard: (frames, D) float32, row = dataset index."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from recap_data import paths
 
     table = pq.ParquetDataset(sorted(map(str, store.shard_path(shard_id).glob(paths.DATA_GLOB))),
-                              ).read(columns=["index", STATE_KEY])
+                              ).read(columns=["index", key])
     order = np.argsort(table.column("index").to_numpy())
-    flat = pc.list_flatten(table.column(STATE_KEY)).to_numpy()
-    return flat.reshape(len(table), -1)[order].astype(np.float32)  # (frames, S)
+    flat = pc.list_flatten(table.column(key)).to_numpy()
+    return flat.reshape(len(table), -1)[order].astype(np.float32)  # (frames, D)

@@ -90,11 +90,12 @@ def holdout_metrics(test: pd.DataFrame, scored: pd.DataFrame, constant: float) -
     return {**overall, "per_task": {task: summary(g) for task, g in df.groupby("task", sort=True)}}
 
 
-def _schedule(cfg: ValueTrainConfig):
+def lr_schedule(steps: int, warmup_steps: int):
+    """LambdaLR factor: linear warm-up over `warmup_steps`, then cosine decay to 0 at `steps`."""
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return factor
 
@@ -170,7 +171,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     loader = DataLoader(ShardFrames(store, train, cameras, preloaded), batch_size=cfg.batch_size, sampler=sampler,
                         num_workers=cfg.num_workers, collate_fn=Collate(encoder), drop_last=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.steps, cfg.warmup_steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     model.train()
@@ -214,7 +215,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
         "mixed_precision": accelerator.mixed_precision, "config": asdict(cfg),
         "holdout_episodes": test[["shard", "episode_index"]].drop_duplicates().values.tolist(),
     }
-    loss_csv = _csv(log)
+    loss_csv = csv_text(log)
     with atomic_directory(out, force=force, what="value checkpoint") as tmp:
         save_value_checkpoint(tmp, model, tokenizer, reward, normalizers, provenance)
         write_json(tmp / "metrics.json", metrics)
@@ -226,7 +227,8 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     return metrics
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
+    """Rows of equal keys as CSV text with a header."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()

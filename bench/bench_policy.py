@@ -1,0 +1,119 @@
+"""Benchmark of the policy trainer (not a test): prints figures and writes bench/results/policy.json.
+
+Training steps/s of the tiny pi0 (CPU, batch 8), the same model, optimizer and loop, measured
+in one run with three data paths over the same frames:
+  a. plain LeRobotDataset: delta_timestamps action chunks, the task string as-is, random frames;
+  b. labeled shards, LeRobot decoding: recap-data's PolicyFrames joined with a label set, the
+     episode-aware weighted sampler and indicator prompts with dropout, images read through
+     LeRobotDataset as in (a). b/a is the label-join overhead (target: small);
+  c. labeled shards, frames decoded once into memory (the trainer's default when they fit).
+
+    .venv/bin/python bench/bench_policy.py [--episodes 40] [--steps 60]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from common import machine_info, write_results  # noqa: E402
+from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+
+from recap_data import pi0_compat  # noqa: E402
+from recap_data.conditioning import IndicatorPrompts, WeightedEpisodeSampler  # noqa: E402
+from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.frames import preload_cameras  # noqa: E402
+from recap_data.label import label  # noqa: E402
+from recap_data.labelset import LabelConfig  # noqa: E402
+from recap_data.policy import build_policy, build_tokenizer  # noqa: E402
+from recap_data.policy_data import PolicyFrames, dataset_stats, load_policy_data  # noqa: E402
+from recap_data.returns import RewardConfig  # noqa: E402
+from recap_data.schema import camera_keys  # noqa: E402
+from recap_data.store import ShardStore  # noqa: E402
+from recap_data.train_policy import PolicyTrainConfig  # noqa: E402
+from recap_data.train_value import ValueTrainConfig, train_value  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "policy.json"
+
+
+def timed_steps(store, data, loader, conditioned: bool, steps: int, cfg: PolicyTrainConfig) -> float:
+    """Steps/s of forward, backward and AdamW step over `loader` (fresh model, same seed)."""
+    torch.manual_seed(0)
+    features = store.manifest("base").features
+    policy = build_policy(cfg, features)
+    tokenizer = build_tokenizer("tiny", data.frames["task"].unique(), None, cfg.tokenizer_max_length)
+    pre, _ = pi0_compat.pi0_processors(policy.config, dataset_stats(store, data), tokenizer)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    prompts = IndicatorPrompts("use", cfg.indicator_dropout, seed=0)
+    policy.train()
+    batches = iter(loader)
+    next(batches)  # the first batch opens files and warms caches: not timed
+    started = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)
+        if conditioned:
+            batch["task"] = prompts(batch["task"], batch.pop("indicator").numpy(), batch.pop("is_intervention").numpy())
+        loss, _ = policy(pre(batch))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    cfg = PolicyTrainConfig()
+    n = (args.steps + 1) * cfg.batch_size
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as work:
+        store = ShardStore(Path(work) / "data")
+        make_demo_data(store, DemoDataConfig(episodes=args.episodes), progress=False)  # 64 px, two cameras
+        train_value(store, {"base": 1.0}, Path(work) / "value", ValueTrainConfig(steps=5), RewardConfig(),
+                    progress=False)
+        label(store, ["base"], Path(work) / "value", "bench", RewardConfig(), LabelConfig(), progress=False)
+        data = load_policy_data(store, {"base": 1.0}, "bench", "use")
+        cams = camera_keys(store.manifest("base").features)
+        fps = store.manifest("base").fps
+        plain = LeRobotDataset("recap-data/base", root=store.shard_path("base"),
+                               delta_timestamps={"action": [i / fps for i in range(cfg.chunk_size)]})
+        preloaded = preload_cameras(store, ["base"], cams, cfg.preload_mb, progress=False)
+
+        def loaders():
+            sampler = WeightedEpisodeSampler(data.episodes, data.mixture, num_samples=n, seed=0)
+            return {
+                "plain_lerobot": (DataLoader(plain, batch_size=cfg.batch_size, drop_last=True,
+                                             sampler=RandomSampler(plain, replacement=True, num_samples=n)), False),
+                "labeled_lerobot_decode": (DataLoader(PolicyFrames(store, data, cams, cfg.chunk_size),
+                                                      batch_size=cfg.batch_size, sampler=sampler), True),
+                "labeled_in_memory": (DataLoader(PolicyFrames(store, data, cams, cfg.chunk_size, preloaded),
+                                                 batch_size=cfg.batch_size, sampler=sampler), True),
+            }
+
+        best: dict[str, float] = {}
+        for _ in range(args.repeats):  # interleaved, so that drift in machine load hits all alike
+            for name, (loader, conditioned) in loaders().items():
+                rate = timed_steps(store, data, loader, conditioned, args.steps, cfg)
+                best[name] = max(best.get(name, 0.0), rate)
+    a = best["plain_lerobot"]
+    results = {"machine": machine_info(), "frames": len(data.frames), "batch_size": cfg.batch_size,
+               "steps": args.steps, "steps_per_s": {k: round(v, 2) for k, v in best.items()},
+               "label_join_overhead": round(a / best["labeled_lerobot_decode"], 3),
+               "in_memory_speedup": round(best["labeled_in_memory"] / a, 2)}
+    print(f"tiny pi0, batch {cfg.batch_size}, {len(data.frames)} frames: plain LeRobotDataset {a:.2f} steps/s, "
+          f"labeled shards (LeRobot decoding) {best['labeled_lerobot_decode']:.2f} steps/s "
+          f"(overhead {results['label_join_overhead']}x), labeled shards in memory "
+          f"{best['labeled_in_memory']:.2f} steps/s ({results['in_memory_speedup']}x)")
+    write_results(RESULTS, results)
+
+
+if __name__ == "__main__":
+    main()
