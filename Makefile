@@ -24,3 +24,4 @@ bench: venv
 	$(VENV)/bin/python bench/bench_value.py
 	$(VENV)/bin/python bench/bench_labels.py
 	$(VENV)/bin/python bench/bench_policy.py
+	$(VENV)/bin/python bench/bench_rollout.py

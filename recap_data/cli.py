@@ -12,6 +12,7 @@ from recap_data.errors import RecapError
 from recap_data.labelset import LabelConfig
 from recap_data.params import config_options, load_config, pick, read_section
 from recap_data.returns import RewardConfig
+from recap_data.rollout import RolloutConfig
 from recap_data.store import ShardStore
 from recap_data.train_policy import PolicyTrainConfig
 from recap_data.train_value import ValueTrainConfig
@@ -230,6 +231,26 @@ def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, i
     if result:  # other processes of a data-parallel run return {}
         click.echo(f"wrote policy checkpoint {out}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
                    f"{result['final_loss']:.3f}, prompts {result['prompt_fractions']}")
+
+
+@cli.command("rollout")
+@click.option("--policy", required=True, help="Policy checkpoint directory (from `train policy`) or `random`.")
+@click.option("--out", "shard_id", required=True, help="Id of the new rollout shard.")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `rollout` section from (options override it).")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write success rate, mean episode length, episodes, frames and wall time as JSON here.")
+@config_options(RolloutConfig)
+@click.pass_obj
+def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | None, metrics: Path | None,
+                **options):
+    """Roll the policy out on one LIBERO task (headless) and record the episodes as a new shard."""
+    from recap_data.rollout import rollout
+
+    cfg = load_config(RolloutConfig, "rollout", params, pick(options, RolloutConfig))
+    manifest, result = rollout(store, shard_id, policy, cfg, metrics_path=metrics)
+    click.echo(f"wrote shard {manifest.shard_id}: {result['episodes']} episodes, {result['frames']} frames, "
+               f"success rate {result['success_rate']:.2f}, {result['env_steps_per_s']} env steps/s")
 
 
 @cli.command("label")

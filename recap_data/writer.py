@@ -47,6 +47,9 @@ class ShardWriter:
 
     Or a finished LeRobot v3 dataset built in `w.staging_dir` by the caller (importer), with
     `w.expect(episodes, frames)` giving the counts that verification must find.
+
+    `source` goes into the manifest at commit; a recorder may add to it until then (the
+    rollout recorder lists each episode's initial state and seed).
     """
 
     def __init__(self, store: ShardStore, shard_id: str, *, kind: str, features: dict, fps: int,
