@@ -4,16 +4,13 @@ export HF_HUB_OFFLINE := 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: venv demo test lint bench
+.PHONY: venv repro test lint bench
 
 venv:
 	@bash scripts/bootstrap.sh
 
-demo: venv
-	$(VENV)/bin/recap-data make-demo-data
-	$(VENV)/bin/recap-data shards list
-	@if [ -d models/value-pre ]; then echo "models/value-pre exists; remove it to retrain"; \
-	else $(VENV)/bin/recap-data train value --shard base --out models/value-pre; fi
+repro: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: venv
 	$(VENV)/bin/ruff check recap_data tests bench

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 
 from recap_data import paths
+from recap_data.base_data import BaseDataConfig
 from recap_data.errors import RecapError
 from recap_data.labelset import LabelConfig
 from recap_data.params import config_options, load_config, pick, read_section
 from recap_data.returns import RewardConfig
 from recap_data.rollout import RolloutConfig
+from recap_data.shard_index import MixtureConfig
 from recap_data.store import ShardStore
 from recap_data.train_policy import PolicyTrainConfig
 from recap_data.train_value import ValueTrainConfig
@@ -192,7 +194,7 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
 
     reward = load_config(RewardConfig, "reward", params, pick(options, RewardConfig))
     cfg = load_config(ValueTrainConfig, "value", params, pick(options, ValueTrainConfig))
-    result = train_value(store, parse_mixture(shards), out, cfg, reward, init=init, metrics_path=metrics,
+    result = train_value(store, parse_mixture(shards, store), out, cfg, reward, init=init, metrics_path=metrics,
                          loss_path=loss_csv, force=force)
     if not result:  # another process of a data-parallel run: the main one reports
         return
@@ -225,7 +227,7 @@ def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, i
     from recap_data.train_policy import train_policy
 
     cfg = load_config(PolicyTrainConfig, "policy", params, pick(options, PolicyTrainConfig))
-    mixture = parse_mixture(shards) if shards else None
+    mixture = parse_mixture(shards, store) if shards else None
     result = train_policy(store, mixture, labels, out, cfg, init=init, metrics_path=metrics, loss_path=loss_csv,
                           force=force)
     if result:  # other processes of a data-parallel run return {}
@@ -253,19 +255,67 @@ def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | No
                f"success rate {result['success_rate']:.2f}, {result['env_steps_per_s']} env steps/s")
 
 
+@cli.command("base")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `base` section from (options override it).")
+@config_options(BaseDataConfig)
+@click.pass_obj
+def base_cmd(store: ShardStore, params: Path | None, **options):
+    """Write the pipeline's base shard: the embedded generator (source demo) or an imported LeRobot dataset."""
+    from recap_data.base_data import make_base
+
+    m = make_base(store, load_config(BaseDataConfig, "base", params, pick(options, BaseDataConfig)))
+    click.echo(f"base shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, {m.successes} successes")
+
+
+@cli.command("index")
+@click.option("--add", "add", multiple=True, required=True, help="Shard to add to the index (repeatable).")
+@click.option("--prev", type=click.Path(dir_okay=False, path_type=Path),
+              help="The previous iteration's index file, whose shards come first.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Index file to write.")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+              help="params.yaml to read the `mixture` section (weights) from (options override it).")
+@config_options(MixtureConfig)
+@click.pass_obj
+def index_cmd(store: ShardStore, add, prev: Path | None, out: Path, params: Path | None, **options):
+    """Write a shard index (PREV's shards plus --add ones, with weights and digests), read by `--shard @FILE`."""
+    from recap_data.shard_index import write_index
+
+    cfg = load_config(MixtureConfig, "mixture", params, pick(options, MixtureConfig))
+    entries = write_index(store, out, list(add), cfg, prev)
+    click.echo(f"wrote {out}: " + ", ".join(f"{e['id']}={e['weight']:g}" for e in entries))
+
+
+@cli.command("summary")
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="params.yaml whose `iterations` section orders the rows.")
+@click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("metrics"),
+              show_default=True, help="Folder with one metrics folder per iteration.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="CSV file to write.")
+def summary_cmd(params: Path, metrics_dir: Path, out: Path):
+    """One CSV row per iteration: rollout success rate, the policy it measured, value MAE, positive fraction."""
+    from recap_data.summary import summarize
+
+    rows = summarize(params, metrics_dir, out)
+    click.echo(f"wrote {out}: " + ", ".join(f"{r['name']} {r['success_rate']:.2f}" for r in rows))
+
+
 @cli.command("label")
 @click.option("--value-ckpt", type=click.Path(path_type=Path), required=True, help="Value checkpoint to score frames.")
 @click.option("--shard", "shards", multiple=True, required=True, help="Shard to label (repeat or comma-separate).")
 @click.option("--out", "name", required=True, help="Name of the new label set (under <root>/labels/).")
 @click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
               help="params.yaml to read the `label` and `reward` sections from (options override it).")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @config_options(LabelConfig)
 @config_options(RewardConfig)
 @click.pass_obj
-def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, force: bool, **options):
+def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, metrics: Path | None,
+              force: bool, **options):
     """Run the value model over every frame and write a label set (return, value, advantage, indicator)."""
-    from recap_data.frames import split_specs
+    from recap_data.frames import shard_ids
     from recap_data.label import label
     from recap_data.value_model import checkpoint_reward
 
@@ -273,9 +323,21 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
              **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
     reward = RewardConfig(**{**checkpoint_reward(value_ckpt).to_dict(), **given}).validate()
-    m = label(store, split_specs(shards), value_ckpt, name, reward, cfg, force=force)
+    m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, force=force)
     if m is not None:
+        _label_metrics(m, metrics)
         click.echo(_label_summary(m))
+
+
+def _label_metrics(m, path: Path | None) -> None:
+    """A label set's thresholds as a small metrics JSON (for `dvc metrics show`)."""
+    if path is None:
+        return
+    from recap_data.checkpoint import write_json
+
+    write_json(path, {"label_set": m.name, "frames": m.frames, "positive_fraction": round(m.positive_fraction, 4),
+                      "per_task": {t: {"epsilon": round(v["epsilon"], 6), "positive_fraction":
+                                       round(v["positive_fraction"], 4)} for t, v in m.per_task.items()}})
 
 
 @cli.command("relabel")
@@ -284,17 +346,22 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
 @click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
               help="params.yaml to read the `label` section from (default: the source's label params).")
 @click.option("--n-steps", type=int, help="Look-ahead N of the advantage (default: the source's).")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @config_options(LabelConfig, skip=("batch_size",))
 @click.pass_obj
-def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, n_steps: int | None, force: bool,
-                **options):
+def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, n_steps: int | None,
+                metrics: Path | None, force: bool, **options):
     """Write a new label set from SOURCE's stored values with other label params; no model run."""
     from recap_data.relabel import relabel
 
-    overrides = {**(read_section(params, "label") if params else {}),
-                 **{k: v for k, v in pick(options, LabelConfig).items() if v is not None}}
-    click.echo(_label_summary(relabel(store, source, name, overrides, n_steps=n_steps, force=force)))
+    from_file = {k: v for k, v in read_section(params, "label", required=False).items()
+                 if k != "batch_size"}  # batch_size is value inference's, which relabel does not run
+    overrides = {**from_file, **{k: v for k, v in pick(options, LabelConfig).items() if v is not None}}
+    m = relabel(store, source, name, overrides, n_steps=n_steps, force=force)
+    _label_metrics(m, metrics)
+    click.echo(_label_summary(m))
 
 
 @cli.command("report")

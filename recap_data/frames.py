@@ -16,15 +16,34 @@ from recap_data.schema import STATE_KEY
 from recap_data.store import ShardStore
 
 
-def split_specs(specs: list[str] | tuple[str, ...]) -> list[str]:
-    """Repeated and comma-separated --shard values, as one list: ['a', 'b,c'] -> ['a', 'b', 'c']."""
-    return [s.strip() for item in specs for s in item.split(",") if s.strip()]
+def split_specs(specs: list[str] | tuple[str, ...], store: ShardStore | None = None) -> list[str]:
+    """Repeated and comma-separated --shard values, as one list: ['a', 'b,c'] -> ['a', 'b', 'c'].
+
+    `@FILE` stands for the shards of an index file (`recap-data index`), with their weights
+    (`id=weight`); with `store`, their content must still match the index.
+    """
+    from recap_data.shard_index import read_index
+
+    out = []
+    for item in specs:
+        for spec in (s.strip() for s in item.split(",")):
+            if spec.startswith("@"):
+                out += [f"{e['id']}={e['weight']}" for e in read_index(spec[1:], store)]
+            elif spec:
+                out.append(spec)
+    return out
 
 
-def parse_mixture(specs: list[str] | tuple[str, ...]) -> dict[str, float]:
-    """['base', 'iter1=2'] or ['base,iter1=2'] -> {'base': 1.0, 'iter1': 2.0} (relative shard weights)."""
+def shard_ids(specs: list[str] | tuple[str, ...], store: ShardStore | None = None) -> list[str]:
+    """The shard ids of --shard values, without weights."""
+    return [s.partition("=")[0] for s in split_specs(specs, store)]
+
+
+def parse_mixture(specs: list[str] | tuple[str, ...], store: ShardStore | None = None) -> dict[str, float]:
+    """['base', 'iter1=2'] or ['base,iter1=2'] -> {'base': 1.0, 'iter1': 2.0} (relative shard weights);
+    ['@data/index/iter1.json'] -> the index file's shards and weights."""
     mixture: dict[str, float] = {}
-    for spec in split_specs(specs):
+    for spec in split_specs(specs, store):
         name, _, weight = spec.partition("=")
         try:
             value = float(weight) if weight else 1.0

@@ -21,12 +21,15 @@ _FIELD_DOC = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The trailing comment of each field in the class source: its one-line documentation."""
+    """The trailing comment of each field in the class source (and its dataclass bases'): its
+    one-line documentation."""
     docs = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = _FIELD_DOC.match(line)
-        if m:
-            docs[m.group(1)] = m.group(2).strip()
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                m = _FIELD_DOC.match(line)
+                if m:
+                    docs[m.group(1)] = m.group(2).strip()
     return docs
 
 

@@ -79,7 +79,8 @@ def content_digest(files: dict) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory, fsync, rename."""
+    """Write `text` to `path` via a temporary file in the same directory, fsync, rename (parents made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         f.write(text)

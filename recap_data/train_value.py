@@ -220,8 +220,9 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
         save_value_checkpoint(tmp, model, tokenizer, reward, normalizers, provenance)
         write_json(tmp / "metrics.json", metrics)
         atomic_write_text(tmp / "loss.csv", loss_csv)
-    if metrics_path:
-        write_json(Path(metrics_path), metrics)
+    if metrics_path:  # the overall figures (per task: the checkpoint's metrics.json), for `dvc metrics show`
+        overall = {k: v for k, v in metrics.get("holdout", {}).items() if k != "per_task"}
+        write_json(Path(metrics_path), {**metrics, **({"holdout": overall} if overall else {})})
     if loss_path:
         atomic_write_text(Path(loss_path), loss_csv)
     return metrics

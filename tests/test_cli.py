@@ -39,6 +39,6 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     setup = readme.split("## Set up and run")[1].split("\n## ")[0]
     blocks = setup.split("```")[1::2]  # each starts with its language tag line (maybe empty)
     commands = [ln.strip() for b in blocks for ln in b.splitlines()[1:] if ln.strip() and not ln.startswith("#")]
-    assert commands == ["make demo", "make test"]
+    assert commands == ["make repro", "make test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci

@@ -1,0 +1,71 @@
+"""`recap-data index`: the growing list of shards an iteration trains on, as a small JSON file.
+
+DVC cannot interpolate lists into a command, and a stage may not depend on the shards folder
+(later iterations write into it), so "base plus every rollout so far" is a chain of index files:
+iteration k's index is iteration k-1's plus its own rollout shard. Each entry records the
+shard's content digest, so a changed shard changes every index after it, and readers (any
+`--shard @FILE`) refuse a shard whose content no longer matches.
+
+    {"format": "recap-data/shard-index@1",
+     "shards": [{"id": "base", "kind": "base", "digest": "sha256:...", "weight": 1.0, "episodes": 200, "frames": ...}]}
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from recap_data.errors import RecapError
+from recap_data.store import ShardStore
+
+INDEX_FORMAT = "recap-data/shard-index@1"
+
+
+@dataclass
+class MixtureConfig:
+    """Sampling weights of the shards an iteration trains on (params.yaml section `mixture`)."""
+
+    base: float = 1.0  # relative weight of each base (and imported) shard
+    rollouts: float = 1.0  # relative weight of each rollout shard
+
+    def validate(self) -> "MixtureConfig":
+        for name in ("base", "rollouts"):
+            if not getattr(self, name) > 0:
+                raise RecapError(f"mixture: field '{name}' = {getattr(self, name)} is invalid: use a positive weight")
+        return self
+
+
+def read_index(path: Path, store: ShardStore | None = None) -> list[dict]:
+    """The entries of an index file; with `store`, each shard must still hold the recorded content."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != INDEX_FORMAT:
+            raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {INDEX_FORMAT!r}")
+        entries = data["shards"]
+    except (OSError, ValueError, KeyError) as e:
+        raise RecapError(f"{path}: not a shard index ({e}); write one with `recap-data index`") from None
+    for entry in entries if store is not None else ():
+        now = store.manifest(entry["id"]).digest
+        if now != entry["digest"]:
+            raise RecapError(f"{path}: shard {entry['id']} changed since the index was written "
+                             f"({entry['digest'][:19]} then, {now[:19]} now); write the index again")
+    return entries
+
+
+def write_index(store: ShardStore, out: Path, add: list[str], cfg: MixtureConfig,
+                prev: Path | None = None) -> list[dict]:
+    """Write `prev`'s shards plus `add` (weights by shard kind) to `out` atomically; returns the entries."""
+    from recap_data.checkpoint import write_json
+
+    cfg.validate()
+    entries = list(read_index(prev, store)) if prev else []
+    for shard in add:
+        if any(e["id"] == shard for e in entries):
+            raise RecapError(f"index: shard {shard!r} is already in {prev}; each shard is listed once")
+        m = store.manifest(shard)
+        entries.append({"id": shard, "kind": m.kind, "digest": m.digest, "episodes": m.episodes, "frames": m.frames,
+                        "weight": cfg.rollouts if m.kind == "rollout" else cfg.base})
+    if not entries:
+        raise RecapError("index: no shards; pass --add SHARD")
+    write_json(Path(out), {"format": INDEX_FORMAT, "shards": entries})
+    return entries

@@ -1,0 +1,158 @@
+"""The DVC pipeline: its DAG, and the whole RECAP loop end to end on small params in a git repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recap_data.checkpoint import directory_digest
+from recap_data.shard_index import read_index
+from recap_data.store import ShardStore
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ITERATION_STAGES = ("rollout", "index", "value", "infer", "label", "policy")
+SMALL = {  # the whole loop in a few minutes on 2 cores
+    "base": {"episodes": 8, "tasks": 2, "image_size": 32, "min_length": 10, "max_length": 24},
+    "value": {"steps": 20, "batch_size": 8},
+    "policy": {"steps": 10, "batch_size": 4},
+    "rollout": {"episodes": 2, "workers": 1, "max_steps": 3},
+}
+
+
+def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def project_copy(tmp: Path, overrides: dict | None = None) -> Path:
+    """dvc.yaml, params.yaml (with overrides) and the DVC config in a fresh git repository."""
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, tmp / name)
+    (tmp / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", tmp / ".dvc" / "config")
+    shutil.copy(ROOT / ".dvc" / ".gitignore", tmp / ".dvc" / ".gitignore")
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    for section, values in (overrides or {}).items():
+        params[section].update(values)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp / ".gitignore").write_text("/data/\n/models/\n")
+    run(["git", "init", "-q"], tmp)
+    return tmp
+
+
+def stages_to_run(cwd: Path) -> list[str]:
+    out = run([str(BIN / "dvc"), "repro", "--dry"], cwd).stdout
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+
+
+def dag(cwd: Path) -> tuple[set[str], set[tuple[str, str]]]:
+    """(stages, edges upstream -> downstream) from `dvc dag --dot`."""
+    import re
+
+    dot = run([str(BIN / "dvc"), "dag", "--dot"], cwd).stdout
+    edges = {(a, b) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
+    return set(re.findall(r'^"([^"]+)";$', dot, re.M)), edges
+
+
+def test_dag_has_the_recap_stages_and_their_chain(tmp_path):
+    cwd = project_copy(tmp_path)
+    iterations = yaml.safe_load((cwd / "params.yaml").read_text())["iterations"]
+    stages, edges = dag(cwd)
+    per_iteration = {f"{s}@{k}" for s in ITERATION_STAGES for k in iterations}
+    assert stages == {"base", "sft", "value_pre", "summary"} | per_iteration
+    for key, spec in iterations.items():
+        prev_policy = "sft" if spec["prev"] == "sft" else f"policy@{spec['prev']}"
+        chain = [prev_policy, f"rollout@{key}", f"index@{key}", f"value@{key}", f"infer@{key}", f"label@{key}",
+                 f"policy@{key}"]
+        assert set(zip(chain, chain[1:], strict=False)) <= edges, chain
+        assert {("value_pre", f"value@{key}"), ("sft", f"policy@{key}"), (f"policy@{key}", "summary")} <= edges
+        assert (f"index@{spec['prev']}", f"index@{key}") in edges or spec["prev"] == "sft"
+        # labeling reads the stored values only: the value model is upstream of inference alone
+        assert (f"value@{key}", f"label@{key}") not in edges
+
+
+def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path):
+    cwd = project_copy(tmp_path, SMALL)
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro"], cwd, timeout=1800)
+    store = ShardStore(cwd / "data")
+    assert store.shard_ids() == ["base", "iter1", "iter2"]
+    assert [e["id"] for e in read_index(cwd / "data/index/iter2.json", store)] == ["base", "iter1", "iter2"]
+
+    # Lineage, from the last policy back to the data: every link is a recorded digest.
+    policy = json.loads((cwd / "models/policy-iter2/provenance.json").read_text())
+    labels = json.loads((cwd / "data/labels/iter2/manifest.json").read_text())
+    values = json.loads((cwd / "data/labels/iter2-values/manifest.json").read_text())
+    assert policy["label_set"]["digest"] == labels["digest"] and policy["indicator_mode"] == "use"
+    assert policy["init"]["digest"] == directory_digest(cwd / "models/policy-sft")
+    assert labels["parent"]["name"] == "iter2-values" and labels["parent"]["digest"] == values["digest"]
+    assert values["value_checkpoint"]["digest"] == directory_digest(cwd / "models/value-iter2")
+    value = json.loads((cwd / "models/value-iter2/provenance.json").read_text())
+    assert value["init"]["digest"] == directory_digest(cwd / "models/value-pre")
+    assert [s["id"] for s in value["shards"]] == ["base", "iter1", "iter2"]
+    rollout = store.manifest("iter2").source
+    assert rollout["policy"]["digest"] == directory_digest(cwd / "models/policy-iter1")
+    assert store.manifest("iter1").source["policy"]["path"] == "models/policy-sft"
+    assert {s["id"]: s["digest"] for s in labels["shards"]} == {s: store.manifest(s).digest for s in
+                                                                ("base", "iter1", "iter2")}
+
+    # Metrics and plots read back through DVC.
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], cwd).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert files["metrics/iter2/rollout.json"]["data"]["episodes"] == 2
+    assert abs(files["metrics/iter1/labels.json"]["data"]["positive_fraction"] - 0.3) < 0.02
+    assert "value_mae" in files["metrics/iter1/value.json"]["data"]["holdout"]
+    summary = (cwd / "plots/success_rate.csv").read_text().splitlines()
+    assert summary[0].startswith("iteration,name,policy,success_rate") and len(summary) == 3
+    run([dvc, "plots", "show", "--out", str(tmp_path / "html")], cwd)
+    assert (tmp_path / "html" / "index.html").is_file()
+    assert "Data and pipelines are up to date" in run([dvc, "status"], cwd).stdout
+
+    # Only labeling and what follows it depends on the label params: never the value model.
+    run(["git", "add", "-A"], cwd)
+    run(["git", "commit", "-qm", "baseline"], cwd)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params["label"]["positive_fraction"] = 0.4
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = stages_to_run(cwd)
+    assert {"label@iter1", "label@iter2"} <= set(dry)
+    assert not {s for s in dry if s.split("@")[0] in ("infer", "value", "value_pre", "rollout", "base", "sft")}
+    run(["git", "checkout", "params.yaml"], cwd)
+
+    # An experiment on the label params, in the project's git repository.
+    before = directory_digest(cwd / "models/value-iter1")
+    out = run([dvc, "exp", "run", "-S", "label.positive_fraction=0.4"], cwd, timeout=1800).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert {"label@iter1", "policy@iter1"} <= ran and not ran & {"value_pre", "value@iter1", "infer@iter1"}
+    assert directory_digest(cwd / "models/value-iter1") == before
+    assert abs(json.loads((cwd / "metrics/iter1/labels.json").read_text())["positive_fraction"] - 0.4) < 0.02
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "pipelines").glob("params-*.yaml")))
+def test_presets_name_only_known_fields(preset):
+    """Every section of a preset builds its stage config (no typo'd or stale field)."""
+    from recap_data.base_data import BaseDataConfig
+    from recap_data.labelset import LabelConfig
+    from recap_data.params import load_config
+    from recap_data.returns import RewardConfig
+    from recap_data.rollout import RolloutConfig
+    from recap_data.shard_index import MixtureConfig
+    from recap_data.train_policy import PolicyTrainConfig
+    from recap_data.train_value import ValueTrainConfig
+
+    for cls, section in ((BaseDataConfig, "base"), (MixtureConfig, "mixture"), (RewardConfig, "reward"),
+                         (ValueTrainConfig, "value"), (LabelConfig, "label"), (PolicyTrainConfig, "policy"),
+                         (RolloutConfig, "rollout")):
+        load_config(cls, section, preset)
+    iterations = yaml.safe_load(preset.read_text())["iterations"]
+    names = ["sft", *iterations]
+    assert all(spec["prev"] in names[:i + 1] for i, spec in enumerate(iterations.values()))
