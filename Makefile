@@ -1,6 +1,7 @@
 # The two set-up commands of README.md. Both install what they need (scripts/bootstrap.sh).
 VENV ?= .venv
 export HF_HUB_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 

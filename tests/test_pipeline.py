@@ -34,9 +34,11 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
 
 
 def project_copy(tmp: Path, overrides: dict | None = None) -> Path:
-    """dvc.yaml, params.yaml (with overrides) and the DVC config in a fresh git repository."""
+    """dvc.yaml, params.yaml (with overrides), the DVC config and the package sources (stage deps;
+    the commands run the installed package) in a fresh git repository."""
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, tmp / name)
+    shutil.copytree(ROOT / "recap_data", tmp / "recap_data", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", tmp / ".dvc" / "config")
     shutil.copy(ROOT / ".dvc" / ".gitignore", tmp / ".dvc" / ".gitignore")
