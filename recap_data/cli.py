@@ -166,6 +166,18 @@ def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None, labels
         click.echo(text, nl=not text.endswith("\n"))
 
 
+def training_outputs(command):
+    """--metrics, --loss-csv and --force, as every trainer takes them."""
+    for decorate in reversed([
+        click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also write metrics JSON here (the checkpoint always holds metrics.json)."),
+        click.option("--loss-csv", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also write the loss curve CSV here (the checkpoint always holds loss.csv)."),
+        click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")]):
+        command = decorate(command)
+    return command
+
+
 @cli.group()
 def train():
     """Train the value function or the pi0 policy on shards."""
@@ -178,11 +190,7 @@ def train():
 @click.option("--init", type=click.Path(path_type=Path), help="Fine-tune from this value checkpoint.")
 @click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
               help="params.yaml to read the `reward` and `value` sections from (options override it).")
-@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write metrics JSON here (the checkpoint always holds metrics.json).")
-@click.option("--loss-csv", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the loss curve CSV here (the checkpoint always holds loss.csv).")
-@click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")
+@training_outputs
 @config_options(ValueTrainConfig)
 @config_options(RewardConfig)
 @click.pass_obj
@@ -213,11 +221,7 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
 @click.option("--init", type=click.Path(path_type=Path), help="Continue from this policy checkpoint (the SFT one).")
 @click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
               help="params.yaml to read the `policy` section from (options override it).")
-@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write metrics JSON here (the checkpoint always holds metrics.json).")
-@click.option("--loss-csv", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the loss curve CSV here (the checkpoint always holds loss.csv).")
-@click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")
+@training_outputs
 @config_options(PolicyTrainConfig)
 @click.pass_obj
 def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, init: Path | None,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recap_data.checkpoint import atomic_directory, refuse_existing, write_json
+from recap_data.checkpoint import refuse_existing, write_training_run
 from recap_data.errors import RecapError
-from recap_data.store import ShardStore, atomic_write_text
+from recap_data.store import ShardStore
 
 # torch, LeRobot and transformers (and conditioning, which needs torch) are imported inside
 # functions: the CLI builds its options from PolicyTrainConfig and must start fast.
@@ -107,7 +107,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     )
     from recap_data.policy_data import PolicyFrames, dataset_stats, load_policy_data
     from recap_data.schema import camera_keys
-    from recap_data.train_value import csv_text, lr_schedule
+    from recap_data.train_value import lr_schedule
 
     cfg.validate()
     out = Path(out)
@@ -199,13 +199,6 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         "mixed_precision": accelerator.mixed_precision, "size": cfg.size, "config": asdict(cfg),
     }
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device
-    loss_csv = csv_text(log)
-    with atomic_directory(out, force=force, what="policy checkpoint") as tmp:
-        save_policy(tmp, policy, pre, post, tokenizer, provenance)
-        write_json(tmp / "metrics.json", metrics)
-        atomic_write_text(tmp / "loss.csv", loss_csv)
-    if metrics_path:
-        write_json(Path(metrics_path), metrics)
-    if loss_path:
-        atomic_write_text(Path(loss_path), loss_csv)
+    write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics, log,
+                       what="policy checkpoint", force=force, metrics_path=metrics_path, loss_path=loss_path)
     return metrics

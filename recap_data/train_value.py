@@ -12,8 +12,6 @@ One process by default; `accelerate launch --config_file pipelines/accelerate/mu
 -m recap_data.cli train value ...` runs data-parallel on many GPUs (bf16 there).
 """
 
-import csv
-import io
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -23,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recap_data.checkpoint import atomic_directory, refuse_existing, write_json
+from recap_data.checkpoint import refuse_existing, write_training_run
 from recap_data.errors import RecapError
 from recap_data.returns import RewardConfig, compute_returns
 from recap_data.schema import STATE_KEY, camera_keys
-from recap_data.store import ShardStore, atomic_write_text
+from recap_data.store import ShardStore
 
 # torch, transformers and LeRobot are imported inside train_value(): the CLI builds its options
 # from ValueTrainConfig and must start fast.
@@ -215,23 +213,9 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
         "mixed_precision": accelerator.mixed_precision, "config": asdict(cfg),
         "holdout_episodes": test[["shard", "episode_index"]].drop_duplicates().values.tolist(),
     }
-    loss_csv = csv_text(log)
-    with atomic_directory(out, force=force, what="value checkpoint") as tmp:
-        save_value_checkpoint(tmp, model, tokenizer, reward, normalizers, provenance)
-        write_json(tmp / "metrics.json", metrics)
-        atomic_write_text(tmp / "loss.csv", loss_csv)
-    if metrics_path:  # the overall figures (per task: the checkpoint's metrics.json), for `dvc metrics show`
-        overall = {k: v for k, v in metrics.get("holdout", {}).items() if k != "per_task"}
-        write_json(Path(metrics_path), {**metrics, **({"holdout": overall} if overall else {})})
-    if loss_path:
-        atomic_write_text(Path(loss_path), loss_csv)
+    overall = {k: v for k, v in metrics.get("holdout", {}).items() if k != "per_task"}
+    write_training_run(out, lambda tmp: save_value_checkpoint(tmp, model, tokenizer, reward, normalizers, provenance),
+                       metrics, log, what="value checkpoint", force=force, metrics_path=metrics_path,
+                       loss_path=loss_path,  # the copy for `dvc metrics show`: overall figures only
+                       metrics_copy={**metrics, **({"holdout": overall} if overall else {})})
     return metrics
-
-
-def csv_text(rows: list[dict]) -> str:
-    """Rows of equal keys as CSV text with a header."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
