@@ -23,7 +23,9 @@ def writer(root, shard_id, failpoint=None, seed=0) -> subprocess.Popen:
         env[FAILPOINT_ENV] = failpoint
     cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(root), "make-demo-data", "--shard-id", shard_id,
            "--seed", str(seed), *WRITER_ARGS]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A session of its own, so that a test can also reap the LeRobot encoder processes it forks.
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def assert_store_holds_exactly(store: ShardStore, ids: list[str]) -> None:
@@ -75,9 +77,13 @@ def test_writer_killed_at_a_random_moment_mid_write(committed, tmp_path):
     deadline = time.time() + 120
     while not list(store.tmp_dir.glob("victim.*/shard/data/*/*.parquet")) and time.time() < deadline:
         time.sleep(0.05)  # wait until the writer has streamed parquet data to disk
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # the writer alone, as the OOM killer would
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert_store_holds_exactly(store, ["base"])
+    try:  # its orphaned video-encoder children, which would otherwise outlive the test run
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def test_three_concurrent_writers_each_land_their_shard(tmp_path):
