@@ -64,6 +64,8 @@ def build_config(cls, section: str, values: dict, where: str):
             continue
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
+        elif kind is str and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = str(value)  # YAML reads `task: 8` as a number; the field takes an index or a name
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise RecapError(f"{where}: field '{section}.{key}' = {value!r} must be {kind.__name__}")
     cfg = cls(**values)

@@ -119,3 +119,14 @@ def test_ctrl_c_leaves_no_shard_and_no_staging(store, make_shard):
     assert proc.returncode != 0
     assert not store.exists("iter1")
     assert not any(store.tmp_dir.iterdir())  # the staging directory went with it
+
+
+def test_params_task_may_be_a_number(tmp_path):
+    from recap_data.params import load_config
+
+    params = tmp_path / "params.yaml"
+    params.write_text("rollout:\n  task: 8\n  episodes: 3\n")
+    assert load_config(RolloutConfig, "rollout", params).task == "8"
+    params.write_text("rollout:\n  episodes: two\n")
+    with pytest.raises(RecapError, match="field 'rollout.episodes' = 'two' must be int"):
+        load_config(RolloutConfig, "rollout", params)
