@@ -39,10 +39,12 @@ class IndicatorPrompts:
             raise RecapError(f"policy: field 'indicator_dropout' = {dropout} is invalid: use [0, 1)")
         self.mode, self.dropout = mode, dropout
         self.rng = np.random.default_rng(seed)
+        self.counts = {"positive": 0, "negative": 0, "none": 0}  # prompts made so far, by indicator text
 
     def __call__(self, tasks: list[str], indicators=None, interventions=None) -> list[str]:
         n = len(tasks)
         if self.mode == "ignore":
+            self.counts["none"] += n
             return list(tasks)
         if self.mode == "on":
             positive = np.ones(n, bool)
@@ -53,6 +55,9 @@ class IndicatorPrompts:
         if interventions is not None:  # human corrections are always positive
             positive = positive | np.asarray(interventions, bool).reshape(n)
         dropped = self.rng.random(n) < self.dropout
+        self.counts["none"] += int(dropped.sum())
+        self.counts["positive"] += int((positive & ~dropped).sum())
+        self.counts["negative"] += int((~positive & ~dropped).sum())
         return [prompt(t, None if d else bool(p)) for t, p, d in zip(tasks, positive, dropped, strict=True)]
 
 

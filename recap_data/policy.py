@@ -14,6 +14,7 @@ velocities from one batch of 2B (the positive prompt and the task alone).
 """
 
 import contextlib
+import functools
 import io
 import json
 from pathlib import Path
@@ -112,12 +113,24 @@ def save_policy(directory: Path, policy, preprocessor, postprocessor, tokenizer,
     (directory / PROVENANCE).write_text(json.dumps({"format": FORMAT, **provenance}, indent=2, default=str))
 
 
+def read_provenance(path: Path, fix: str = "train one with `recap-data train policy`") -> dict:
+    """A policy checkpoint's provenance.json, checked to be recap-data's format; `fix` ends the error."""
+    path = Path(path)
+    try:
+        provenance = json.loads((path / PROVENANCE).read_text())
+    except (OSError, ValueError) as e:
+        raise RecapError(f"{path}: not a policy checkpoint ({PROVENANCE}: {e}); {fix}") from e
+    if provenance.get("format") != FORMAT:
+        raise RecapError(f"{path / PROVENANCE}: field 'format' is {provenance.get('format')!r}, expected {FORMAT!r}")
+    return provenance
+
+
 class RecapPolicy:
     """A trained policy: pi0 with its processors and tokenizer; actions with guidance beta."""
 
-    def __init__(self, path: Path, policy, preprocessor, postprocessor, tokenizer, provenance: dict, digest: str):
+    def __init__(self, path: Path, policy, preprocessor, postprocessor, tokenizer, provenance: dict):
         self.path, self.policy, self.preprocessor, self.postprocessor = path, policy, preprocessor, postprocessor
-        self.tokenizer, self.provenance, self.digest = tokenizer, provenance, digest
+        self.tokenizer, self.provenance = tokenizer, provenance
         self.config = policy.config
         self._queue: list[torch.Tensor] = []
 
@@ -129,14 +142,7 @@ class RecapPolicy:
         from transformers import PreTrainedTokenizerFast
 
         path = Path(path)
-        try:
-            provenance = json.loads((path / PROVENANCE).read_text())
-        except (OSError, ValueError) as e:
-            raise RecapError(f"{path}: not a recap-data policy checkpoint ({PROVENANCE}: {e}); "
-                             "train one with `recap-data train policy`") from e
-        if provenance.get("format") != FORMAT:
-            raise RecapError(f"{path / PROVENANCE}: field 'format' is {provenance.get('format')!r}, "
-                             f"expected {FORMAT!r}")
+        provenance = read_provenance(path)
         pi0_compat.install()
         config = PreTrainedConfig.from_pretrained(path, local_files_only=True)
         config.device = device
@@ -145,7 +151,13 @@ class RecapPolicy:
         policy.to(device).eval()
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
         pre, post = pi0_compat.load_processors(path, tokenizer, device)
-        return cls(path, policy, pre, post, tokenizer, provenance, directory_digest(path))
+        return cls(path, policy, pre, post, tokenizer, provenance)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """Content digest of the checkpoint directory; hashed on first use (a real pi0 is gigabytes,
+        and the rollout workers that load it never need it)."""
+        return directory_digest(self.path)
 
     def reset(self) -> None:
         """Forget queued actions (call at the start of every episode)."""

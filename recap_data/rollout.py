@@ -62,19 +62,17 @@ def check_policy(policy: str, image_size: int) -> dict | None:
     Returns the policy's provenance (None for the random policy)."""
     import json
 
-    from recap_data.policy import FORMAT, PROVENANCE
+    from recap_data.policy import read_provenance
 
     if policy == RANDOM:
         return None
     path = Path(policy)
+    fix = "pass `random` or a directory written by `recap-data train policy`"
+    provenance = read_provenance(path, fix)
     try:
-        provenance = json.loads((path / PROVENANCE).read_text())
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise RecapError(f"--policy {policy}: not a policy checkpoint ({e}); pass `random` or a directory "
-                         "written by `recap-data train policy`") from e
-    if provenance.get("format") != FORMAT:
-        raise RecapError(f"{path / PROVENANCE}: field 'format' is {provenance.get('format')!r}, expected {FORMAT!r}")
+        raise RecapError(f"--policy {policy}: not a policy checkpoint (config.json: {e}); {fix}") from e
     have = {k: tuple(v["shape"]) for k, v in {**config["input_features"], **config["output_features"]}.items()}
     want = env_features(image_size)
     for key in sorted(set(have) | set(want)):

@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from recap_data.checkpoint import refuse_existing, write_training_run
 from recap_data.errors import RecapError
 from recap_data.store import ShardStore
@@ -77,13 +75,6 @@ class PolicyTrainConfig:
         return self
 
 
-def prompt_kind(text: str) -> str:
-    """positive, negative or none: the indicator text a prompt ends with."""
-    from recap_data.conditioning import NEGATIVE, POSITIVE
-
-    return "positive" if text.endswith(POSITIVE) else "negative" if text.endswith(NEGATIVE) else "none"
-
-
 def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: str | None, out: Path,
                  cfg: PolicyTrainConfig, init: Path | None = None, metrics_path: Path | None = None,
                  loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
@@ -92,7 +83,6 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     from recap_data import pi0_compat
     from recap_data.conditioning import IndicatorPrompts, WeightedEpisodeSampler
@@ -107,7 +97,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     )
     from recap_data.policy_data import PolicyFrames, dataset_stats, load_policy_data
     from recap_data.schema import camera_keys
-    from recap_data.train_value import lr_schedule
+    from recap_data.train_value import LossLog, lr_schedule
 
     cfg.validate()
     out = Path(out)
@@ -154,13 +144,10 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     model, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
 
     model.train()
-    log, window, kinds, started = [], [], {"positive": 0, "negative": 0, "none": 0}, time.perf_counter()
-    bar = tqdm(total=cfg.steps, desc="training policy", unit="step",
-               disable=not (progress and accelerator.is_main_process))
+    losses, started = LossLog(cfg.steps, cfg.log_every, "training policy",
+                              progress and accelerator.is_main_process), time.perf_counter()
     for step, batch in enumerate(loader, start=1):
         batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
-        for text in batch["task"]:
-            kinds[prompt_kind(text)] += 1
         batch = pre({k: v for k, v in batch.items() if k not in ("indicator", "is_intervention")})
         with accelerator.autocast():
             loss, _ = model(batch)
@@ -171,13 +158,8 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        window.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(window[-10:]):.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log.append({"step": step, "train_loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]})
-            window = []
-    bar.close()
+        losses.add(step, loss.item(), scheduler.get_last_lr()[0])
+    losses.close()
     wall = time.perf_counter() - started
 
     accelerator.wait_for_everyone()
@@ -185,11 +167,11 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         return {}
     policy = accelerator.unwrap_model(model)
     samples = cfg.steps * cfg.batch_size * accelerator.num_processes
-    seen = sum(kinds.values())
+    seen = sum(prompts.counts.values())
     metrics = {"steps": cfg.steps, "samples": samples, "frames": len(data.frames), "wall_s": round(wall, 2),
                "steps_per_s": round(cfg.steps / wall, 2), "samples_per_s": round(samples / wall, 1),
-               "first_loss": log[0]["train_loss"], "final_loss": log[-1]["train_loss"],
-               "prompt_fractions": {k: round(v / seen, 4) for k, v in kinds.items()},  # this process's samples
+               "first_loss": losses.rows[0]["train_loss"], "final_loss": losses.rows[-1]["train_loss"],
+               "prompt_fractions": {k: round(v / seen, 4) for k, v in prompts.counts.items()},  # this process's samples
                "parameters": sum(p.numel() for p in policy.parameters())}
     provenance = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -199,6 +181,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         "mixed_precision": accelerator.mixed_precision, "size": cfg.size, "config": asdict(cfg),
     }
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device
-    write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics, log,
-                       what="policy checkpoint", force=force, metrics_path=metrics_path, loss_path=loss_path)
+    write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics,
+                       losses.rows, what="policy checkpoint", force=force, metrics_path=metrics_path,
+                       loss_path=loss_path)
     return metrics

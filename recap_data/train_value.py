@@ -98,6 +98,30 @@ def lr_schedule(steps: int, warmup_steps: int):
     return factor
 
 
+class LossLog:
+    """A trainer's loss record: the running loss on the progress bar, and one loss.csv row
+    (step, mean train_loss since the last row, lr) every `log_every` steps and at the last."""
+
+    def __init__(self, steps: int, log_every: int, desc: str, show: bool):
+        from tqdm import tqdm
+
+        self.steps, self.log_every = steps, log_every
+        self.rows: list[dict] = []
+        self.window: list[float] = []
+        self.bar = tqdm(total=steps, desc=desc, unit="step", disable=not show)
+
+    def add(self, step: int, loss: float, lr: float) -> None:
+        self.window.append(loss)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{np.mean(self.window[-10:]):.3f}")
+        if step % self.log_every == 0 or step == self.steps:
+            self.rows.append({"step": step, "train_loss": float(np.mean(self.window)), "lr": lr})
+            self.window = []
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: ValueTrainConfig,
                 reward: RewardConfig, init: Path | None = None, metrics_path: Path | None = None,
                 loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
@@ -107,7 +131,6 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader, WeightedRandomSampler
-    from tqdm import tqdm
 
     from recap_data.frames import (
         ShardFrames,
@@ -173,9 +196,8 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     model.train()
-    log, window, started = [], [], time.perf_counter()
-    bar = tqdm(total=cfg.steps, desc="training value model", unit="step",
-               disable=not (progress and accelerator.is_main_process))
+    losses, started = LossLog(cfg.steps, cfg.log_every, "training value model",
+                              progress and accelerator.is_main_process), time.perf_counter()
     for step, batch in enumerate(loader, start=1):
         with accelerator.autocast():
             loss = F.cross_entropy(forward(model, batch), batch["return_bin"])
@@ -185,13 +207,8 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        window.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(window[-10:]):.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log.append({"step": step, "train_loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]})
-            window = []
-    bar.close()
+        losses.add(step, loss.item(), scheduler.get_last_lr()[0])
+    losses.close()
     wall = time.perf_counter() - started
 
     accelerator.wait_for_everyone()
@@ -201,7 +218,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     metrics = {"train": {"steps": cfg.steps, "samples": cfg.steps * cfg.batch_size * accelerator.num_processes,
                          "frames": len(train), "wall_s": round(wall, 2),
                          "samples_per_s": round(cfg.steps * cfg.batch_size * accelerator.num_processes / wall, 1),
-                         "final_loss": log[-1]["train_loss"]}}
+                         "final_loss": losses.rows[-1]["train_loss"]}}
     if len(test):
         scored = evaluate(model, ShardFrames(store, test, cameras, preloaded), encoder, cfg.eval_batch_size,
                           cfg.num_workers, accelerator.device, progress)
@@ -215,7 +232,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     }
     overall = {k: v for k, v in metrics.get("holdout", {}).items() if k != "per_task"}
     write_training_run(out, lambda tmp: save_value_checkpoint(tmp, model, tokenizer, reward, normalizers, provenance),
-                       metrics, log, what="value checkpoint", force=force, metrics_path=metrics_path,
+                       metrics, losses.rows, what="value checkpoint", force=force, metrics_path=metrics_path,
                        loss_path=loss_path,  # the copy for `dvc metrics show`: overall figures only
                        metrics_copy={**metrics, **({"holdout": overall} if overall else {})})
     return metrics

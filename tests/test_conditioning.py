@@ -27,7 +27,11 @@ def test_prompt_text_per_mode():
 
 
 def test_dropout_rate_is_close_to_its_setting():
-    prompts = IndicatorPrompts("use", 0.3, seed=1)(["t"] * 20000, indicators=np.arange(20000) % 2 == 0)
+    make = IndicatorPrompts("use", 0.3, seed=1)
+    prompts = make(["t"] * 20000, indicators=np.arange(20000) % 2 == 0)
+    assert make.counts == {"positive": sum(p.endswith("positive") for p in prompts),
+                           "negative": sum(p.endswith("negative") for p in prompts),
+                           "none": sum(p == "t" for p in prompts)}
     dropped = np.mean([p == "t" for p in prompts])
     assert abs(dropped - 0.3) < 0.015
     kept = [p for p in prompts if p != "t"]
