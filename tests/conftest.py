@@ -35,6 +35,27 @@ def make_shard(store):
     return make
 
 
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    """(store, value checkpoint): two shards, a tiny value checkpoint and the label set `raw` made from it;
+    one per test module (tests add label sets and checkpoints beside them)."""
+    from recap_data.label import label
+    from recap_data.labelset import LabelConfig
+    from recap_data.returns import RewardConfig
+    from recap_data.train_value import ValueTrainConfig, train_value
+
+    root = tmp_path_factory.mktemp("labels")
+    store = ShardStore(root / "data")
+    for shard, seed in (("base", 0), ("more", 1)):
+        make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, min_length=10, max_length=24,
+                                             image_size=32, seed=seed), progress=False)
+    ckpt = root / "value"
+    train_value(store, {"base": 1.0, "more": 1.0}, ckpt, ValueTrainConfig(steps=3, batch_size=8, num_workers=0),
+                RewardConfig(), progress=False)
+    label(store, ["base", "more"], ckpt, "raw", RewardConfig(), LabelConfig(batch_size=7), progress=False)
+    return store, ckpt
+
+
 @pytest.fixture
 def make_lerobot_dataset(tmp_path):
     """make_lerobot_dataset(name, lengths, successes) -> root of a plain LeRobot v3 dataset (no outcomes)."""

@@ -20,7 +20,6 @@ from recap_data.labelset import LabelConfig, build_labels, label_set_path, read_
 from recap_data.relabel import relabel
 from recap_data.returns import RewardConfig
 from recap_data.store import ShardStore
-from recap_data.train_value import ValueTrainConfig, train_value
 from recap_data.value_model import load_value_checkpoint
 
 REWARD = RewardConfig(number_of_bins=21, c_fail=20, normalization="global", reward_normalizer=40, n_steps=3)
@@ -73,23 +72,6 @@ def test_nan_values_are_refused():
     frames = frames_with_values([("a", True, [-0.2, float("nan"), 0.0], ())])
     with pytest.raises(RecapError, match="episode 0 frame 1 has value nan"):
         build_labels(frames, REWARD, LabelConfig(), {"a": 40.0})
-
-
-@pytest.fixture(scope="module")
-def labeled(tmp_path_factory):
-    """A store with two shards, a tiny value checkpoint and the label set `raw` made from it."""
-    from recap_data.demo_data import DemoDataConfig, make_demo_data
-
-    root = tmp_path_factory.mktemp("labels")
-    store = ShardStore(root / "data")
-    for shard, seed in (("base", 0), ("more", 1)):
-        make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, min_length=10, max_length=24,
-                                             image_size=32, seed=seed), progress=False)
-    ckpt = root / "value"
-    train_value(store, {"base": 1.0, "more": 1.0}, ckpt, ValueTrainConfig(steps=3, batch_size=8, num_workers=0),
-                RewardConfig(), progress=False)
-    label(store, ["base", "more"], ckpt, "raw", RewardConfig(), LabelConfig(batch_size=7), progress=False)
-    return store, ckpt
 
 
 def test_every_frame_labelled_once_with_the_models_values(labeled):

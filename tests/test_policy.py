@@ -13,32 +13,20 @@ from recap_data import train_policy as train_policy_module
 from recap_data.checkpoint import directory_digest
 from recap_data.conditioning import prompt
 from recap_data.errors import RecapError
-from recap_data.label import label
-from recap_data.labelset import LabelConfig, label_set_path, read_manifest
+from recap_data.labelset import label_set_path, read_manifest
 from recap_data.policy import RecapPolicy, build_policy, guided_sample
 from recap_data.policy_data import PolicyFrames, load_policy_data
-from recap_data.returns import RewardConfig
 from recap_data.store import ShardStore
 from recap_data.train_policy import PolicyTrainConfig, train_policy
-from recap_data.train_value import ValueTrainConfig, train_value
 
 FAST = dict(batch_size=8, log_every=10)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Two shards, the label set `raw` over both, and an SFT policy trained on them (mode on)."""
-    from recap_data.demo_data import DemoDataConfig, make_demo_data
-
-    root = tmp_path_factory.mktemp("policy")
-    store = ShardStore(root / "data")
-    for shard, seed in (("base", 0), ("more", 1)):
-        make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, min_length=10, max_length=24,
-                                             image_size=32, seed=seed), progress=False)
-    train_value(store, {"base": 1.0, "more": 1.0}, root / "value", ValueTrainConfig(steps=3, batch_size=8),
-                RewardConfig(), progress=False)
-    label(store, ["base", "more"], root / "value", "raw", RewardConfig(), LabelConfig(), progress=False)
-    sft = root / "sft"
+def world(labeled):
+    """The `labeled` store (shards base and more, label set `raw`) and an SFT policy trained on it (mode on)."""
+    store, value = labeled
+    sft = value.parent / "sft"
     metrics = train_policy(store, {"base": 1.0, "more": 1.0}, None, sft,
                            PolicyTrainConfig(indicator_mode="on", steps=120, **FAST), progress=False)
     return store, sft, metrics
