@@ -35,8 +35,9 @@ def _batches(episodes, keys: list[str], batch_size: int):
 
 
 def prefetch(items, depth: int = 4):
-    """Iterate `items` in a background thread, `depth` items ahead: video decoding (which releases
-    the GIL) then overlaps with the model. Exceptions are re-raised in the consumer."""
+    """Iterate `items` in a background thread, `depth` items ahead, so that reading the next frames
+    overlaps with the model (the thread mostly waits on ffmpeg's pipes, without the GIL).
+    Exceptions are re-raised in the consumer."""
     import queue
     import threading
 
