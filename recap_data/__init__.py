@@ -6,7 +6,8 @@ import os
 from recap_data.errors import RecapError
 
 # lerobot logs a 60-line traceback at import when torchcodec finds no system FFmpeg, then
-# falls back to PyAV, which is what recap-data uses anyway: keep that out of every command.
+# falls back to PyAV (its datasets decode with PyAV; recap-data's own reader, decode.py, runs
+# the imageio-ffmpeg binary): keep that out of every command.
 logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 # The SVT-AV1 encoder that LeRobot uses for videos prints ~20 info lines per episode; errors only.

@@ -83,6 +83,7 @@ class _VideoFile:
         except (av.error.FFmpegError, IndexError) as e:
             raise RecapError(f"{path}: unreadable video ({e}); run `recap-data shards verify`") from None
         # Position of each frame in presentation order: round(timestamp * fps), as LeRobot's index.
+        self.fps = fps
         self.positions = np.round(np.sort(np.array(pts, dtype=np.float64)) * float(base) * fps).astype(np.int64)
         self.source = None  # the open ffmpeg process or PyAV frame iterator
         self.next = 0  # index (into positions) of the next frame it yields
@@ -102,7 +103,7 @@ class _VideoFile:
     def _open(self) -> None:
         self.close()
         if self.exe is None:
-            self.source = _pyav_frames(self.path, self.threads)
+            self.source = _pyav_frames(self.path, self.threads, self.fps)
         else:
             threads = ["-threads", str(self.threads)] if self.threads else []
             self.errors = tempfile.TemporaryFile()
@@ -118,7 +119,10 @@ class _VideoFile:
         out = np.empty((n, *self.shape), np.uint8)  # (n, H, W, 3)
         got = 0
         if self.exe is None:
-            for frame in itertools.islice(self.source, n):
+            for position, frame in itertools.islice(self.source, n):
+                if position != self.positions[self.next + got]:  # PyAV skips a frame it cannot decode
+                    raise RecapError(f"{self.path}: the frame at position {self.positions[self.next + got]} "
+                                     "failed to decode; run `recap-data shards verify`")
                 out[got] = frame
                 got += 1
         else:
@@ -145,11 +149,14 @@ class _VideoFile:
             self.source.wait()
             self.source.stdout.close()
             self.errors.close()
+        elif self.source is not None:
+            self.source.close()  # the PyAV generator closes its container
         self.source = None
 
 
-def _pyav_frames(path: Path, threads: int):
-    """(H, W, 3) uint8 frames of a video in presentation order, decoded in-process by PyAV."""
+def _pyav_frames(path: Path, threads: int, fps: float):
+    """(position, frame (H, W, 3) uint8) in presentation order, decoded in-process by PyAV;
+    position = round(timestamp * fps)."""
     import av
 
     with av.open(str(path)) as container:
@@ -157,7 +164,7 @@ def _pyav_frames(path: Path, threads: int):
         stream.thread_type = "AUTO"
         stream.thread_count = threads
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield round(float(frame.time) * fps), frame.to_ndarray(format="rgb24")
 
 
 def decode_cameras(shard_dir: Path, features: dict, keys: list[str], frames: int,

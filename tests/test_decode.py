@@ -84,7 +84,8 @@ def test_a_damaged_video_is_a_one_line_error(store, make_shard, decoder):
     damaged = bytearray(data)
     damaged[len(data) // 2:len(data) // 2 + 200] = bytes(b ^ 0xFF for b in damaged[len(data) // 2:len(data) // 2 + 200])
     for content, error in [(data[:len(data) * 2 // 3], r"no frames at every position \d+\.\.\d+"),  # cut short
-                           (bytes(damaged), r"the video ends after \d+ of \d+ frames")]:  # a frame fails to decode
+                           (bytes(damaged), r"(the video ends after \d+ of \d+ frames|"  # a frame fails to decode
+                                           r"the frame at position \d+ failed to decode)")]:
         video.write_bytes(content)
         with pytest.raises(RecapError, match=rf"^{video}: {error}.*; run `recap-data shards verify`$"):
             decode_cameras(store.shard_path("base"), m.features, keys, m.frames, decoder=decoder)
