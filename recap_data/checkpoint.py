@@ -67,8 +67,19 @@ def atomic_directory(target: Path, force: bool = False, what: str = "output"):
 
 
 def write_json(path: Path, data) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as CSV text with a header; columns default to the first row's keys."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def write_training_run(out: Path, save, metrics: dict, log: list[dict], *, what: str, force: bool = False,
@@ -77,20 +88,12 @@ def write_training_run(out: Path, save, metrics: dict, log: list[dict], *, what:
     """A trainer's checkpoint directory, atomically: save(tmp) writes the model files, then
     metrics.json and loss.csv (step, train_loss, lr). Copies of both go to metrics_path (
     `metrics_copy` when given, e.g. without per-task detail) and loss_path, for DVC."""
-    import csv
-    import io
-
-    from recap_data.store import atomic_write_text
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(log[0]))
-    writer.writeheader()
-    writer.writerows(log)
+    loss_csv = csv_text(log)
     with atomic_directory(out, force=force, what=what) as tmp:
         save(tmp)
         write_json(tmp / "metrics.json", metrics)
-        atomic_write_text(tmp / "loss.csv", buf.getvalue())
+        atomic_write_text(tmp / "loss.csv", loss_csv)
     if metrics_path:
         write_json(Path(metrics_path), metrics if metrics_copy is None else metrics_copy)
     if loss_path:
-        atomic_write_text(Path(loss_path), buf.getvalue())
+        atomic_write_text(Path(loss_path), loss_csv)

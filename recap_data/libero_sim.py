@@ -56,7 +56,6 @@ def configure() -> None:
         if not path.is_file() or yaml.safe_load(path.read_text()) != wanted:
             from recap_data.store import atomic_write_text
 
-            config_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, yaml.safe_dump(wanted))
         os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
     import libero.libero as libero_paths
@@ -116,11 +115,10 @@ class LiberoTask:
 
     def __init__(self, suite_name: str, task_id: int, image_size: int, render_size: int = 256):
         configure()
-        from lerobot.envs.libero import LiberoEnv, get_task_init_states
+        from lerobot.envs.libero import LiberoEnv
 
         s = suite(suite_name)
         self.image_size = image_size
-        self.init_states = len(get_task_init_states(s, task_id))
         self.language = s.get_task(task_id).language
         self.env = LiberoEnv(s, task_id, suite_name, obs_type="pixels_agent_pos", observation_width=render_size,
                              observation_height=render_size, init_states=True)

@@ -4,11 +4,10 @@ Iteration k's rollouts measure the policy of iteration k-1 (the SFT policy first
 follow params.yaml's `iterations` in order, each naming the policy its rollouts used.
 """
 
-import csv
-import io
 import json
 from pathlib import Path
 
+from recap_data.checkpoint import csv_text
 from recap_data.errors import RecapError
 from recap_data.params import read_section
 from recap_data.store import atomic_write_text
@@ -37,10 +36,5 @@ def summarize(params: Path, metrics_dir: Path, out: Path) -> list[dict]:
                      "success_rate": rollout["success_rate"], "episodes": rollout["episodes"],
                      "mean_episode_length": rollout["mean_episode_length"], "value_mae": value.get("value_mae"),
                      "positive_fraction": labels.get("positive_fraction")})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(out), buf.getvalue())
+    atomic_write_text(Path(out), csv_text(rows, COLUMNS))
     return rows
