@@ -23,3 +23,5 @@ bench: venv
 	$(VENV)/bin/python bench/bench_labels.py
 	$(VENV)/bin/python bench/bench_policy.py
 	$(VENV)/bin/python bench/bench_rollout.py
+	$(VENV)/bin/python bench/bench_world.py
+	$(VENV)/bin/python bench/bench_recap.py

@@ -68,8 +68,8 @@ def bench_workers(work: Path, steps: int, episodes: int) -> dict:
     out = {}
     for workers in (1, 2):
         store = ShardStore(work / f"workers{workers}")
-        _, metrics = rollout(store, "r", "random", RolloutConfig(episodes=episodes, workers=workers, max_steps=steps),
-                             progress=False)
+        cfg = RolloutConfig(env="libero", episodes=episodes, workers=workers, max_steps=steps)
+        _, metrics = rollout(store, "r", "random", cfg, progress=False)
         out[f"workers_{workers}"] = {"env_steps_per_s": metrics["env_steps_per_s"], "wall_s": metrics["wall_s"],
                                      "frames": metrics["frames"]}
         print(f"rollout, {workers} worker(s): {metrics['frames']} steps in {metrics['wall_s']} s "

@@ -31,7 +31,7 @@ from recap_data.store import Manifest, ShardStore  # noqa: E402
 from recap_data.writer import ShardWriter  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "store.json"
-SMALL = {"tasks": 10, "min_length": 8, "max_length": 16, "image_size": 32}
+SMALL = {"tasks": 10, "max_steps": 20, "image_size": 32}
 
 
 def copy_shard(store: ShardStore, src_id: str, dst_id: str) -> None:

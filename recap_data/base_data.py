@@ -1,6 +1,7 @@
 """`recap-data base`: the pipeline's base shard, from the embedded generator or a local LeRobot dataset.
 
-The embedded default (`source: demo`) is the synthetic LIBERO-shaped generator (demo_data.py).
+The embedded default (`source: demo`) is recorded in the embedded world by scripted demonstrators
+(demo_data.py).
 With `source: lerobot`, `path` names a LeRobot v3 dataset on disk (for example a local copy of
 the LIBERO demonstrations) that is imported as the base shard: its episodes are successful
 demonstrations unless `success_column` names a per-frame success flag.
@@ -18,7 +19,7 @@ from recap_data.store import Manifest, ShardStore
 class BaseDataConfig(DemoDataConfig):
     """Where the base shard comes from (params.yaml section `base`); the generator's fields apply to `demo`."""
 
-    source: str = "demo"  # demo: the embedded synthetic generator; lerobot: import the dataset at `path`
+    source: str = "demo"  # demo: the embedded world's demonstrators; lerobot: import the dataset at `path`
     path: str | None = None  # lerobot: a local LeRobot v3 dataset directory
     success_column: str | None = None  # lerobot: per-frame success flag column (none: every episode succeeded)
 

@@ -2,7 +2,6 @@
 
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -10,7 +9,9 @@ import click
 from recap_data import paths
 from recap_data.base_data import BaseDataConfig
 from recap_data.cli_labels import LABEL_COMMANDS
+from recap_data.demo_data import DemoDataConfig
 from recap_data.errors import RecapError
+from recap_data.evaluate import EvalConfig
 from recap_data.params import config_options, load_config, pick
 from recap_data.returns import RewardConfig
 from recap_data.rollout import RolloutConfig
@@ -43,25 +44,15 @@ def cli(ctx, root: Path):
 
 
 @cli.command("make-demo-data")
-@click.option("--shard-id", default="base", show_default=True, help="Id of the shard to write.")
-@click.option("--episodes", type=int, default=200, show_default=True, help="Number of episodes.")
-@click.option("--tasks", type=int, default=10, show_default=True, help="Use the first N LIBERO-10 tasks.")
-@click.option("--success-fraction", type=float, default=0.8, show_default=True, help="Fraction of successes.")
-@click.option("--min-length", type=int, default=30, show_default=True, help="Shortest successful episode.")
-@click.option("--max-length", type=int, default=100, show_default=True, help="Step cap (failures run to it).")
-@click.option("--image-size", type=int, default=64, show_default=True, help="Camera height and width (px).")
-@click.option("--videos/--no-videos", "use_videos", default=True, show_default=True,
-              help="Store cameras as mp4 videos or as PNG inside the parquet files.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
+@config_options(DemoDataConfig)
 @click.pass_obj
 def make_demo_data_cmd(store: ShardStore, **options):
-    """Write the synthetic LIBERO-shaped base shard (the default when no LIBERO data is at hand).
+    """Record the embedded base shard: scripted demonstrators of mixed quality in the embedded world.
 
     Re-running with the same options finds the shard already there and changes nothing."""
-    from recap_data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.demo_data import make_demo_data
 
-    cfg = DemoDataConfig(**{f.name: options[f.name] for f in fields(DemoDataConfig)})
-    m = make_demo_data(store, cfg)
+    m = make_demo_data(store, load_config(DemoDataConfig, "base", None, options))
     click.echo(f"wrote shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, "
                f"{m.successes} successes, {m.digest}")
 
@@ -239,24 +230,49 @@ def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, i
                    f"{result['final_loss']:.3f}, prompts {result['prompt_fractions']}")
 
 
+def policy_run_options(section: str, metrics_help: str):
+    """--policy, --params (reading `section`) and --metrics, as rollout and eval take them."""
+    def decorate(command):
+        for option in reversed([
+            click.option("--policy", required=True, help="Policy checkpoint directory (from `train policy`) or "
+                                                          "`random`."),
+            click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+                         help=f"params.yaml to read the `{section}` section from (options override it)."),
+            click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path), help=metrics_help)]):
+            command = option(command)
+        return command
+    return decorate
+
+
 @cli.command("rollout")
-@click.option("--policy", required=True, help="Policy checkpoint directory (from `train policy`) or `random`.")
 @click.option("--out", "shard_id", required=True, help="Id of the new rollout shard.")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
-              help="params.yaml to read the `rollout` section from (options override it).")
-@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write success rate, mean episode length, episodes, frames and wall time as JSON here.")
+@policy_run_options("rollout", "Write success rate, mean episode length, episodes, frames and wall time as JSON here.")
 @config_options(RolloutConfig)
 @click.pass_obj
 def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | None, metrics: Path | None,
                 **options):
-    """Roll the policy out on one LIBERO task (headless) and record the episodes as a new shard."""
+    """Roll the policy out in the embedded world or on one LIBERO task (headless); record a new shard."""
     from recap_data.rollout import rollout
 
     cfg = load_config(RolloutConfig, "rollout", params, pick(options, RolloutConfig))
     manifest, result = rollout(store, shard_id, policy, cfg, metrics_path=metrics)
     click.echo(f"wrote shard {manifest.shard_id}: {result['episodes']} episodes, {result['frames']} frames, "
                f"success rate {result['success_rate']:.2f}, {result['env_steps_per_s']} env steps/s")
+
+
+@cli.command("eval")
+@policy_run_options("eval", "Write success rate, its 95% Wilson interval and the mean episode length as JSON here.")
+@config_options(EvalConfig)
+@click.pass_obj
+def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path | None, **options):
+    """Success rate of a policy on held-out initial states and seeds (nothing is recorded)."""
+    from recap_data.evaluate import evaluate
+
+    cfg = load_config(EvalConfig, "eval", params, pick(options, EvalConfig))
+    m = evaluate(store, policy, cfg, metrics_path=metrics)
+    low, high = m["success_ci95"]
+    click.echo(f"{policy}: success {m['successes']}/{m['episodes']} = {m['success_rate']:.3f} "
+               f"(95% CI {low:.3f}-{high:.3f}), mean episode length {m['mean_episode_length']:.1f}")
 
 
 @cli.command("base")
@@ -296,12 +312,15 @@ def index_cmd(store: ShardStore, add, prev: Path | None, out: Path, params: Path
 @click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("metrics"),
               show_default=True, help="Folder with one metrics folder per iteration.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="CSV file to write.")
-def summary_cmd(params: Path, metrics_dir: Path, out: Path):
-    """One CSV row per iteration: rollout success rate, the policy it measured, value MAE, positive fraction."""
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also plot success by iteration here.")
+def summary_cmd(params: Path, metrics_dir: Path, out: Path, png: Path | None):
+    """One CSV row per policy (SFT, then each iteration): held-out success rate with its 95% interval,
+    rollout success, value MAE, labelled and trained positive fractions."""
     from recap_data.summary import summarize
 
-    rows = summarize(params, metrics_dir, out)
-    click.echo(f"wrote {out}: " + ", ".join(f"{r['name']} {r['success_rate']:.2f}" for r in rows))
+    rows = summarize(params, metrics_dir, out, png)
+    click.echo(f"wrote {out}: " + ", ".join(f"{r['name']} {r['success_rate']:.2f} [{r['ci_low']:.2f}, "
+                                            f"{r['ci_high']:.2f}]" for r in rows))
 
 
 for command in LABEL_COMMANDS:

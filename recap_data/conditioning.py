@@ -71,8 +71,11 @@ class WeightedEpisodeSampler(Sampler[int]):
     """
 
     def __init__(self, episodes: list[tuple[str, int, int]], weights: dict[str, float], num_samples: int,
-                 drop_n_last_frames: int = 0, seed: int = 0, rank: int = 0, world: int = 1):
-        """episodes: (shard, dataset_from_index, dataset_to_index) per episode, shards contiguous and in order."""
+                 drop_n_last_frames: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
+                 sizes: dict[str, int] | None = None):
+        """episodes: (shard, dataset_from_index, dataset_to_index) per episode to draw from, shards
+        contiguous and in order; sizes: each shard's frame count (default: its last episode's end),
+        needed when some episodes are left out (filtered BC draws from successes only)."""
         self.num_samples, self.seed, self.rank, self.world, self.epoch = num_samples, seed, rank, world, 0
         self.shards = list(dict.fromkeys(s for s, _, _ in episodes))
         missing = [s for s in self.shards if s not in weights]
@@ -83,7 +86,7 @@ class WeightedEpisodeSampler(Sampler[int]):
             rows = [(a, b) for s, a, b in episodes if s == shard]
             starts = np.array([offset + a for a, _ in rows], np.int64)  # (E,) global first frame
             usable = np.maximum(np.array([b - a for a, b in rows], np.int64) - drop_n_last_frames, 0)  # (E,)
-            offset += int(max(b for _, b in rows))
+            offset += int(sizes[shard]) if sizes else int(max(b for _, b in rows))
             if usable.sum() == 0:
                 raise RecapError(f"shard {shard!r}: no episode is longer than drop_n_last_frames={drop_n_last_frames}")
             self.starts.append(starts)

@@ -119,12 +119,21 @@ class _VideoFile:
         out = np.empty((n, *self.shape), np.uint8)  # (n, H, W, 3)
         got = 0
         if self.exe is None:
-            for position, frame in itertools.islice(self.source, n):
-                if position != self.positions[self.next + got]:  # PyAV skips a frame it cannot decode
-                    raise RecapError(f"{self.path}: the frame at position {self.positions[self.next + got]} "
-                                     "failed to decode; run `recap-data shards verify`")
-                out[got] = frame
-                got += 1
+            import av
+
+            damaged = False
+            try:
+                for position, frame in itertools.islice(self.source, n):
+                    if position != self.positions[self.next + got]:  # PyAV skips a frame it cannot decode ...
+                        damaged = True
+                        break
+                    out[got] = frame
+                    got += 1
+            except av.error.FFmpegError:  # ... or raises, depending on where the damage is
+                damaged = True
+            if damaged:
+                raise RecapError(f"{self.path}: the frame at position {self.positions[self.next + got]} "
+                                 "failed to decode; run `recap-data shards verify`")
         else:
             view, filled = memoryview(out).cast("B"), 0
             while filled < len(view) and (k := self.source.stdout.readinto(view[filled:])):

@@ -29,6 +29,15 @@ class PolicyData:
     digests: dict[str, str]  # shard -> content digest
     label_set: dict | None  # name, digest, value checkpoint digest (None without labels)
 
+    def successful_episodes(self) -> list[tuple[str, int, int]]:
+        """The episodes that succeeded (filtered BC); refused when there are none."""
+        first = self.frames.groupby(["shard", "episode_index"], sort=False).first()
+        ok = {(s, int(i)) for (s, _), (i, good) in first[["index", "success"]].iterrows() if good}
+        kept = [e for e in self.episodes if (e[0], e[1]) in ok]
+        if not kept:
+            raise RecapError("policy: successes_only, but no episode of these shards succeeded; train on all frames")
+        return kept
+
 
 def load_policy_data(store: ShardStore, mixture: dict[str, float] | None, labels: str | None,
                      mode: str) -> PolicyData:

@@ -2,7 +2,11 @@
 
 DVC cannot interpolate lists into a command, and a stage may not depend on the shards folder
 (later iterations write into it), so "base plus every rollout so far" is a chain of index files:
-iteration k's index is iteration k-1's plus its own rollout shard. Each entry records the
+iteration k's index is iteration k-1's plus its own rollout shard. A shard's weight is its
+kind's (`mixture.base` or `mixture.rollouts`), times its frame count with `per: frame`: then
+the policy draws frames as often as they occur, which is the distribution the labeler's
+threshold counts its positive fraction over (with `per: shard`, a small rollout shard sampled
+like the base shard shows the policy another positive fraction than the 30% labelled). Each entry records the
 shard's content digest, so a changed shard changes every index after it, and readers (any
 `--shard @FILE`) refuse a shard whose content no longer matches.
 
@@ -26,11 +30,14 @@ class MixtureConfig:
 
     base: float = 1.0  # relative weight of each base (and imported) shard
     rollouts: float = 1.0  # relative weight of each rollout shard
+    per: str = "shard"  # shard: a shard's draws follow its weight; frame: weight x frames (draws follow the frames)
 
     def validate(self) -> "MixtureConfig":
         for name in ("base", "rollouts"):
             if not getattr(self, name) > 0:
                 raise RecapError(f"mixture: field '{name}' = {getattr(self, name)} is invalid: use a positive weight")
+        if self.per not in ("shard", "frame"):
+            raise RecapError(f"mixture: field 'per' = {self.per!r} is invalid: use shard or frame")
         return self
 
 
@@ -63,8 +70,9 @@ def write_index(store: ShardStore, out: Path, add: list[str], cfg: MixtureConfig
         if any(e["id"] == shard for e in entries):
             raise RecapError(f"index: shard {shard!r} is already in {prev}; each shard is listed once")
         m = store.manifest(shard)
+        weight = cfg.rollouts if m.kind == "rollout" else cfg.base
         entries.append({"id": shard, "kind": m.kind, "digest": m.digest, "episodes": m.episodes, "frames": m.frames,
-                        "weight": cfg.rollouts if m.kind == "rollout" else cfg.base})
+                        "weight": weight * m.frames if cfg.per == "frame" else weight})
     if not entries:
         raise RecapError("index: no shards; pass --add SHARD")
     write_json(Path(out), {"format": INDEX_FORMAT, "shards": entries})

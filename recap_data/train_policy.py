@@ -36,6 +36,7 @@ class PolicyTrainConfig:
     tokenizer_path: str | None = None  # real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)
     indicator_mode: str = "use"  # on: every frame positive (SFT); use: the label set's indicator; ignore: none
     indicator_dropout: float = 0.3  # fraction of samples trained without the indicator text (the paper: 0.3)
+    successes_only: bool = False  # filtered BC: draw training frames from successful episodes only
     steps: int = 200  # optimizer steps
     batch_size: int = 8  # samples per step and process
     lr: float = 1e-3  # peak AdamW learning rate (tiny; pi0's own fine-tuning uses 2.5e-5)
@@ -131,8 +132,10 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     cameras = camera_keys(features)
     preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process)
     dataset = PolicyFrames(store, data, cameras, policy.config.chunk_size, preloaded)
-    sampler = WeightedEpisodeSampler(data.episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size,
-                                     seed=cfg.seed, rank=accelerator.process_index, world=accelerator.num_processes)
+    episodes = data.successful_episodes() if cfg.successes_only else data.episodes
+    sampler = WeightedEpisodeSampler(episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size,
+                                     seed=cfg.seed, rank=accelerator.process_index, world=accelerator.num_processes,
+                                     sizes=data.frames.groupby("shard", sort=False).size().to_dict())
     # The loader is not passed to accelerator.prepare: the sampler already splits draws by rank.
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         drop_last=True)
@@ -177,7 +180,8 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "shards": [{"id": s, "digest": data.digests[s], "weight": w} for s, w in data.mixture.items()],
         "label_set": data.label_set, "init": init_info, "indicator_mode": cfg.indicator_mode,
-        "indicator_dropout": cfg.indicator_dropout, "steps": cfg.steps, "processes": accelerator.num_processes,
+        "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only,
+        "steps": cfg.steps, "processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision, "size": cfg.size, "config": asdict(cfg),
     }
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device

@@ -198,6 +198,9 @@ def _quiet_lerobot_writer() -> None:
 
     datasets.disable_progress_bars()
     av.logging.set_level(av.logging.ERROR)
+    # LeRobot restores libav's own callback after each video, which prints at libav's level
+    # (INFO: "moving the moov atom" twice per episode): raise that level too.
+    av.logging.set_libav_level(av.logging.ERROR)
 
 
 def _tidy_lerobot_output(root: Path) -> None:

@@ -13,7 +13,12 @@ import pytest  # noqa: E402
 from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
 from recap_data.store import ShardStore  # noqa: E402
 
-TINY = dict(episodes=3, tasks=3, min_length=8, max_length=14, image_size=32)
+TINY = dict(episodes=3, tasks=3, max_steps=20, image_size=32)
+
+
+def mix(success: float) -> dict:
+    """Demonstrator fractions with `success` of the episodes successful (half expert, half poor)."""
+    return dict(expert=success / 2, poor=success / 2, decoy=(1 - success) / 2, release=(1 - success) / 2, timeout=0.0)
 
 
 def tiny_config(**overrides) -> DemoDataConfig:
@@ -47,7 +52,7 @@ def labeled(tmp_path_factory):
     root = tmp_path_factory.mktemp("labels")
     store = ShardStore(root / "data")
     for shard, seed in (("base", 0), ("more", 1)):
-        make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, min_length=10, max_length=24,
+        make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, max_steps=24,
                                              image_size=32, seed=seed), progress=False)
     ckpt = root / "value"
     train_value(store, {"base": 1.0, "more": 1.0}, ckpt, ValueTrainConfig(steps=3, batch_size=8, num_workers=0),

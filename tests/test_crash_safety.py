@@ -13,7 +13,7 @@ from recap_data.db import connect
 from recap_data.store import ShardStore
 from recap_data.verify import verify_shard
 
-WRITER_ARGS = ["--episodes", "4", "--tasks", "2", "--min-length", "8", "--max-length", "14", "--image-size", "32"]
+WRITER_ARGS = ["--episodes", "4", "--tasks", "2", "--max-steps", "20", "--image-size", "32"]
 
 
 def writer(root, shard_id, failpoint=None, seed=0) -> subprocess.Popen:

@@ -1,4 +1,4 @@
-"""The embedded base data is learnable: remaining steps to success follow from state and images.
+"""The embedded world's demonstrations are learnable: remaining steps to success follow from state and images.
 
 A 5-nearest-neighbour regressor fitted on some successful episodes predicts the remaining
 steps of other (held-out) successful episodes far better than the best constant does: from the
@@ -8,21 +8,23 @@ scene shows, so their remaining steps are not a function of one frame, as in LIB
 """
 
 import numpy as np
-from conftest import tiny_config
 
-from recap_data.demo_data import _episode, render
+from recap_data.demonstrators import demonstrate
+from recap_data.schema import AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
+from recap_data.world import WorldConfig
 
 
 def successful_frames(n_episodes: int):
-    """Every third frame of the successful episodes: episode id, state+task, images, remaining steps."""
-    cfg = tiny_config(episodes=n_episodes, tasks=3, min_length=20, max_length=60, image_size=32)
+    """Every third frame of expert episodes: episode id, state+task, images, remaining steps."""
     rows = []
     for e in range(n_episodes):
-        task, states, _ = _episode(cfg, e, success=True)
-        for t in range(0, len(states), 3):
-            agent, wrist = render(task, states[t], cfg.image_size)
-            rows.append((e, np.concatenate([states[t], np.eye(3)[task]]),
-                         np.concatenate([agent, wrist]).astype(np.float32).ravel() / 255, len(states) - 1 - t))
+        task = e % 3
+        frames = demonstrate("expert", WorldConfig(task, image_size=32, max_steps=60), e // 3, [0, e])["frames"]
+        for t in range(0, len(frames), 3):
+            f = frames[t]
+            rows.append((e, np.concatenate([f[STATE_KEY], np.eye(3)[task]]),
+                         np.concatenate([f[AGENTVIEW_KEY], f[WRIST_KEY]]).astype(np.float32).ravel() / 255,
+                         len(frames) - 1 - t))
     return (np.array([r[0] for r in rows]), np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
             np.array([r[3] for r in rows]))
 

@@ -16,12 +16,13 @@ from recap_data.store import ShardStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ITERATION_STAGES = ("rollout", "index", "value", "infer", "label", "policy")
+ITERATION_STAGES = ("rollout", "index", "value", "infer", "label", "policy", "eval")
 SMALL = {  # the whole loop in a few minutes on 2 cores
-    "base": {"episodes": 8, "tasks": 2, "image_size": 32, "min_length": 10, "max_length": 24},
+    "base": {"episodes": 8, "tasks": 2, "image_size": 32, "max_steps": 24},
     "value": {"steps": 20, "batch_size": 8},
     "policy": {"steps": 10, "batch_size": 4},
-    "rollout": {"episodes": 2, "workers": 1, "max_steps": 3},
+    "rollout": {"episodes": 2, "workers": 1, "max_steps": 24},
+    "eval": {"episodes": 6, "max_steps": 24},
 }
 
 
@@ -70,13 +71,14 @@ def test_dag_has_the_recap_stages_and_their_chain(tmp_path):
     iterations = yaml.safe_load((cwd / "params.yaml").read_text())["iterations"]
     stages, edges = dag(cwd)
     per_iteration = {f"{s}@{k}" for s in ITERATION_STAGES for k in iterations}
-    assert stages == {"base", "sft", "value_pre", "summary"} | per_iteration
+    assert stages == {"base", "sft", "value_pre", "eval_sft", "summary"} | per_iteration
+    assert {("sft", "eval_sft"), ("eval_sft", "summary")} <= edges
     for key, spec in iterations.items():
         prev_policy = "sft" if spec["prev"] == "sft" else f"policy@{spec['prev']}"
         chain = [prev_policy, f"rollout@{key}", f"index@{key}", f"value@{key}", f"infer@{key}", f"label@{key}",
-                 f"policy@{key}"]
+                 f"policy@{key}", f"eval@{key}", "summary"]
         assert set(zip(chain, chain[1:], strict=False)) <= edges, chain
-        assert {("value_pre", f"value@{key}"), ("sft", f"policy@{key}"), (f"policy@{key}", "summary")} <= edges
+        assert {("value_pre", f"value@{key}"), ("sft", f"policy@{key}")} <= edges
         assert (f"index@{spec['prev']}", f"index@{key}") in edges or spec["prev"] == "sft"
         # labeling reads the stored values only: the value model is upstream of inference alone
         assert (f"value@{key}", f"label@{key}") not in edges
@@ -111,12 +113,19 @@ def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path
     shown = json.loads(run([dvc, "metrics", "show", "--json"], cwd).stdout)
     files = next(iter(shown.values()))["data"]
     assert files["metrics/iter2/rollout.json"]["data"]["episodes"] == 2
+    assert store.manifest("iter2").source["env"] == "embedded"
+    for name in ("sft", "iter1", "iter2"):  # every policy on the same held-out episodes
+        assert files[f"metrics/{name}/eval.json"]["data"]["episodes"] == 6
+        ev = json.loads((cwd / f"metrics/{name}/eval.json").read_text())
+        assert ev["init_states"] == [100, 199] and ev["seeds"][0] >= 10**9 and len(ev["success_ci95"]) == 2
     assert abs(files["metrics/iter1/labels.json"]["data"]["positive_fraction"] - 0.3) < 0.02
     assert "value_mae" in files["metrics/iter1/value.json"]["data"]["holdout"]
     summary = (cwd / "plots/success_rate.csv").read_text().splitlines()
-    assert summary[0].startswith("iteration,name,policy,success_rate") and len(summary) == 3
+    assert summary[0].startswith("iteration,name,success_rate,ci_low,ci_high") and len(summary) == 4
+    assert [line.split(",")[1] for line in summary[1:]] == ["sft", "iter1", "iter2"]
     run([dvc, "plots", "show", "--out", str(tmp_path / "html")], cwd)
-    assert (tmp_path / "html" / "index.html").is_file()
+    html = (tmp_path / "html" / "index.html").read_text()
+    assert "success_by_iteration" in html and "success_rate.png" in html
     assert "Data and pipelines are up to date" in run([dvc, "status"], cwd).stdout
 
     # Only labeling and what follows it depends on the label params: never the value model.
@@ -143,6 +152,7 @@ def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path
 def test_presets_name_only_known_fields(preset):
     """Every section of a preset builds its stage config (no typo'd or stale field)."""
     from recap_data.base_data import BaseDataConfig
+    from recap_data.evaluate import EvalConfig
     from recap_data.labelset import LabelConfig
     from recap_data.params import load_config
     from recap_data.returns import RewardConfig
@@ -153,7 +163,7 @@ def test_presets_name_only_known_fields(preset):
 
     for cls, section in ((BaseDataConfig, "base"), (MixtureConfig, "mixture"), (RewardConfig, "reward"),
                          (ValueTrainConfig, "value"), (LabelConfig, "label"), (PolicyTrainConfig, "policy"),
-                         (RolloutConfig, "rollout")):
+                         (RolloutConfig, "rollout"), (EvalConfig, "eval")):
         load_config(cls, section, preset)
     iterations = yaml.safe_load(preset.read_text())["iterations"]
     names = ["sft", *iterations]

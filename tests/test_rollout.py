@@ -1,4 +1,5 @@
-"""`recap-data rollout` in the real LIBERO simulator (headless): random and trained policies, workers, refusals."""
+"""`recap-data rollout --env libero` in the real LIBERO simulator (headless): random and trained policies, workers,
+refusals (the embedded world's rollouts are in test_eval.py)."""
 
 import json
 import os
@@ -19,11 +20,12 @@ MOKA = "put both moka pots on the stove"
 
 
 def test_initial_states_cycle_distinct_and_reproducible():
-    plans = plan_episodes(RolloutConfig(episodes=60, seed=3), init_states=50)
+    plans = plan_episodes(RolloutConfig(env="libero", episodes=60, seed=3), init_states=50)
     states = [p["init_state"] for p in plans]
     assert len(set(states[:50])) == 50 and states[50:] == states[:10]
-    assert plans == plan_episodes(RolloutConfig(episodes=60, seed=3), init_states=50)
-    assert states != [p["init_state"] for p in plan_episodes(RolloutConfig(episodes=60, seed=4), init_states=50)]
+    assert plans == plan_episodes(RolloutConfig(env="libero", episodes=60, seed=3), init_states=50)
+    assert states != [p["init_state"] for p in plan_episodes(RolloutConfig(env="libero", episodes=60, seed=4),
+                                                             init_states=50)]
     assert len({p["seed"] for p in plans}) == 60
 
 
@@ -39,7 +41,8 @@ def test_tasks_by_index_or_name_and_unknown_ones_listed():
 def test_random_rollout_records_a_shard(store, make_shard, tmp_path):
     base = make_shard("base")
     metrics_path = tmp_path / "metrics.json"
-    result = run_cli("rollout", "--policy", "random", "--out", "iter1", "--episodes", "2", "--max-steps", "4",
+    result = run_cli("rollout", "--env", "libero", "--policy", "random", "--out", "iter1", "--episodes", "2",
+                     "--max-steps", "4",
                      "--seed", "7", "--metrics", str(metrics_path), root=store.root)
     assert result.exit_code == 0, result.output
     m = store.manifest("iter1")
@@ -47,9 +50,9 @@ def test_random_rollout_records_a_shard(store, make_shard, tmp_path):
     assert normalize_schema(m.features) == normalize_schema(base.features)  # same names, 32-px cameras
     episodes = m.source["episodes"]
     assert [e["init_state"] for e in episodes] == [p["init_state"] for p in
-                                                   plan_episodes(RolloutConfig(episodes=2, seed=7), 50)]
+                                                   plan_episodes(RolloutConfig(env="libero", episodes=2, seed=7), 50)]
     assert len({e["init_state"] for e in episodes}) == 2 and len({e["seed"] for e in episodes}) == 2
-    assert m.source["policy"]["path"] == "random" and m.source["suite"] == "libero_10"
+    assert m.source["policy"]["path"] == "random" and m.source["suite"] == "libero_10" and m.source["env"] == "libero"
     assert m.source["task"] == MOKA and m.source["max_steps"] == 4
     rows = connect(store.root).execute(
         "SELECT episode_index, length, success, task FROM episodes WHERE shard = 'iter1' ORDER BY 1").fetchall()
@@ -73,7 +76,7 @@ def test_trained_policy_rollout_in_two_workers_and_refusals(store, make_shard, t
     policy = tmp_path / "sft"
     train_policy(store, {"base": 1.0}, None, policy, PolicyTrainConfig(indicator_mode="on", steps=2, batch_size=4),
                  progress=False)
-    cfg = RolloutConfig(episodes=2, workers=2, max_steps=3, guidance=1.5)
+    cfg = RolloutConfig(env="libero", episodes=2, workers=2, max_steps=3, guidance=1.5)
     manifest, metrics = rollout(store, "iter1", str(policy), cfg, progress=False)
     assert manifest.episodes == 2 and metrics["frames"] == 6
     assert manifest.source["policy"]["digest"] == directory_digest(policy)
@@ -87,17 +90,17 @@ def test_trained_policy_rollout_in_two_workers_and_refusals(store, make_shard, t
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(RecapError, match="feature observation.images.image2 is absent in the policy and "
                                          r"\(3, 32, 32\) in the environment"):
-        rollout(store, "iter2", str(broken), RolloutConfig(episodes=1), progress=False)
+        rollout(store, "iter2", str(broken), RolloutConfig(env="libero", episodes=1), progress=False)
     with pytest.raises(RecapError, match="not a policy checkpoint"):
-        rollout(store, "iter2", str(tmp_path / "nothing"), RolloutConfig(episodes=1), progress=False)
+        rollout(store, "iter2", str(tmp_path / "nothing"), RolloutConfig(env="libero", episodes=1), progress=False)
     assert not store.exists("iter2")
 
 
 def test_killed_rollout_leaves_no_shard(store, make_shard):
     make_shard("base")
     before = sorted(p.name for p in store.shards_dir.iterdir())
-    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "rollout", "--policy", "random",
-           "--out", "iter1", "--episodes", "2", "--max-steps", "2"]
+    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "rollout", "--env", "libero", "--policy",
+           "random", "--out", "iter1", "--episodes", "2", "--max-steps", "2"]
     proc = subprocess.run(cmd, env={**os.environ, FAILPOINT_ENV: "after_episode:1"}, capture_output=True,
                           timeout=300)
     assert proc.returncode == -9  # killed after the first episode was saved
@@ -110,9 +113,11 @@ def test_ctrl_c_leaves_no_shard_and_no_staging(store, make_shard):
     import time
 
     make_shard("base")
-    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "rollout", "--policy", "random",
-           "--out", "iter1", "--episodes", "3", "--max-steps", "300"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "rollout", "--env", "libero", "--policy",
+           "random", "--out", "iter1", "--episodes", "3", "--max-steps", "300"]
+    # a shell that starts pytest in the background ignores SIGINT, and children inherit that: restore Ctrl-C
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(25)  # inside the simulator: creating, resetting or stepping it
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_cli, tiny_config
+from conftest import mix, run_cli, tiny_config
 
 from recap_data import RecapError
 from recap_data.demo_data import make_demo_data
@@ -15,7 +15,7 @@ from recap_data.verify import verify_shard
 def test_shard_is_a_loadable_lerobot_v3_dataset_with_manifest(store, make_shard):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    m = make_shard("base", episodes=4, success_fraction=0.5)
+    m = make_shard("base", episodes=4, **mix(0.5))
     root = store.shard_path("base")
     info = json.loads((root / "meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["fps"] == 20
@@ -49,15 +49,18 @@ def test_demo_data_is_deterministic_for_a_seed(tmp_path):
     assert a.digest != c.digest
 
 
-def test_demo_data_episode_lengths_vary_and_failures_hit_the_cap(store, make_shard):
+def test_demo_data_follows_the_mix_and_records_each_episode(store, make_shard):
     from recap_data.db import connect
 
-    make_shard("base", episodes=12, success_fraction=0.5, min_length=8, max_length=30)
-    rows = connect(store.root).sql("SELECT success, length FROM episodes").fetchall()
+    m = make_shard("base", episodes=12, max_steps=30, **mix(0.5))
+    rows = connect(store.root).sql("SELECT success, length FROM episodes ORDER BY episode_index").fetchall()
     ok = [n for s, n in rows if s]
-    assert len(set(ok)) > 1 and all(8 <= n < 30 for n in ok)
-    assert all(n == 30 for s, n in rows if not s)
+    assert len(set(ok)) > 1 and all(n < 30 for n in ok)  # successes end before the cap
     assert sum(s for s, _ in rows) == 6
+    kinds = [e["kind"] for e in m.source["episodes"]]
+    assert sorted(kinds) == ["decoy"] * 3 + ["expert"] * 3 + ["poor"] * 3 + ["release"] * 3
+    assert [s for s, _ in rows] == [k in ("expert", "poor") for k in kinds]
+    assert all(n == 30 for (s, n), k in zip(rows, kinds, strict=True) if k == "release")  # runs to the cap
 
 
 def test_existing_id_and_invalid_id_are_refused(store, make_shard):
@@ -83,7 +86,7 @@ def test_schema_mismatch_names_the_feature_and_writes_nothing(store, make_shard)
 
 
 def test_invalid_generator_parameters_are_one_line_errors(store):
-    for field, value in [("episodes", 0), ("success_fraction", 1.5), ("max_length", 5), ("tasks", 11)]:
+    for field, value in [("episodes", 0), ("expert", 1.5), ("tasks", 11), ("image_size", 8)]:
         res = run_cli("make-demo-data", f"--{field.replace('_', '-')}", str(value), root=store.root)
         assert res.exit_code == 2
         assert res.output.count("\n") == 1 and f"'{field}'" in res.output

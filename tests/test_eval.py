@@ -1,0 +1,133 @@
+"""Rollouts and evaluation in the embedded world: recorded shards, held-out evaluation, Wilson intervals, refusals."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from recap_data.errors import RecapError
+from recap_data.evaluate import EvalConfig, evaluate, wilson_interval
+from recap_data.rollout import EVAL_SEED_OFFSET, RolloutConfig, rollout
+from recap_data.world import SPLITS, TASKS, TRAIN_INIT_STATES
+
+
+def test_wilson_interval_matches_a_hand_computation():
+    # 7/10: p = 0.7, z = 1.96: centre (0.7 + 1.9208/10) / 1.38416 = 0.64449,
+    # half 1.96 * sqrt(0.021 + 0.009604) / 1.38416 = 0.24772 -> [0.39677, 0.89221]
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.39677, abs=5e-5) and high == pytest.approx(0.89221, abs=5e-5)
+    low, high = wilson_interval(0, 100)  # z^2 / (n + z^2) = 3.8415 / 103.8415
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.036994, abs=5e-6)
+    assert wilson_interval(100, 100)[1] == 1.0
+    with pytest.raises(RecapError, match="no episodes"):
+        wilson_interval(0, 0)
+
+
+def test_embedded_rollout_records_a_shard_that_verifies(store, make_shard, tmp_path):
+    make_shard("base")  # 32 px, max_steps 20
+    result = run_cli("rollout", "--env", "embedded", "--policy", "random", "--out", "iter1", "--episodes", "4",
+                     "--seed", "3", "--task", "1", "--metrics", str(tmp_path / "r.json"), root=store.root)
+    assert result.exit_code == 0, result.output
+    m = store.manifest("iter1")
+    assert m.kind == "rollout" and m.episodes == 4 and m.source["env"] == "embedded"
+    assert m.source["task"] == TASKS[1] and m.source["max_steps"] == 20  # the base shard's world
+    assert m.source["world"] == {"task": 1, "max_steps": 20, "image_size": 32}
+    episodes = m.source["episodes"]
+    assert len({e["init_state"] for e in episodes}) == 4 and all(e["init_state"] < TRAIN_INIT_STATES for e in episodes)
+    assert all(e["seed"] < EVAL_SEED_OFFSET for e in episodes) and m.source["policy"]["path"] == "random"
+    assert m.frames == sum(e["length"] for e in episodes) == json.loads((tmp_path / "r.json").read_text())["frames"]
+    verified = run_cli("shards", "verify", "iter1", root=store.root)
+    assert verified.exit_code == 0 and "iter1: ok" in verified.output
+
+
+def tiny_policy(store, path, steps: int = 2):
+    """A barely trained SFT policy on the store's base shard (indicator always positive)."""
+    from recap_data.train_policy import PolicyTrainConfig, train_policy
+
+    train_policy(store, {"base": 1.0}, None, path, PolicyTrainConfig(steps=steps, batch_size=2, indicator_mode="on"),
+                 progress=False)
+    return path
+
+
+def test_trained_policy_rollout_with_workers_and_guidance_matches_one_process(store, make_shard, tmp_path):
+    make_shard("base")
+    policy = tiny_policy(store, tmp_path / "policy")
+    two, _ = rollout(store, "two", str(policy), RolloutConfig(episodes=3, workers=2, batch_size=2, guidance=1.5),
+                     progress=False)
+    one, _ = rollout(store, "one", str(policy), RolloutConfig(episodes=3, guidance=1.5), progress=False)
+    assert two.source["policy"]["digest"] == one.source["policy"]["digest"] is not None
+    assert two.source["guidance"] == 1.5
+    # each episode draws its own noise: the batch it ran in does not change it
+    assert [(e["init_state"], e["seed"], e["length"], e["success"]) for e in two.source["episodes"]] == \
+        [(e["init_state"], e["seed"], e["length"], e["success"]) for e in one.source["episodes"]]
+
+
+def test_eval_uses_held_out_states_and_seeds_and_writes_metrics(store, make_shard, tmp_path):
+    make_shard("base")
+    out = tmp_path / "eval.json"
+    result = run_cli("eval", "--policy", "random", "--episodes", "12", "--seed", "2", "--metrics", str(out),
+                     root=store.root)
+    assert result.exit_code == 0, result.output
+    assert "success 0/12" in result.output and "95% CI 0.000-0.242" in result.output
+    m = json.loads(out.read_text())
+    assert m["episodes"] == 12 and m["success_rate"] == 0.0 and m["mean_episode_length"] == 20
+    assert m["init_states"] == [100, 199] == [SPLITS["validation"][0], SPLITS["validation"][1] - 1]
+    assert m["seeds"][0] >= EVAL_SEED_OFFSET and m["split"] == "validation"
+    test = evaluate(store, "random", EvalConfig(episodes=3, split="test"), progress=False)
+    assert test["init_states"] == [200, 299] and test["split"] == "test"
+    assert store.shard_ids() == ["base"]  # nothing recorded
+    again = evaluate(store, "random", EvalConfig(episodes=12, seed=2), progress=False)
+    assert again["success_ci95"] == m["success_ci95"] and again["mean_episode_length"] == m["mean_episode_length"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "mars"], "option --env = 'mars' is unknown; use embedded or libero"),
+    (["--episodes", "0"], "option --episodes = 0 is invalid: use at least 1"),
+    (["--suite", "libero_10"], "option --suite is for --env libero only"),
+    (["--render-size", "128"], "option --render-size is for --env libero only"),
+    (["--task", "fly"], "--task 'fly' is not a task of the embedded world; valid tasks: 0: "),
+    (["--max-steps", "50"], "--max-steps 50 differs from the base shard's world (20)"),
+])
+def test_bad_eval_and_rollout_options_are_one_line_errors(store, make_shard, tmp_path, args, message):
+    make_shard("base")
+    for command in (["eval", "--metrics", str(tmp_path / "m.json")], ["rollout", "--out", "iter1"]):
+        result = run_cli(*command, "--policy", "random", *args, root=store.root)
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("error: ") and message in result.output, result.output
+    assert store.shard_ids() == ["base"] and not (tmp_path / "m.json").exists()
+
+
+def test_eval_split_must_be_held_out(store, make_shard):
+    make_shard("base")
+    result = run_cli("eval", "--policy", "random", "--split", "train", root=store.root)
+    assert result.exit_code == 2 and "option --split = 'train' is invalid: use validation or test" in result.output
+
+
+def test_policy_whose_features_differ_from_the_world_is_refused(store, make_shard, tmp_path):
+    from recap_data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.store import ShardStore
+
+    make_shard("base")
+    policy = tiny_policy(store, tmp_path / "policy", steps=1)
+    other = ShardStore(tmp_path / "other")
+    make_demo_data(other, DemoDataConfig(episodes=1, tasks=1, max_steps=20, image_size=48), progress=False)
+    result = run_cli("eval", "--policy", str(policy), "--episodes", "2", root=other.root)
+    assert result.exit_code == 2 and "feature observation.images.image is (3, 32, 32) in the policy" in result.output
+
+
+def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
+    """The embedded world is learnable by the tiny pi0: 400 steps of BC on 30 expert demonstrations
+    of one task succeed far more often than random actions, on held-out initial states."""
+    from recap_data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.train_policy import PolicyTrainConfig, train_policy
+
+    make_demo_data(store, DemoDataConfig(episodes=30, tasks=1, first_task=8, image_size=32, use_videos=False,
+                                         expert=1.0, poor=0.0, decoy=0.0, release=0.0, timeout=0.0), progress=False)
+    policy = store.root.parent / "policy"
+    train_policy(store, {"base": 1.0}, None, policy, PolicyTrainConfig(steps=400, batch_size=16,
+                                                                        indicator_mode="ignore"), progress=False)
+    trained = evaluate(store, str(policy), EvalConfig(episodes=40), progress=False)
+    random = evaluate(store, "random", EvalConfig(episodes=40), progress=False)
+    print(f"trained {trained['success_rate']:.2f} {trained['success_ci95']}, random {random['success_rate']:.2f}")
+    assert random["success_rate"] == 0.0
+    assert trained["success_ci95"][0] > random["success_ci95"][1], trained  # intervals apart
