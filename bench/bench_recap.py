@@ -66,7 +66,7 @@ def main() -> None:
     from recap_data.params import load_config
     from recap_data.returns import RewardConfig
     from recap_data.rollout import RolloutConfig, rollout
-    from recap_data.shard_index import MixtureConfig
+    from recap_data.shard_index import MixtureConfig, write_index
     from recap_data.store import ShardStore
     from recap_data.train_policy import PolicyTrainConfig, train_policy
     from recap_data.train_value import ValueTrainConfig, train_value
@@ -108,9 +108,8 @@ def main() -> None:
         if not store.exists(shard):
             timed(shard, lambda s=shard, k=seed: rollout(store, s, str(sft), _replace(
                 rollout_cfg, episodes=args.rollouts, seed=k), progress=False))
-    frames = {s: store.manifest(s).frames for s in ("base", "sft-rollouts")}
-    mixture = {s: (mixture_cfg.base if s == "base" else mixture_cfg.rollouts) * (frames[s] if mixture_cfg.per ==
-               "frame" else 1) for s in frames}
+    index = write_index(store, work / "index.json", ["base", "sft-rollouts"], mixture_cfg)  # the pipeline's weights
+    mixture = {e["id"]: e["weight"] for e in index}
 
     # The value model and the labels (RECAP's arm only uses them).
     if not (models / "value-pre").exists():

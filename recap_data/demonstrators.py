@@ -121,7 +121,7 @@ def demonstrate(kind: str, cfg: WorldConfig, init_index: int, seed, max_tries: i
 
     A poor demonstration that ran out of time (or a failing one that succeeded by chance) is
     drawn again with the next random stream, so every episode is of the kind asked for."""
-    from recap_data.schema import ACTION_KEY, STATE_KEY
+    from recap_data.schema import ACTION_KEY
 
     world = WorldBatch(cfg)
     for attempt in range(max_tries):
@@ -136,7 +136,6 @@ def demonstrate(kind: str, cfg: WorldConfig, init_index: int, seed, max_tries: i
             obs = world.step(action[None])
         success = bool(world.success[0])
         if success == (kind in SUCCESS_KINDS):
-            assert len(frames) and frames[0][STATE_KEY].shape == (8,)
             return {"frames": frames, "success": success, "tries": attempt + 1}
     raise RecapError(f"make-demo-data: demonstrator {kind!r} gave the wrong outcome {max_tries} times from initial "
                      f"state {init_index} with max_steps {cfg.max_steps}; raise max_steps")

@@ -16,9 +16,12 @@ from pathlib import Path
 from recap_data.errors import RecapError
 from recap_data.rollout import (
     EVAL_SEED_OFFSET,
+    POLICY_FIX,
+    RANDOM,
     RolloutConfig,
     check_policy,
     plan_episodes,
+    policy_config,
     policy_source,
     resolve_env,
     run_episodes,
@@ -58,16 +61,12 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 def policy_image_size(policy: str) -> int | None:
     """The camera size a policy checkpoint was trained on (None for the random policy)."""
-    import json
-
-    if policy == "random":
+    if policy == RANDOM:
         return None
     try:
-        config = json.loads((Path(policy) / "config.json").read_text())
-        return int(config["input_features"][AGENTVIEW_KEY]["shape"][1])
-    except (OSError, ValueError, KeyError) as e:
-        raise RecapError(f"--policy {policy}: not a policy checkpoint (config.json: {e}); pass `random` or a "
-                         "directory written by `recap-data train policy`") from None
+        return int(policy_config(policy)["input_features"][AGENTVIEW_KEY]["shape"][1])
+    except KeyError as e:
+        raise RecapError(f"--policy {policy}: config.json has no camera {e}; {POLICY_FIX}") from None
 
 
 def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_path: Path | None = None,
@@ -86,7 +85,7 @@ def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_pat
     else:
         image_size = policy_image_size(policy) or 64
     provenance = check_policy(policy, image_size)  # before the simulator starts
-    env = resolve_env(cfg, store, image_size, "eval", split=cfg.split)
+    env = resolve_env(cfg, manifests, image_size, "eval", split=cfg.split)
     plans = plan_episodes(cfg, env.init_states, env.first_state, seed_offset=EVAL_SEED_OFFSET)
     started, lengths, successes = time.perf_counter(), [], 0
     with ExitStack() as stack:

@@ -80,22 +80,28 @@ def env_features(image_size: int) -> dict:
             STATE_KEY: (8,), ACTION_KEY: (7,)}
 
 
+POLICY_FIX = "pass `random` or a directory written by `recap-data train policy`"
+
+
+def policy_config(policy: str) -> dict:
+    """A policy checkpoint's config.json (its input and output features)."""
+    import json
+
+    try:
+        return json.loads((Path(policy) / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RecapError(f"--policy {policy}: not a policy checkpoint (config.json: {e}); {POLICY_FIX}") from e
+
+
 def check_policy(policy: str, image_size: int) -> dict | None:
     """A trained policy's features must match the environment's: refused before the simulator starts.
     Returns the policy's provenance (None for the random policy)."""
-    import json
-
     from recap_data.policy import read_provenance
 
     if policy == RANDOM:
         return None
-    path = Path(policy)
-    fix = "pass `random` or a directory written by `recap-data train policy`"
-    provenance = read_provenance(path, fix)
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RecapError(f"--policy {policy}: not a policy checkpoint (config.json: {e}); {fix}") from e
+    provenance = read_provenance(Path(policy), POLICY_FIX)
+    config = policy_config(policy)
     have = {k: tuple(v["shape"]) for k, v in {**config["input_features"], **config["output_features"]}.items()}
     want = env_features(image_size)
     for key in sorted(set(have) | set(want)):
@@ -120,8 +126,9 @@ class EnvPlan:
     runner_args: tuple
 
 
-def embedded_world(store: ShardStore | None, task: str, max_steps: int, image_size: int, option: str):
-    """(task id, WorldConfig) for the embedded world; max_steps 0 takes the store's base shard's cap.
+def embedded_world(manifests: list, task: str, max_steps: int, image_size: int, option: str):
+    """(task id, WorldConfig) for the embedded world; max_steps 0 takes the base shard's cap (from the
+    store's manifests).
     The speed limit follows the cap, so a cap other than the base data's is a different world: refused."""
     from recap_data.world import TASKS, WorldConfig
 
@@ -134,7 +141,7 @@ def embedded_world(store: ShardStore | None, task: str, max_steps: int, image_si
         listing = "; ".join(f"{i}: {t}" for i, t in enumerate(TASKS))
         raise RecapError(f"{option}: --task {text!r} is not a task of the embedded world; valid tasks: {listing}")
     recorded = None
-    for m in store.manifests() if store is not None else []:
+    for m in manifests:
         if m.source.get("world") == "embedded" and m.kind == "base":
             recorded = int(m.source["config"]["max_steps"])
     if max_steps and recorded and max_steps != recorded:
@@ -143,12 +150,13 @@ def embedded_world(store: ShardStore | None, task: str, max_steps: int, image_si
     return task_id, WorldConfig(task_id, image_size, max_steps or recorded or 100).validate()
 
 
-def resolve_env(cfg, store: ShardStore | None, image_size: int, option: str, split: str = "train") -> EnvPlan:
-    """The environment of a rollout or eval config; split: which of the embedded world's initial states."""
+def resolve_env(cfg, manifests: list, image_size: int, option: str, split: str = "train") -> EnvPlan:
+    """The environment of a rollout or eval config (manifests: the store's shards); split: which of
+    the embedded world's initial states."""
     if cfg.env == "embedded":
         from recap_data.world import SPLITS, TASKS
 
-        task_id, world = embedded_world(store, cfg.task, cfg.max_steps, image_size, option)
+        task_id, world = embedded_world(manifests, cfg.task, cfg.max_steps, image_size, option)
         first, end = SPLITS[split]
         source = {"world": {"task": task_id, "max_steps": world.max_steps, "image_size": image_size},
                   "split": split}
@@ -283,7 +291,7 @@ def rollout(store: ShardStore, shard_id: str, policy: str, cfg: RolloutConfig, m
     features = manifests[0].features if manifests else libero_features(64)
     image_size = int(features[AGENTVIEW_KEY]["shape"][0])
     provenance = check_policy(policy, image_size)  # before the simulator starts
-    env = resolve_env(cfg, store, image_size, "rollout")
+    env = resolve_env(cfg, manifests, image_size, "rollout")
     plans = plan_episodes(cfg, env.init_states, env.first_state)
     source = {"recorder": "recap_data.rollout", "env": env.env, "policy": policy_source(policy, provenance),
               "guidance": cfg.guidance, **env.source, "task_id": env.task_id, "task": env.language,

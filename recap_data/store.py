@@ -78,15 +78,20 @@ def content_digest(files: dict) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory, fsync, rename (parents made)."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory, fsync, rename (parents made)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """atomic_write_bytes for text (UTF-8)."""
+    atomic_write_bytes(path, text.encode())
 
 
 def validate_shard_id(shard_id: str, what: str = "shard id") -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from recap_data.checkpoint import csv_text
 from recap_data.errors import RecapError
 from recap_data.params import read_section
-from recap_data.store import atomic_write_text
+from recap_data.store import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["iteration", "name", "success_rate", "ci_low", "ci_high", "eval_episodes", "mean_episode_length",
            "rollout_policy", "rollout_success_rate", "value_mae", "constant_mae", "positive_fraction",
@@ -67,10 +67,7 @@ def plot(rows: list[dict], path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def summarize(params: Path, metrics_dir: Path, out: Path, png: Path | None = None) -> list[dict]:
