@@ -15,6 +15,13 @@ the pipeline, by development or by any training data) with evaluation seeds of t
 Reported per arm: mean success over seeds with a 95% interval (t over seeds), the pooled Wilson
 interval, mean episode length; and the value model's quality: held-out value MAE against the
 best constant's, and the AUC of V(o_0) for predicting success on held-out rollouts.
+Two readings that are not arms:
+  recap beta 0     the RECAP policies without the indicator (the unconditional model): if
+                   "Advantage: positive" did not change the actions, it would score as beta 1
+  value bounds     on the held-out rollouts, what other predictors of the return reach: one
+                   told the episode's outcome (a bound no observation-based model can beat),
+                   and an MLP on the world's full state, time and distances to goal and decoy
+                   (what the observation can tell at all, without images)
 
     .venv/bin/python bench/bench_recap.py [--seeds 3] [--episodes 100] [--work DIR]
 """
@@ -36,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "recap.json"
 ARMS = {"bc": {"indicator_mode": "ignore"}, "fbc": {"indicator_mode": "ignore", "successes_only": True},
         "recap": {"indicator_mode": "use"}}
-GUIDANCE = {"bc": (1.0,), "fbc": (1.0,), "recap": (1.0, 1.5, 2.5)}
+GUIDANCE = {"bc": (1.0,), "fbc": (1.0,), "recap": (1.0, 1.5, 2.5, 0.0)}  # beta 0: unconditional, a check
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t, df = n - 1
 
 
@@ -47,6 +54,60 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
+
+
+def value_bounds(store, train, held, task: int, seed: int = 0) -> dict:
+    """MAE on the held-out rollouts `held` of predictors fitted on the training labels `train`:
+    outcome_oracle  the training frames' median return for the same outcome and time (5-frame bins)
+    state_mlp       an MLP with L1 loss (a median predictor) on state, time and distances to goal
+                    and decoy; its step count is chosen on held-out training episodes, not on `held`
+    constant        the training frames' median return"""
+    import torch
+
+    from recap_data.frames import load_states
+    from recap_data.world import task_layout
+
+    goal, decoy, _ = task_layout(task)
+
+    def features(labels):
+        shard, index = labels["shard"].to_numpy(), labels["index"].to_numpy()
+        state = np.zeros((len(labels), 8), np.float32)  # (F, 8)
+        for s in np.unique(shard):
+            state[shard == s] = load_states(store, s)[index[shard == s]]
+        pos = state[:, :3]
+        return np.column_stack([state, labels["frame_index"] / 100.0, np.linalg.norm(pos - goal, axis=1),
+                                np.linalg.norm(pos - decoy, axis=1)]).astype(np.float32)  # (F, 11)
+
+    y, y_held = train["return_norm"].to_numpy(np.float32), held["return_norm"].to_numpy(np.float32)
+    key = lambda d: d["success"].astype(str) + ":" + (d["frame_index"] // 5).astype(str)  # noqa: E731
+    medians = train.groupby(key(train))["return_norm"].median()
+    oracle = key(held).map(medians).fillna(float(np.median(y))).to_numpy()
+    x, x_held = features(train), features(held)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, x_held = torch.tensor((x - mean) / std), torch.tensor((x_held - mean) / std)
+    episode = (train["shard"] + ":" + train["episode_index"].astype(str)).to_numpy()
+    val = np.isin(episode, np.random.default_rng(seed).permutation(np.unique(episode))[: len(np.unique(episode)) // 10])
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                              torch.nn.ReLU(), torch.nn.Linear(128, 1))
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    fit, yt = torch.tensor(np.flatnonzero(~val)), torch.tensor(y)
+    best = (float("inf"), None)
+    for step in range(1, 6001):
+        i = fit[torch.randint(0, len(fit), (256,))]
+        loss = (net(x[i]).squeeze(-1) - yt[i]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 500 == 0:
+            with torch.no_grad():
+                val_mae = float((net(x[val]).squeeze(-1) - yt[val]).abs().mean())
+                if val_mae < best[0]:
+                    best = (val_mae, net(x_held).squeeze(-1).numpy())
+    return {"outcome_oracle_mae": float(np.abs(oracle - y_held).mean()),
+            "state_mlp_mae": float(np.abs(best[1] - y_held).mean()),
+            "constant_mae": float(np.abs(np.median(y) - y_held).mean()),
+            "value_model_mae": float(np.abs(held["value"].to_numpy() - y_held).mean())}
 
 
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
@@ -128,6 +189,8 @@ def main() -> None:
     held = read_labels(store, "heldout")
     start = held[held["frame_index"] == 0]
     value_auc = auc(start["value"].to_numpy(), start["success"].to_numpy(bool))
+    bounds = timed("value bounds", lambda: value_bounds(store, read_labels(store, "bench"), held,
+                                                        int(rollout_cfg.task)))
 
     # The arms.
     runs = []
@@ -158,7 +221,8 @@ def main() -> None:
                       "success_pooled_wilson95": [round(v, 4) for v in wilson_interval(k, n)],
                       "per_seed": [r["success_rate"] for r in rs], "episodes_per_seed": rs[0]["episodes"],
                       "mean_episode_length": round(float(np.mean([r["mean_episode_length"] for r in rs])), 2)}
-    best = max((a for a in arms if a.startswith("recap")), key=lambda a: arms[a]["success_mean"])
+    best = max((a for a in arms if a.startswith("recap") and a != "recap beta 0"),
+               key=lambda a: arms[a]["success_mean"])
     results = {
         "machine": machine_info(), "seeds": args.seeds, "eval_split": "test", "params": str(params),
         "data": {s: {k: getattr(store.manifest(s), k) for k in ("episodes", "frames", "successes")}
@@ -167,7 +231,8 @@ def main() -> None:
         "value": {"heldout_value_mae": value_metrics["value_mae"],
                   "heldout_constant_mae": value_metrics["constant_mae"],
                   "mae_ratio": round(value_metrics["constant_mae"] / value_metrics["value_mae"], 3),
-                  "auc_v0_heldout_rollouts": round(value_auc, 4), "heldout_rollout_episodes": len(start)},
+                  "auc_v0_heldout_rollouts": round(value_auc, 4), "heldout_rollout_episodes": len(start),
+                  "bounds_on_heldout_rollouts": {k: round(v, 4) for k, v in bounds.items()}},
         "arms": arms, "best_recap_arm": best,
         "best_recap_minus_bc": round(arms[best]["success_mean"] - arms["bc"]["success_mean"], 4),
         "best_recap_minus_fbc": round(arms[best]["success_mean"] - arms["fbc"]["success_mean"], 4),
@@ -184,6 +249,7 @@ def main() -> None:
     print(f"value: held-out MAE {v['heldout_value_mae']:.4f} vs constant {v['heldout_constant_mae']:.4f} "
           f"({v['mae_ratio']}x), AUC of V(o_0) on {v['heldout_rollout_episodes']} held-out rollouts "
           f"{v['auc_v0_heldout_rollouts']:.3f}")
+    print("MAE on the held-out rollouts: " + ", ".join(f"{k[:-4]} {b:.4f}" for k, b in bounds.items()))
     print(f"best RECAP arm {best}: {results['best_recap_minus_bc']:+.3f} vs BC, "
           f"{results['best_recap_minus_fbc']:+.3f} vs filtered BC")
     write_results(RESULTS, results)
