@@ -1,69 +1,17 @@
-"""Atomic output directories (checkpoints, label sets) and their content digests.
+"""Trainer checkpoints: content digests, JSON and CSV writers, and the atomic checkpoint directory."""
 
-An output is built in a hidden sibling `.<name>.tmp.<pid>`, then renamed into place, so a
-reader never sees half of one. An existing output is never overwritten unless `force`: then
-the old one is moved aside first and removed only after the new one is in place.
-"""
-
+import contextlib
 import json
-import os
-import shutil
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
+from recap_data.atomic import atomic_directory, atomic_write_text
 from recap_data.errors import RecapError
-from recap_data.store import atomic_write_text, content_digest, file_digests, pid_alive
-
-# Testing hook: RECAP_DATA_FAILPOINT=<name> makes the process SIGKILL itself at that point
-# (writer: after_episode:N, after_finalize, after_verify, after_manifest; any atomic
-# directory: before_rename), to prove crash safety.
-FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"
-
-
-def failpoint(name: str) -> None:
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+from recap_data.store import content_digest, file_digests
 
 
 def directory_digest(path: Path) -> str:
     """sha256 over every file of a directory (the same digest scheme as shards)."""
     return content_digest(file_digests(Path(path), exclude=()))
-
-
-def _clean_stale(target: Path) -> None:
-    for p in target.parent.glob(f".{target.name}.*.*"):
-        pid = p.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def refuse_existing(target: Path, force: bool, what: str = "output") -> None:
-    """An existing output is an error unless `force` (call it before long work, too)."""
-    if Path(target).exists() and not force:
-        raise RecapError(f"{target}: {what} already exists; choose another path or pass --force to replace it")
-
-
-@contextmanager
-def atomic_directory(target: Path, force: bool = False, what: str = "output"):
-    """Yield a temporary directory that becomes `target` when the block finishes without error."""
-    target = Path(target)
-    refuse_existing(target, force, what)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(target)
-    tmp = target.parent / f".{target.name}.tmp.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        failpoint("before_rename")
-        old = target.parent / f".{target.name}.old.{os.getpid()}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: Path, data) -> None:
@@ -97,3 +45,16 @@ def write_training_run(out: Path, save, metrics: dict, log: list[dict], *, what:
         write_json(Path(metrics_path), metrics if metrics_copy is None else metrics_copy)
     if loss_path:
         atomic_write_text(Path(loss_path), loss_csv)
+
+
+@contextlib.contextmanager
+def weights_errors(weights: Path, trainer: str):
+    """A missing, truncated or mismatched weights file (or tokenizer) as one line naming the file."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError, SafetensorError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RecapError(f"{weights}: unreadable checkpoint ({reason}); write it again with "
+                         f"`recap-data {trainer} --force`") from None

@@ -12,7 +12,7 @@ from recap_data.cli_labels import LABEL_COMMANDS
 from recap_data.demo_data import DemoDataConfig
 from recap_data.errors import RecapError
 from recap_data.evaluate import EvalConfig
-from recap_data.params import config_options, load_config, pick
+from recap_data.params import InputDir, InputFile, OutputDir, OutputFile, config_options, load_config, pick
 from recap_data.returns import RewardConfig
 from recap_data.rollout import RolloutConfig
 from recap_data.shard_index import MixtureConfig
@@ -21,19 +21,53 @@ from recap_data.train_policy import PolicyTrainConfig
 from recap_data.train_value import ValueTrainConfig
 
 
+def fail(message: str, code: int = 2) -> None:
+    """Print `error: <message>` as one line on stderr and exit; a progress bar still drawing is
+    closed first, so the error starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+def usage_error(e: click.UsageError) -> str:
+    """Click's usage error (wrong type, unknown option, missing argument) as one line with the fix."""
+    command = e.ctx.command_path if e.ctx is not None else "recap-data"
+    if isinstance(e, click.BadParameter) and e.param is not None and e.param.param_type_name == "option":
+        text = f"option {e.param.opts[0]}: {e.message}"
+    else:
+        text = e.format_message()
+    return f"{text.rstrip('.')}; see `{command} --help`"
+
+
 class RecapGroup(click.Group):
-    """Turns RecapError into `error: <one line>` and exit status 2, without a traceback."""
+    """Every error is one `error: <line>` on stderr and exit status 2, without a traceback:
+    RecapError (bad input found by recap-data) and click's own usage errors alike."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except RecapError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
+            fail(str(e))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            fail(usage_error(e))
+        except click.ClickException as e:
+            fail(e.format_message(), e.exit_code)
+        except click.Abort:  # Ctrl-C: writers have cleaned up on the way out
+            fail("interrupted; nothing was committed by the interrupted step", 130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=RecapGroup)
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), envvar=paths.ROOT_ENV,
+@click.option("--root", type=OutputDir, envvar=paths.ROOT_ENV,
               default=paths.DEFAULT_ROOT, show_default=True, help="Data root holding the shards "
               f"(environment: {paths.ROOT_ENV}).")
 @click.version_option(package_name="recap-data")
@@ -115,11 +149,11 @@ def shards_verify(store: ShardStore, shard_ids: tuple[str, ...]):
 
 
 @shards.command("import")
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=InputDir)
 @click.option("--id", "shard_id", required=True, help="Id of the new shard.")
 @click.option("--all-success", is_flag=True, help="Every episode succeeded (demonstrations).")
 @click.option("--success-column", help="Episode succeeded if this column is true on any of its frames.")
-@click.option("--success-episodes", type=click.Path(path_type=Path),
+@click.option("--success-episodes", type=InputFile,
               help="File listing the successful episode indices (JSON list or one per line).")
 @click.option("--intervention-column", help="Column flagging human-intervention frames (default: none).")
 @click.option("--kind", type=click.Choice(["base", "import"]), default="base", show_default=True,
@@ -145,7 +179,7 @@ def shards_import(store: ShardStore, src: Path, shard_id: str, all_success: bool
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="Output format.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (atomically).")
+@click.option("--output", type=OutputFile, help="Write to FILE (atomically).")
 @click.option("--labels", help="Label set whose rows the views `labels` and `labeled_frames` show.")
 @click.pass_obj
 def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None, labels: str | None):
@@ -160,9 +194,9 @@ def sql_cmd(store: ShardStore, query: str, fmt: str, output: Path | None, labels
 def training_outputs(command):
     """--metrics, --loss-csv and --force, as every trainer takes them."""
     for decorate in reversed([
-        click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--metrics", type=OutputFile,
                      help="Also write metrics JSON here (the checkpoint always holds metrics.json)."),
-        click.option("--loss-csv", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--loss-csv", type=OutputFile,
                      help="Also write the loss curve CSV here (the checkpoint always holds loss.csv)."),
         click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")]):
         command = decorate(command)
@@ -177,9 +211,9 @@ def train():
 @train.command("value")
 @click.option("--shard", "shards", multiple=True, required=True,
               help="Shard to train on: ID or ID=WEIGHT (relative sampling weight); repeat or comma-separate.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
-@click.option("--init", type=click.Path(path_type=Path), help="Fine-tune from this value checkpoint.")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutputDir, required=True, help="Checkpoint directory to write.")
+@click.option("--init", type=InputDir, help="Fine-tune from this value checkpoint.")
+@click.option("--params", type=InputFile,
               help="params.yaml to read the `reward` and `value` sections from (options override it).")
 @training_outputs
 @config_options(ValueTrainConfig)
@@ -208,9 +242,9 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
               help="Shard to train on: ID or ID=WEIGHT (relative sampling weight); repeat or comma-separate. "
                    "Default with --labels: every shard of the label set, weight 1.")
 @click.option("--labels", help="Label set whose indicator conditions the prompt (needed for --indicator-mode use).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
-@click.option("--init", type=click.Path(path_type=Path), help="Continue from this policy checkpoint (the SFT one).")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutputDir, required=True, help="Checkpoint directory to write.")
+@click.option("--init", type=InputDir, help="Continue from this policy checkpoint (the SFT one).")
+@click.option("--params", type=InputFile,
               help="params.yaml to read the `policy` section from (options override it).")
 @training_outputs
 @config_options(PolicyTrainConfig)
@@ -236,9 +270,9 @@ def policy_run_options(section: str, metrics_help: str):
         for option in reversed([
             click.option("--policy", required=True, help="Policy checkpoint directory (from `train policy`) or "
                                                           "`random`."),
-            click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+            click.option("--params", type=InputFile,
                          help=f"params.yaml to read the `{section}` section from (options override it)."),
-            click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path), help=metrics_help)]):
+            click.option("--metrics", type=OutputFile, help=metrics_help)]):
             command = option(command)
         return command
     return decorate
@@ -276,7 +310,7 @@ def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path 
 
 
 @cli.command("base")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--params", type=InputFile,
               help="params.yaml to read the `base` section from (options override it).")
 @config_options(BaseDataConfig)
 @click.pass_obj
@@ -290,10 +324,10 @@ def base_cmd(store: ShardStore, params: Path | None, **options):
 
 @cli.command("index")
 @click.option("--add", "add", multiple=True, required=True, help="Shard to add to the index (repeatable).")
-@click.option("--prev", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--prev", type=InputFile,
               help="The previous iteration's index file, whose shards come first.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Index file to write.")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutputFile, required=True, help="Index file to write.")
+@click.option("--params", type=InputFile,
               help="params.yaml to read the `mixture` section (weights) from (options override it).")
 @config_options(MixtureConfig)
 @click.pass_obj
@@ -307,12 +341,12 @@ def index_cmd(store: ShardStore, add, prev: Path | None, out: Path, params: Path
 
 
 @cli.command("summary")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--params", type=InputFile, required=True,
               help="params.yaml whose `iterations` section orders the rows.")
-@click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("metrics"),
+@click.option("--metrics-dir", type=InputDir, default=Path("metrics"),
               show_default=True, help="Folder with one metrics folder per iteration.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="CSV file to write.")
-@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also plot success by iteration here.")
+@click.option("--out", type=OutputFile, required=True, help="CSV file to write.")
+@click.option("--png", type=OutputFile, help="Also plot success by iteration here.")
 def summary_cmd(params: Path, metrics_dir: Path, out: Path, png: Path | None):
     """One CSV row per policy (SFT, then each iteration): held-out success rate with its 95% interval,
     rollout success, value MAE, labelled and trained positive fractions."""

@@ -5,18 +5,30 @@ from pathlib import Path
 import click
 
 from recap_data.labelset import LabelConfig
-from recap_data.params import config_options, load_config, pick, read_section
+from recap_data.params import (
+    Bounded,
+    InputDir,
+    InputFile,
+    OutputDir,
+    OutputFile,
+    Range,
+    build_config,
+    config_options,
+    load_config,
+    pick,
+    read_section,
+)
 from recap_data.returns import RewardConfig
 from recap_data.store import ShardStore
 
 
 @click.command("label")
-@click.option("--value-ckpt", type=click.Path(path_type=Path), required=True, help="Value checkpoint to score frames.")
+@click.option("--value-ckpt", type=InputDir, required=True, help="Value checkpoint to score frames.")
 @click.option("--shard", "shards", multiple=True, required=True, help="Shard to label (repeat or comma-separate).")
 @click.option("--out", "name", required=True, help="Name of the new label set (under <root>/labels/).")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--params", type=InputFile,
               help="params.yaml to read the `label` and `reward` sections from (options override it).")
-@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--metrics", type=OutputFile,
               help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @config_options(LabelConfig)
@@ -32,7 +44,8 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig))
     given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
              **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
-    reward = RewardConfig(**{**checkpoint_reward(value_ckpt).to_dict(), **given}).validate()
+    reward = build_config(RewardConfig, "reward", {**checkpoint_reward(value_ckpt).to_dict(), **given},
+                          str(params) if params else "command line")
     m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, force=force)
     if m is not None:
         _label_metrics(m, metrics)
@@ -53,10 +66,10 @@ def _label_metrics(m, path: Path | None) -> None:
 @click.command("relabel")
 @click.argument("source")
 @click.option("--out", "name", required=True, help="Name of the new label set.")
-@click.option("--params", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--params", type=InputFile,
               help="params.yaml to read the `label` section from (default: the source's label params).")
-@click.option("--n-steps", type=int, help="Look-ahead N of the advantage (default: the source's).")
-@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--n-steps", type=Bounded(int, Range(1)), help="Look-ahead N of the advantage (default: the source's).")
+@click.option("--metrics", type=OutputFile,
               help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @config_options(LabelConfig, skip=("batch_size",))
@@ -76,10 +89,11 @@ def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, 
 
 @click.command("report")
 @click.argument("labels")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=OutputDir,
               help="Directory for the report (default: reports/LABELS); an earlier report there is replaced.")
-@click.option("--bins", type=int, default=40, show_default=True, help="Advantage histogram bins.")
-@click.option("--episodes", type=int, default=3, show_default=True,
+@click.option("--bins", type=Bounded(int, Range(1, 1000)), default=40, show_default=True,
+              help="Advantage histogram bins.")
+@click.option("--episodes", type=Bounded(int, Range(0, 1000)), default=3, show_default=True,
               help="Successful and failed episodes each in the value curves.")
 @click.pass_obj
 def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int):
@@ -98,7 +112,7 @@ def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, epis
 
 @click.command("export")
 @click.argument("labels")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputDir, required=True,
               help="Directory of the LeRobot v3 dataset to write.")
 @click.option("--force", is_flag=True, help="Replace an existing directory at --out (atomically).")
 @click.pass_obj

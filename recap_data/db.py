@@ -13,6 +13,7 @@ Only committed shards and label sets are read (directories with a manifest), nev
 writer's temporary files.
 """
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,20 @@ from recap_data.schema import image_columns
 from recap_data.store import ShardStore
 
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
+SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"
+LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
+
+
+@contextlib.contextmanager
+def unreadable(where: str, fix: str):
+    """A damaged parquet file (DuckDB's or Arrow's error) as one line naming it and the fix."""
+    import pyarrow
+
+    try:
+        yield
+    except (duckdb.Error, pyarrow.ArrowException, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise RecapError(f"{where}: unreadable data ({reason}); {fix}") from None
 
 
 def _sql_list(items: list[str]) -> str:
@@ -37,12 +52,17 @@ def _shard_of(column: str) -> str:
 
 
 def connect(root: str | os.PathLike | None = None, database: str = ":memory:",
-            labels: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the store's views, and a label set's when `labels` names one (see module doc)."""
+            labels: str | None = None, label_sets: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views, and a label set's when `labels` names one (see module doc).
+    label_sets=False leaves out the label_sets table, so that readers of frames alone never read
+    (or fail on) a label set's manifest."""
     store = ShardStore(root)
     con = duckdb.connect(database)
-    _store_views(con, store)
-    _label_views(con, store, labels)
+    with unreadable(str(store.shards_dir), SHARD_FIX):
+        _store_views(con, store)
+    if label_sets or labels:
+        with unreadable(f"label set {labels}" if labels else str(store.root / paths.LABELS_DIR), LABELS_FIX):
+            _label_views(con, store, labels)
     return con
 
 

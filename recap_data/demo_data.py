@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from recap_data.demonstrators import KINDS, demonstrate
 from recap_data.errors import RecapError
+from recap_data.params import Count, Fraction, Int, Seed, check_fields
 from recap_data.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store import Manifest, ShardStore, validate_shard_id
 from recap_data.world import MIN_VIDEO_SIZE, TASKS, TRAIN_INIT_STATES, WorldConfig
@@ -31,38 +32,29 @@ class DemoDataConfig:
     """Parameters of the embedded base shard (params.yaml section `base`)."""
 
     shard_id: str = "base"  # id of the shard to write
-    episodes: int = 200  # number of episodes, tasks round-robin
-    tasks: int = 10  # number of LIBERO-10 instructions (1-10), counted from first_task
-    first_task: int = 0  # index of the first instruction (they wrap around: 8 with tasks 3 is 8, 9, 0)
-    max_steps: int = 100  # the world's step cap (and its speed limit: 0.4 m / max_steps per step)
-    expert: float = 0.4  # fraction of direct expert demonstrations
-    poor: float = 0.3  # fraction of successes with detours, hesitation, overshoot or crawling
-    decoy: float = 0.15  # fraction of failures that grasp the decoy
-    release: float = 0.1  # fraction of failures that let go of the goal before the grasp holds
-    timeout: float = 0.05  # fraction of failures that crawl and wander until the step cap
-    image_size: int = 64  # camera height and width in pixels (LIBERO renders 256)
+    episodes: Count = 200  # number of episodes, tasks round-robin
+    tasks: Int(1, 10) = 10  # number of LIBERO-10 instructions (1-10), counted from first_task
+    first_task: Int(0, 9) = 0  # index of the first instruction (they wrap around: 8 with tasks 3 is 8, 9, 0)
+    max_steps: Int(20, 10_000) = 100  # the world's step cap (and its speed limit: 0.4 m / max_steps per step)
+    expert: Fraction = 0.4  # fraction of direct expert demonstrations
+    poor: Fraction = 0.3  # fraction of successes with detours, hesitation, overshoot or crawling
+    decoy: Fraction = 0.15  # fraction of failures that grasp the decoy
+    release: Fraction = 0.1  # fraction of failures that let go of the goal before the grasp holds
+    timeout: Fraction = 0.05  # fraction of failures that crawl and wander until the step cap
+    image_size: Int(16, 512) = 64  # camera height and width in pixels (LIBERO renders 256)
     use_videos: bool = True  # cameras as mp4 videos (LeRobot's default) or PNG in parquet
-    seed: int = 0  # same seed, same data
+    seed: Seed = 0  # same seed, same data
 
     def validate(self) -> "DemoDataConfig":
+        check_fields(self, "base")
+
         def bad(field, why):
             raise RecapError(f"make-demo-data: field '{field}' = {getattr(self, field)!r} is invalid: {why}")
 
         validate_shard_id(self.shard_id)
-        if self.episodes < 1:
-            bad("episodes", "need at least 1")
-        if not 1 <= self.tasks <= len(TASKS):
-            bad("tasks", f"use 1..{len(TASKS)}")
-        if not 0 <= self.first_task < len(TASKS):
-            bad("first_task", f"use 0..{len(TASKS) - 1}")
-        for kind in KINDS:
-            if not 0.0 <= getattr(self, kind) <= 1.0:
-                bad(kind, "use a fraction in [0, 1]")
         total = sum(getattr(self, k) for k in KINDS)
         if abs(total - 1.0) > 1e-6:
             raise RecapError(f"make-demo-data: fields {', '.join(KINDS)} sum to {total:g}; make them sum to 1")
-        if not 16 <= self.image_size <= 512:
-            bad("image_size", "use 16..512 pixels")
         if self.use_videos and self.image_size < MIN_VIDEO_SIZE:  # SVT-AV1 dies (SIGFPE) on 16 px
             bad("image_size", f"videos need at least {MIN_VIDEO_SIZE} pixels; use --no-videos for smaller")
         if self.max_steps < MIN_DEMO_STEPS:  # a poor demonstration needs room for its bad segments

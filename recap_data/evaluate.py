@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from recap_data.errors import RecapError
+from recap_data.params import Count
 from recap_data.rollout import (
     EVAL_SEED_OFFSET,
     POLICY_FIX,
@@ -36,7 +37,7 @@ Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 class EvalConfig(RolloutConfig):
     """Evaluation episodes (params.yaml section `eval`); the fields are rollout's."""
 
-    episodes: int = 100  # evaluation episodes (at least 100 for an interval narrower than about +-10 points)
+    episodes: Count = 100  # evaluation episodes (at least 100 for an interval narrower than about +-10 points)
     split: str = "validation"  # embedded: held-out initial states, validation (100-199) or test (200-299)
 
     command = "eval"

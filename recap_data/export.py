@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recap_data.checkpoint import atomic_directory
+from recap_data.atomic import atomic_directory
 from recap_data.errors import RecapError
 from recap_data.labelset import check_shards_unchanged, read_labels, read_manifest
 from recap_data.store import ShardStore

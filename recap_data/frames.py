@@ -67,16 +67,17 @@ def shard_digests(store: ShardStore, shard_ids) -> dict[str, str]:
 def load_frames(store: ShardStore, shard_ids, with_state: bool = True) -> pd.DataFrame:
     """Every frame of the shards: shard, index, episode_index, frame_index, task, success,
     is_intervention and (with_state) the state (column `state`, float32 (8,) arrays)."""
-    from recap_data.db import connect
+    from recap_data.db import SHARD_FIX, connect, unreadable
 
     shard_ids = list(shard_ids)
     shard_digests(store, shard_ids)  # fails clearly on an unknown shard
-    con = connect(store.root)
-    frames = con.execute(f"""
-        SELECT shard, "index", episode_index, frame_index, task, success, is_intervention
-               {f', "{STATE_KEY}" AS state' if with_state else ''}
-        FROM frames WHERE shard IN (SELECT unnest(?::VARCHAR[]))
-        ORDER BY shard, episode_index, frame_index""", [shard_ids]).df()
+    con = connect(store.root, label_sets=False)
+    with unreadable(str(store.shards_dir), SHARD_FIX):
+        frames = con.execute(f"""
+            SELECT shard, "index", episode_index, frame_index, task, success, is_intervention
+                   {f', "{STATE_KEY}" AS state' if with_state else ''}
+            FROM frames WHERE shard IN (SELECT unnest(?::VARCHAR[]))
+            ORDER BY shard, episode_index, frame_index""", [shard_ids]).df()
     empty = sorted(set(shard_ids) - set(frames["shard"]))
     if empty:
         raise RecapError(f"shard {empty[0]!r} has no frames; nothing to train on")
@@ -216,9 +217,11 @@ def load_vectors(store: ShardStore, shard_id: str, key: str) -> np.ndarray:
     import pyarrow.parquet as pq
 
     from recap_data import paths
+    from recap_data.db import SHARD_FIX, unreadable
 
-    table = pq.ParquetDataset(sorted(map(str, store.shard_path(shard_id).glob(paths.DATA_GLOB))),
-                              ).read(columns=["index", key])
+    with unreadable(str(store.shard_path(shard_id)), SHARD_FIX):
+        table = pq.ParquetDataset(sorted(map(str, store.shard_path(shard_id).glob(paths.DATA_GLOB))),
+                                  ).read(columns=["index", key])
     order = np.argsort(table.column("index").to_numpy())
     flat = pc.list_flatten(table.column(key)).to_numpy()
     return flat.reshape(len(table), -1)[order].astype(np.float32)  # (frames, D)

@@ -51,6 +51,33 @@ def _data_columns(src: Path, columns: list[str]) -> dict[str, np.ndarray]:
     return {c: np.concatenate([t.column(c).to_numpy(zero_copy_only=False) for t in tables]) for c in columns}
 
 
+def check_finite(src: Path, features: dict) -> None:
+    """Refuse NaN or infinity in any float feature (state, action, ...): training would meet them
+    unexplained. The error names the file, column, episode and frame."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numeric = [k for k, f in features.items() if str(f.get("dtype", "")).startswith("float")]
+    for path in sorted((src / "data").glob("*/*.parquet")) if numeric else ():
+        try:
+            table = pq.read_table(path, columns=[*numeric, "episode_index", "frame_index"])
+        except (pa.ArrowException, OSError) as e:
+            raise RecapError(f"{path}: unreadable parquet ({str(e).splitlines()[0]}); repair the source") from None
+        for column in numeric:
+            values = table.column(column).combine_chunks()
+            if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+                flat = pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(np.float64)
+                finite = np.isfinite(flat.reshape(len(values), -1)).all(axis=1)  # (frames,)
+            else:
+                finite = np.isfinite(values.to_numpy(zero_copy_only=False).astype(np.float64))
+            if not finite.all():
+                row = int(np.flatnonzero(~finite)[0])
+                episode, frame = (int(table.column(c)[row].as_py()) for c in ("episode_index", "frame_index"))
+                raise RecapError(f"{path}: column {column!r} has {int((~finite).sum())} frame(s) with NaN or "
+                                 f"infinity (first: episode {episode}, frame {frame}); clean or drop them in the "
+                                 "source before importing")
+
+
 def _episode_list(path: Path, n_episodes: int) -> set[int]:
     try:
         text = path.read_text()
@@ -89,6 +116,7 @@ def import_shard(store: ShardStore, src: Path, shard_id: str, *, outcome: str, s
     if "success" in features and success_column != "success":
         raise RecapError(f"{src}: the source already has a 'success' column; import with --success-column success")
 
+    check_finite(src, features)
     n_episodes, n_frames = int(info["total_episodes"]), int(info["total_frames"])
     wanted = ["episode_index"] + [c for c in (success_column, intervention_column) if c]
     cols = _data_columns(src, list(dict.fromkeys(wanted)))

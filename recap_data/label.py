@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recap_data.checkpoint import refuse_existing
+from recap_data.atomic import refuse_existing
 from recap_data.errors import RecapError
 from recap_data.labelset import LabelConfig, LabelManifest, build_labels, label_set_path, write_label_set
 from recap_data.returns import RewardConfig

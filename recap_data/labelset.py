@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from recap_data import paths
-from recap_data.checkpoint import atomic_directory, directory_digest, write_json
+from recap_data.atomic import atomic_directory
+from recap_data.checkpoint import directory_digest, write_json
 from recap_data.errors import RecapError
+from recap_data.params import Count, Float, check_fields
 from recap_data.returns import RewardConfig, compute_returns
-from recap_data.store import ShardStore, validate_shard_id
+from recap_data.store import SHARD_ID_RE, ShardStore, validate_shard_id
 
 LABEL_FORMAT = "recap-data/label-set@1"
 THRESHOLDS = ("per_task", "global")
@@ -37,18 +39,15 @@ LABEL_COLUMNS = [*KEY, "index", "task", "success", "is_intervention", "reward", 
 class LabelConfig:
     """Labeling (params.yaml section `label`)."""
 
-    positive_fraction: float = 0.3  # target fraction of frames with A_t > epsilon
+    positive_fraction: Float(0, 1, low_open=True, high_open=True) = 0.3  # target fraction of frames with A_t > epsilon
     threshold: str = "per_task"  # per_task: one epsilon per task (the paper); global: one over all frames
-    batch_size: int = 64  # frames per value-model batch (label only; relabel runs no model)
+    batch_size: Count = 64  # frames per value-model batch (label only; relabel runs no model)
 
     def validate(self) -> "LabelConfig":
-        if not 0.0 < self.positive_fraction < 1.0:
-            raise RecapError(f"label: field 'positive_fraction' = {self.positive_fraction} is invalid: use (0, 1)")
+        check_fields(self, "label")
         if self.threshold not in THRESHOLDS:
             raise RecapError(f"label: field 'threshold' = {self.threshold!r} is invalid: use one of "
                              f"{', '.join(THRESHOLDS)}")
-        if self.batch_size < 1:
-            raise RecapError(f"label: field 'batch_size' = {self.batch_size} is invalid: use at least 1")
         return self
 
 
@@ -78,7 +77,10 @@ def label_set_path(store: ShardStore, name: str) -> Path:
 
 def label_set_names(store: ShardStore) -> list[str]:
     base = store.root / paths.LABELS_DIR
-    return sorted(p.name for p in base.iterdir() if (p / paths.MANIFEST).is_file()) if base.is_dir() else []
+    if not base.is_dir():
+        return []
+    # Only valid names: staging and aside directories are hidden (.<name>.tmp.<pid>.<token>).
+    return sorted(p.name for p in base.iterdir() if SHARD_ID_RE.match(p.name) and (p / paths.MANIFEST).is_file())
 
 
 def read_manifest(store: ShardStore, name: str) -> LabelManifest:
@@ -99,8 +101,16 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
 
 def read_labels(store: ShardStore, name: str) -> pd.DataFrame:
     """All label rows of a label set, sorted by shard, episode, frame."""
+    from recap_data.db import LABELS_FIX, unreadable
+
     files = sorted((label_set_path(store, name) / paths.LABEL_TABLES_DIR).glob("*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(KEY, ignore_index=True)
+    if not files:
+        raise RecapError(f"{label_set_path(store, name) / paths.LABEL_TABLES_DIR}: no label tables; {LABELS_FIX}")
+    tables = []
+    for f in files:
+        with unreadable(str(f), LABELS_FIX):
+            tables.append(pd.read_parquet(f))
+    return pd.concat(tables, ignore_index=True).sort_values(KEY, ignore_index=True)
 
 
 def check_shards_unchanged(store: ShardStore, manifest: LabelManifest) -> None:

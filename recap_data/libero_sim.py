@@ -54,7 +54,7 @@ def configure() -> None:
                   "assets": str(assets)}
         path = config_dir / "config.yaml"
         if not path.is_file() or yaml.safe_load(path.read_text()) != wanted:
-            from recap_data.store import atomic_write_text
+            from recap_data.atomic import atomic_write_text
 
             atomic_write_text(path, yaml.safe_dump(wanted))
         os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)

@@ -3,14 +3,23 @@
 Each pipeline stage has one config dataclass whose fields are the keys of its params.yaml
 section; a field's trailing `# comment` is its documentation (and its --help text).
 Precedence: command-line option > params file section > dataclass default.
+
+Every field is checked where the config is built, the same way for every stage: its type, a
+finite value for every float (never NaN or infinity), and the range its annotation declares,
+e.g. `steps: Count = 500` (Count = Int(1), at least 1). The same range is the type of
+the field's command-line option, so `--lr nan` and `lr: nan` in a params file are refused alike.
+A stage's own cross-field rules stay in its `validate()`.
 """
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import click
 import yaml
@@ -18,6 +27,113 @@ import yaml
 from recap_data.errors import RecapError
 
 _FIELD_DOC = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field: bounds inclusive unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value) -> str | None:
+        """Why `value` is out of range (the fix, as 'use ...'), or None."""
+        finite = not isinstance(value, float) or math.isfinite(value)
+        low_ok = self.low is None or value > self.low or (value == self.low and not self.low_open)
+        high_ok = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return None if finite and low_ok and high_ok else f"use {self.describe()}"
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"a number {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"a number {'<' if self.high_open else '<='} {self.high:g}"
+        return "a finite number"
+
+
+def Int(low: int | None = None, high: int | None = None):  # noqa: N802 (a type, as typing's are)
+    """An int field within [low, high]: `tasks: Int(1, 10) = 10`."""
+    return Annotated[int, Range(low, high)]
+
+
+def Float(low: float | None = None, high: float | None = None, low_open: bool = False,  # noqa: N802
+          high_open: bool = False):
+    """A finite float field within its bounds: `dropout: Float(0, 1, high_open=True) = 0.3`."""
+    return Annotated[float, Range(low, high, low_open, high_open)]
+
+
+FINITE = Range()  # any float field without a declared range: finite
+Count = Int(1)  # 1, 2, ...
+Natural = Int(0)  # 0, 1, ...
+Seed = Int(0, 2**32 - 1)  # numpy's seeds
+Positive = Float(0, low_open=True)
+NonNegative = Float(0)
+Fraction = Float(0, 1)
+
+
+class Bounded(click.ParamType):
+    """A click type for a number with a Range: a wrong type, NaN, infinity or a value out of
+    range is a usage error naming the option and the fix."""
+
+    def __init__(self, kind: type, bounds: Range):
+        self.kind, self.bounds = kind, bounds
+        self.name = "integer" if kind is int else "float"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = self.kind(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a valid {self.name}", param, ctx)
+        problem = self.bounds.problem(number)
+        if problem:
+            self.fail(f"{value} is invalid: {problem}", param, ctx)
+        return number
+
+
+# Path types of the command-line options: inputs must exist; a file is never taken for a folder.
+InputFile = click.Path(exists=True, dir_okay=False, path_type=Path)
+InputDir = click.Path(exists=True, file_okay=False, path_type=Path)
+OutputFile = click.Path(dir_okay=False, path_type=Path)
+OutputDir = click.Path(file_okay=False, path_type=Path)
+
+
+def field_spec(hint) -> tuple[type | None, Range | None]:
+    """(scalar type, declared range) of a field's type hint; floats without a range must be finite."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else None
+    bounds = None
+    if typing.get_origin(hint) is Annotated:
+        hint, *extras = typing.get_args(hint)
+        bounds = next((e for e in extras if isinstance(e, Range)), None)
+    kind = hint if hint in (int, float, str, bool) else None
+    if kind is float and bounds is None:
+        bounds = FINITE
+    return kind, bounds if kind in (int, float) else None
+
+
+def check_fields(cfg, section: str) -> None:
+    """Each field of a config against its type and declared range (see the module doc)."""
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    for f in dataclasses.fields(cfg):
+        kind, bounds = field_spec(hints[f.name])
+        value = getattr(cfg, f.name)
+        if value is None or kind is None:
+            continue
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise RecapError(f"{section}: field '{f.name}' = {value!r} must be {kind.__name__}")
+        problem = bounds.problem(value) if bounds else None
+        if problem:
+            raise RecapError(f"{section}: field '{f.name}' = {value!r} is invalid: {problem}")
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -38,9 +154,14 @@ def read_section(path: Path | None, section: str, required: bool = True) -> dict
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise RecapError(f"{path}: cannot read params ({str(e).splitlines()[0]})") from None
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RecapError(f"{path}: cannot read params ({str(e).splitlines()[0]}); give a YAML file of "
+                         "sections such as `value:`") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise RecapError(f"{path}: params must be a mapping of sections (such as `value:`), not a "
+                         f"{type(data).__name__}; see params.yaml")
     if section not in data and not required:
         return {}
     if section not in data:
@@ -57,9 +178,10 @@ def build_config(cls, section: str, values: dict, where: str):
     if unknown:
         raise RecapError(f"{where}: section '{section}' has unknown field '{unknown[0]}'; "
                          f"known fields: {', '.join(names)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    values = dict(values)
     for key, value in values.items():
-        kind = _scalar_type(hints[key])
+        kind, _ = field_spec(hints[key])
         if value is None or kind is None:
             continue
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -68,8 +190,13 @@ def build_config(cls, section: str, values: dict, where: str):
             values[key] = str(value)  # YAML reads `task: 8` as a number; the field takes an index or a name
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise RecapError(f"{where}: field '{section}.{key}' = {value!r} must be {kind.__name__}")
-    cfg = cls(**values)
-    return cfg.validate() if hasattr(cfg, "validate") else cfg
+    cfg = cls(**values)  # validate() checks each field's range (check_fields), then the stage's own rules
+    if not hasattr(cfg, "validate"):
+        return cfg
+    try:
+        return cfg.validate()
+    except RecapError as e:  # name the params file the values came from
+        raise (RecapError(f"{where}: {e}") if Path(where).is_file() else e) from None
 
 
 def load_config(cls, section: str, params: Path | None, overrides: dict | None = None):
@@ -79,21 +206,14 @@ def load_config(cls, section: str, params: Path | None, overrides: dict | None =
     return build_config(cls, section, values, str(params) if params else "command line")
 
 
-def _scalar_type(hint):
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0] if len(args) == 1 else None
-    return hint if hint in (int, float, str, bool) else None
-
-
 def config_options(cls, skip: tuple[str, ...] = ()):
     """Click options for the scalar fields of `cls` (default None: the params file or default wins)."""
     docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
 
     def decorate(command):
         for f in reversed(dataclasses.fields(cls)):
-            kind = _scalar_type(hints[f.name])
+            kind, bounds = field_spec(hints[f.name])
             if f.name in skip or kind is None:
                 continue
             flag = f.name.replace("_", "-")
@@ -101,7 +221,8 @@ def config_options(cls, skip: tuple[str, ...] = ()):
             if kind is bool:
                 option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=text)
             else:
-                option = click.option(f"--{flag}", f.name, type=kind, default=None, help=text)
+                option = click.option(f"--{flag}", f.name, type=Bounded(kind, bounds) if bounds else kind,
+                                      default=None, help=text)
             command = option(command)
         return command
 

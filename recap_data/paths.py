@@ -4,12 +4,14 @@
       shards/<shard_id>/         a committed shard: a finalized LeRobot v3 dataset ...
         manifest.json            ... plus recap-data's manifest (written last, inside the rename)
         meta/ data/ videos/      LeRobot v3 layout
-      .tmp/<shard_id>.<pid>.<token>/shard/
+      .tmp/<shard_id>.tmp.<pid>.<token>/shard/
                                  a shard being written; renamed into shards/ when verified,
                                  never read; left-overs of dead writers are removed
       labels/<name>/             a label set (see labelset.py) ...
         manifest.json            ... its manifest, written inside the atomic rename
         tables/<shard_id>.parquet  one label row per frame of that shard
+      labels/.<name>.tmp.<pid>.<token>/  a label set being written (hidden: never listed)
+    Checkpoints, exports and reports are written the same way, beside their target (atomic.py).
 """
 
 import os

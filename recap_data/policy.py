@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from recap_data import pi0_compat
-from recap_data.checkpoint import directory_digest
+from recap_data.checkpoint import directory_digest, weights_errors
 from recap_data.conditioning import prompt
 from recap_data.errors import RecapError
 from recap_data.schema import ACTION_KEY, STATE_KEY, camera_keys
@@ -120,8 +120,9 @@ def read_provenance(path: Path, fix: str = "train one with `recap-data train pol
         provenance = json.loads((path / PROVENANCE).read_text())
     except (OSError, ValueError) as e:
         raise RecapError(f"{path}: not a policy checkpoint ({PROVENANCE}: {e}); {fix}") from e
-    if provenance.get("format") != FORMAT:
-        raise RecapError(f"{path / PROVENANCE}: field 'format' is {provenance.get('format')!r}, expected {FORMAT!r}")
+    found = provenance.get("format") if isinstance(provenance, dict) else type(provenance).__name__
+    if found != FORMAT:
+        raise RecapError(f"{path / PROVENANCE}: field 'format' is {found!r}, expected {FORMAT!r}; {fix}")
     return provenance
 
 
@@ -147,9 +148,10 @@ class RecapPolicy:
         config = PreTrainedConfig.from_pretrained(path, local_files_only=True)
         config.device = device
         policy = PI0Policy(config)
-        load_model(policy, str(path / "model.safetensors"), strict=True)  # our own layout: every key must match
+        with weights_errors(path / "model.safetensors", "train policy"):
+            load_model(policy, str(path / "model.safetensors"), strict=True)  # our own layout: every key must match
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
         policy.to(device).eval()
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
         pre, post = pi0_compat.load_processors(path, tokenizer, device)
         return cls(path, policy, pre, post, tokenizer, provenance)
 

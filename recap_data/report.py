@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recap_data.checkpoint import atomic_directory, write_json
+from recap_data.atomic import atomic_directory, atomic_write_text
+from recap_data.checkpoint import write_json
 from recap_data.db import connect
-from recap_data.labelset import read_manifest
-from recap_data.store import ShardStore, atomic_write_text
+from recap_data.errors import RecapError
+from recap_data.labelset import check_shards_unchanged, read_manifest
+from recap_data.store import ShardStore
 
 QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95]
 
@@ -113,7 +115,11 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
 
 def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per_outcome: int = 3) -> dict:
     """Write the report of label set `name` into `out`; returns the summary."""
+    if bins < 1 or episodes_per_outcome < 0:
+        raise RecapError(f"report: bins {bins} and episodes {episodes_per_outcome} are invalid: use --bins 1 or more "
+                         "and --episodes 0 or more")
     manifest = read_manifest(store, name)
+    check_shards_unchanged(store, manifest)  # labels joined to other frames would be a wrong report
     con = connect(store.root, labels=name)
     summary = per_task_summary(con, manifest)
     hist = histogram(con, bins)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
+from recap_data.params import Count, Int, NonNegative, Positive, check_fields
 
 NORMALIZATIONS = ("global", "per_task")
 EPISODE_KEY = ["shard", "episode_index"]
@@ -34,30 +35,21 @@ ROUNDING = 1e-9  # float slack at the ends of [-1, 0]; anything further out is a
 class RewardConfig:
     """How returns are defined and binned (params.yaml section `reward`)."""
 
-    number_of_bins: int = 201  # B equal-width bins over [-1, 0] for the distributional value
-    c_fail: float = 1000.0  # cost of failing, charged at the last frame of a failed episode
+    number_of_bins: Int(2, 100_000) = 201  # B equal-width bins over [-1, 0] for the distributional value
+    c_fail: NonNegative = 1000.0  # cost of failing, charged at the last frame of a failed episode
     normalization: str = "per_task"  # per_task: by each task's largest return magnitude; global
-    reward_normalizer: float = 1600.0  # the divisor for `global` normalization
-    n_steps: int = 50  # look-ahead N of the n-step return used by the advantage
+    reward_normalizer: Positive = 1600.0  # the divisor for `global` normalization
+    n_steps: Count = 50  # look-ahead N of the n-step return used by the advantage
 
     def __post_init__(self):  # 1000 and 1000.0 are the same config; store and compare floats
         object.__setattr__(self, "c_fail", float(self.c_fail))
         object.__setattr__(self, "reward_normalizer", float(self.reward_normalizer))
 
     def validate(self) -> "RewardConfig":
-        def bad(field, why):
-            raise RecapError(f"reward: field '{field}' = {getattr(self, field)!r} is invalid: {why}")
-
-        if self.number_of_bins < 2:
-            bad("number_of_bins", "use at least 2 bins")
-        if self.c_fail < 0:
-            bad("c_fail", "use a cost >= 0 (it is subtracted)")
+        check_fields(self, "reward")
         if self.normalization not in NORMALIZATIONS:
-            bad("normalization", f"use one of {', '.join(NORMALIZATIONS)}")
-        if self.reward_normalizer <= 0:
-            bad("reward_normalizer", "use a positive number")
-        if self.n_steps < 1:
-            bad("n_steps", "use at least 1 step")
+            raise RecapError(f"reward: field 'normalization' = {self.normalization!r} is invalid: use one of "
+                             f"{', '.join(NORMALIZATIONS)}")
         return self
 
     def to_dict(self) -> dict:

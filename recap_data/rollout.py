@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from recap_data.errors import RecapError
+from recap_data.params import Count, Int, Natural, NonNegative, Seed, check_fields
 from recap_data.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store import ShardStore
 
@@ -36,28 +37,20 @@ class RolloutConfig:
     env: str = "embedded"  # embedded: the embedded world; libero: the LIBERO simulator
     suite: str | None = None  # libero only: benchmark suite (default libero_10)
     task: str = "8"  # task index or instruction (embedded: LIBERO-10's; libero: the suite's), 8: moka pots
-    episodes: int = 4  # episodes to record
-    workers: int = 1  # simulator processes (LIBERO: about 2 GB of memory each)
-    max_steps: int = 0  # step cap per episode; 0: the env's cap (embedded: the base shard's, 100; libero_10: 520)
-    seed: int = 0  # fixes the initial-state order, each episode's seed and the random policy
-    guidance: float = 1.0  # classifier-free guidance beta for a trained policy (1: plain conditioning)
-    render_size: int | None = None  # libero only: camera render size before resizing (default 256)
-    batch_size: int = 50  # embedded only: episodes stepped together through one policy call
+    episodes: Count = 4  # episodes to record
+    workers: Count = 1  # simulator processes (LIBERO: about 2 GB of memory each)
+    max_steps: Natural = 0  # step cap per episode; 0: the env's cap (embedded: the base shard's, 100; libero_10: 520)
+    seed: Seed = 0  # fixes the initial-state order, each episode's seed and the random policy
+    guidance: NonNegative = 1.0  # classifier-free guidance beta for a trained policy (1: plain conditioning)
+    render_size: Int(16, 1024) | None = None  # libero only: camera render size before resizing (default 256)
+    batch_size: Count = 50  # embedded only: episodes stepped together through one policy call
 
     command = "rollout"  # names the command in errors (a class attribute, not a field)
 
     def validate(self) -> "RolloutConfig":
+        check_fields(self, self.command)
         if self.env not in ENVS:
             raise RecapError(f"{self.command}: option --env = {self.env!r} is unknown; use {' or '.join(ENVS)}")
-        for name in ("episodes", "workers", "batch_size"):
-            if getattr(self, name) < 1:
-                flag = name.replace("_", "-")
-                raise RecapError(f"{self.command}: option --{flag} = {getattr(self, name)} is invalid: use at least 1")
-        if self.render_size is not None and self.render_size < 1:
-            raise RecapError(f"{self.command}: option --render-size = {self.render_size} is invalid: use at least 1")
-        if self.max_steps < 0:
-            raise RecapError(f"{self.command}: option --max-steps = {self.max_steps} is invalid: use 0 (the env's cap) "
-                             "or more")
         if self.env == "embedded":
             for name in ("suite", "render_size"):
                 if getattr(self, name) is not None:

@@ -15,10 +15,12 @@ shard's content digest, so a changed shard changes every index after it, and rea
 """
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from recap_data.errors import RecapError
+from recap_data.params import Positive, check_fields
 from recap_data.store import ShardStore
 
 INDEX_FORMAT = "recap-data/shard-index@1"
@@ -28,14 +30,12 @@ INDEX_FORMAT = "recap-data/shard-index@1"
 class MixtureConfig:
     """Sampling weights of the shards an iteration trains on (params.yaml section `mixture`)."""
 
-    base: float = 1.0  # relative weight of each base (and imported) shard
-    rollouts: float = 1.0  # relative weight of each rollout shard
+    base: Positive = 1.0  # relative weight of each base (and imported) shard
+    rollouts: Positive = 1.0  # relative weight of each rollout shard
     per: str = "shard"  # shard: a shard's draws follow its weight; frame: weight x frames (draws follow the frames)
 
     def validate(self) -> "MixtureConfig":
-        for name in ("base", "rollouts"):
-            if not getattr(self, name) > 0:
-                raise RecapError(f"mixture: field '{name}' = {getattr(self, name)} is invalid: use a positive weight")
+        check_fields(self, "mixture")
         if self.per not in ("shard", "frame"):
             raise RecapError(f"mixture: field 'per' = {self.per!r} is invalid: use shard or frame")
         return self
@@ -44,13 +44,23 @@ class MixtureConfig:
 def read_index(path: Path, store: ShardStore | None = None) -> list[dict]:
     """The entries of an index file; with `store`, each shard must still hold the recorded content."""
     path = Path(path)
+    fix = "write it again with `recap-data index`"
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != INDEX_FORMAT:
-            raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {INDEX_FORMAT!r}")
-        entries = data["shards"]
-    except (OSError, ValueError, KeyError) as e:
-        raise RecapError(f"{path}: not a shard index ({e}); write one with `recap-data index`") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RecapError(f"{path}: not a shard index ({str(e).splitlines()[0]}); {fix}") from None
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise RecapError(f"{path}: field 'format' is {found!r}, expected {INDEX_FORMAT!r}; {fix}")
+    entries = data.get("shards")
+    if not isinstance(entries, list) or not entries:
+        raise RecapError(f"{path}: field 'shards' must be a non-empty list of shard entries; {fix}")
+    for i, entry in enumerate(entries):
+        ok = (isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("digest"), str)
+              and isinstance(entry.get("weight"), (int, float)) and not isinstance(entry.get("weight"), bool)
+              and math.isfinite(entry["weight"]) and entry["weight"] > 0)
+        if not ok:
+            raise RecapError(f"{path}: shards[{i}] needs 'id', 'digest' and a positive 'weight'; {fix}")
     for entry in entries if store is not None else ():
         now = store.manifest(entry["id"]).digest
         if now != entry["digest"]:

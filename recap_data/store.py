@@ -9,11 +9,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recap_data import paths
+from recap_data.atomic import clean_stale
 from recap_data.errors import RecapError
 from recap_data.schema import schema_difference
 
@@ -50,9 +50,14 @@ class Manifest:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise RecapError(f"{path}: unreadable shard manifest ({e}); run `recap-data shards verify`") from None
-        if data.get("format") != MANIFEST_FORMAT:
-            raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-        return cls(**data)
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        if found != MANIFEST_FORMAT:
+            raise RecapError(f"{path}: field 'format' is {found!r}, expected {MANIFEST_FORMAT!r}; "
+                             "run `recap-data shards verify`")
+        try:
+            return cls(**data)
+        except TypeError as e:  # a field missing or unknown
+            raise RecapError(f"{path}: not a shard manifest ({e}); run `recap-data shards verify`") from None
 
 
 def file_digests(directory: Path, exclude: tuple[str, ...] = (paths.MANIFEST,)) -> dict:
@@ -78,37 +83,11 @@ def content_digest(files: dict) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory, fsync, rename (parents made)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """atomic_write_bytes for text (UTF-8)."""
-    atomic_write_bytes(path, text.encode())
-
-
 def validate_shard_id(shard_id: str, what: str = "shard id") -> str:
     """A name that is safe as a directory under the data root (shards, label sets)."""
     if not SHARD_ID_RE.match(shard_id or ""):
         raise RecapError(f"{what} {shard_id!r} is invalid: use 1-80 lowercase letters, digits, '.', '_' or '-'")
     return shard_id
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ShardStore:
@@ -126,7 +105,8 @@ class ShardStore:
         """Ids of committed shards (directories with a manifest), sorted."""
         if not self.shards_dir.is_dir():
             return []
-        return sorted(p.name for p in self.shards_dir.iterdir() if (p / paths.MANIFEST).is_file())
+        return sorted(p.name for p in self.shards_dir.iterdir()
+                      if SHARD_ID_RE.match(p.name) and (p / paths.MANIFEST).is_file())
 
     def exists(self, shard_id: str) -> bool:
         return (self.shard_path(shard_id) / paths.MANIFEST).is_file()
@@ -156,13 +136,6 @@ class ShardStore:
             raise RecapError(f"{what}: field 'fps' is {fps}, the store's shards ({label}) have {ref.fps}")
 
     def clean_stale_tmp(self) -> list[Path]:
-        """Remove temporary shard directories whose writer process is gone."""
-        removed = []
-        if not self.tmp_dir.is_dir():
-            return removed
-        for p in self.tmp_dir.iterdir():
-            parts = p.name.rsplit(".", 2)
-            if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-        return removed
+        """Remove what dead writers left: shard staging under .tmp/, label-set staging under labels/
+        (an old label set that a dead writer had moved aside is put back instead)."""
+        return clean_stale(self.tmp_dir) + clean_stale(self.root / paths.LABELS_DIR)

@@ -10,10 +10,10 @@ fraction, and the positive fraction the policy saw in training (indicator prompt
 import json
 from pathlib import Path
 
+from recap_data.atomic import atomic_write_bytes, atomic_write_text
 from recap_data.checkpoint import csv_text
 from recap_data.errors import RecapError
 from recap_data.params import read_section
-from recap_data.store import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["iteration", "name", "success_rate", "ci_low", "ci_high", "eval_episodes", "mean_episode_length",
            "rollout_policy", "rollout_success_rate", "value_mae", "constant_mae", "positive_fraction",

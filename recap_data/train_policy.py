@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recap_data.checkpoint import refuse_existing, write_training_run
+from recap_data.atomic import refuse_existing
+from recap_data.checkpoint import write_training_run
 from recap_data.errors import RecapError
+from recap_data.params import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
 from recap_data.store import ShardStore
 
 # torch, LeRobot and transformers (and conditioning, which needs torch) are imported inside
@@ -35,44 +37,37 @@ class PolicyTrainConfig:
     pretrained_path: str | None = None  # real: local copy of lerobot/pi0_base (config.json, model.safetensors)
     tokenizer_path: str | None = None  # real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)
     indicator_mode: str = "use"  # on: every frame positive (SFT); use: the label set's indicator; ignore: none
-    indicator_dropout: float = 0.3  # fraction of samples trained without the indicator text (the paper: 0.3)
+    indicator_dropout: Float(0, 1, high_open=True) = 0.3  # share of samples without the indicator (paper: 0.3)
     successes_only: bool = False  # filtered BC: draw training frames from successful episodes only
-    steps: int = 200  # optimizer steps
-    batch_size: int = 8  # samples per step and process
-    lr: float = 1e-3  # peak AdamW learning rate (tiny; pi0's own fine-tuning uses 2.5e-5)
-    weight_decay: float = 0.01  # AdamW weight decay
-    warmup_steps: int = 10  # linear warm-up steps, then cosine decay
-    grad_clip_norm: float = 1.0  # gradient norm clip (pi0's default)
-    chunk_size: int = 10  # actions predicted per sample (pi0: 50)
-    n_action_steps: int = 10  # actions executed per predicted chunk at inference
-    num_inference_steps: int = 10  # Euler denoising steps at inference
-    image_size: int = 32  # tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)
-    tokenizer_max_length: int = 48  # prompt limit in tokens; a longer prompt is an error, never cut
-    preload_mb: int = 4096  # decode all camera frames into memory once when they fit in this many MB
-    num_workers: int = 0  # DataLoader worker processes
-    log_every: int = 10  # steps per row of loss.csv
-    seed: int = 0  # seeds the model, the sampler and the indicator dropout
+    steps: Count = 200  # optimizer steps
+    batch_size: Count = 8  # samples per step and process
+    lr: Positive = 1e-3  # peak AdamW learning rate (tiny; pi0's own fine-tuning uses 2.5e-5)
+    weight_decay: NonNegative = 0.01  # AdamW weight decay
+    warmup_steps: Natural = 10  # linear warm-up steps, then cosine decay
+    grad_clip_norm: Positive = 1.0  # gradient norm clip (pi0's default)
+    chunk_size: Count = 10  # actions predicted per sample (pi0: 50)
+    n_action_steps: Count = 10  # actions executed per predicted chunk at inference
+    num_inference_steps: Count = 10  # Euler denoising steps at inference
+    image_size: Int(8, 1024) = 32  # tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)
+    tokenizer_max_length: Count = 48  # prompt limit in tokens; a longer prompt is an error, never cut
+    preload_mb: Natural = 4096  # decode all camera frames into memory once when they fit in this many MB
+    num_workers: Natural = 0  # DataLoader worker processes
+    log_every: Count = 10  # steps per row of loss.csv
+    seed: Seed = 0  # seeds the model, the sampler and the indicator dropout
     bf16: bool = True  # bf16 mixed precision on GPU (CPU trains in float32)
 
     def validate(self) -> "PolicyTrainConfig":
+        check_fields(self, "policy")
         if self.size not in ("tiny", "real"):
             raise RecapError(f"policy: field 'size' = {self.size!r} is invalid: use tiny or real")
         if self.indicator_mode not in MODES:
             raise RecapError(f"policy: field 'indicator_mode' = {self.indicator_mode!r} is invalid: use one of "
                              f"{', '.join(MODES)}")
-        if not 0.0 <= self.indicator_dropout < 1.0:
-            raise RecapError(f"policy: field 'indicator_dropout' = {self.indicator_dropout} is invalid: use [0, 1)")
-        for name in ("steps", "batch_size", "chunk_size", "n_action_steps", "num_inference_steps", "log_every",
-                     "tokenizer_max_length"):
-            if getattr(self, name) < 1:
-                raise RecapError(f"policy: field '{name}' = {getattr(self, name)} is invalid: use at least 1")
         if self.n_action_steps > self.chunk_size:
             raise RecapError(f"policy: field 'n_action_steps' = {self.n_action_steps} is over chunk_size "
                              f"{self.chunk_size}; lower it")
         if self.size == "tiny" and self.image_size % 8:
             raise RecapError(f"policy: field 'image_size' = {self.image_size} is invalid: use a multiple of 8")
-        if self.lr <= 0 or self.num_workers < 0 or self.warmup_steps < 0:
-            raise RecapError("policy: lr must be > 0, num_workers and warmup_steps >= 0")
         return self
 
 

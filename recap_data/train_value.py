@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recap_data.checkpoint import refuse_existing, write_training_run
+from recap_data.atomic import refuse_existing
+from recap_data.checkpoint import write_training_run
 from recap_data.errors import RecapError
+from recap_data.params import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
 from recap_data.returns import RewardConfig, compute_returns
 from recap_data.schema import STATE_KEY, camera_keys
 from recap_data.store import ShardStore
@@ -38,29 +40,28 @@ class ValueTrainConfig:
     size: str = "tiny"  # tiny: small random-weight transformers for CPU; real: pretrained local paths
     vision_path: str | None = None  # real: local SigLIP directory
     text_path: str | None = None  # real: local Gemma 3 directory (weights and tokenizer)
-    image_size: int = 32  # tiny: image pixels fed to the vision tower (real: the tower's own size)
-    max_text_tokens: int = 48  # task text limit in tokens; a longer task is an error
-    tiny_width: int = 64  # tiny: hidden size of both towers
-    tiny_layers: int = 2  # tiny: layers of each tower
-    steps: int = 500  # optimizer steps
-    batch_size: int = 32  # samples per step and process
-    lr: float = 1e-3  # peak AdamW learning rate (linear warm-up, cosine decay)
-    weight_decay: float = 0.01  # AdamW weight decay
-    warmup_steps: int = 20  # linear warm-up steps
-    holdout_fraction: float = 0.1  # fraction of each task's episodes held out for evaluation
-    eval_batch_size: int = 64  # samples per batch when evaluating
-    preload_mb: int = 4096  # decode all camera frames into memory once when they fit in this many MB
-    num_workers: int = 0  # DataLoader worker processes (0: main process, fastest for in-memory frames)
-    log_every: int = 10  # steps per row of loss.csv
-    seed: int = 0  # seeds the model, the held-out split and the sampler
+    image_size: Int(8, 1024) = 32  # tiny: image pixels fed to the vision tower (real: the tower's own size)
+    max_text_tokens: Count = 48  # task text limit in tokens; a longer task is an error
+    tiny_width: Int(8, 4096) = 64  # tiny: hidden size of both towers
+    tiny_layers: Count = 2  # tiny: layers of each tower
+    steps: Count = 500  # optimizer steps
+    batch_size: Count = 32  # samples per step and process
+    lr: Positive = 1e-3  # peak AdamW learning rate (linear warm-up, cosine decay)
+    weight_decay: NonNegative = 0.01  # AdamW weight decay
+    warmup_steps: Natural = 20  # linear warm-up steps
+    holdout_fraction: Float(0, 1, high_open=True) = 0.1  # fraction of each task's episodes held out for evaluation
+    eval_batch_size: Count = 64  # samples per batch when evaluating
+    preload_mb: Natural = 4096  # decode all camera frames into memory once when they fit in this many MB
+    num_workers: Natural = 0  # DataLoader worker processes (0: main process, fastest for in-memory frames)
+    log_every: Count = 10  # steps per row of loss.csv
+    seed: Seed = 0  # seeds the model, the held-out split and the sampler
     bf16: bool = True  # bf16 mixed precision on GPU (CPU always trains in float32)
 
     def validate(self) -> "ValueTrainConfig":
-        for name in ("steps", "batch_size", "eval_batch_size", "log_every", "max_text_tokens", "image_size"):
-            if getattr(self, name) < 1:
-                raise RecapError(f"value: field '{name}' = {getattr(self, name)} is invalid: use at least 1")
-        if self.lr <= 0 or self.num_workers < 0 or self.warmup_steps < 0:
-            raise RecapError("value: lr must be > 0, num_workers and warmup_steps >= 0")
+        check_fields(self, "value")
+        if self.tiny_width % 2:
+            raise RecapError(f"value: field 'tiny_width' = {self.tiny_width} is invalid: use an even number "
+                             "(two attention heads)")
         return self
 
     def model_config(self, camera_keys: list[str], state_dim: int, bins: int):

@@ -31,7 +31,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from recap_data.checkpoint import directory_digest, write_json
+from recap_data.checkpoint import directory_digest, weights_errors, write_json
 from recap_data.errors import RecapError
 from recap_data.returns import TARGET_FIELDS, RewardConfig, decode_values
 
@@ -268,26 +268,40 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise RecapError(f"{path}: not a value checkpoint (no {CONFIG}); train one with `recap-data train value`")
+    parts = {}
+    for name in (CONFIG, REWARD, NORMALIZATION, PROVENANCE):
+        try:
+            parts[name] = json.loads((path / name).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RecapError(f"{path / name}: unreadable value checkpoint ({str(e).splitlines()[0]}); write it "
+                             "again with `recap-data train value --force`") from None
+    config, norm, provenance = parts[CONFIG], parts[NORMALIZATION], parts[PROVENANCE]
     try:
-        config = json.loads((path / CONFIG).read_text())
-        stored = RewardConfig(**json.loads((path / REWARD).read_text()))
-        norm = json.loads((path / NORMALIZATION).read_text())
-        provenance = json.loads((path / PROVENANCE).read_text())
-    except (OSError, json.JSONDecodeError, TypeError) as e:
-        raise RecapError(f"{path}: unreadable value checkpoint ({str(e).splitlines()[0]})") from None
-    if config.get("format") != CHECKPOINT_FORMAT:
-        raise RecapError(f"{path / CONFIG}: field 'format' is {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        stored = RewardConfig(**parts[REWARD])
+        return_normalizers = {k: float(v) for k, v in norm["return_normalizers"].items()}
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+        raise RecapError(f"{path}: unreadable value checkpoint ({type(e).__name__}: {e}); write it again with "
+                         "`recap-data train value --force`") from None
+    found = config.get("format") if isinstance(config, dict) else type(config).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise RecapError(f"{path / CONFIG}: field 'format' is {found!r}, expected {CHECKPOINT_FORMAT!r}; train one "
+                         "with `recap-data train value`")
     diff = [] if reward is None else [f"{k}: checkpoint {getattr(stored, k)!r}, requested {getattr(reward, k)!r}"
                                       for k in TARGET_FIELDS if getattr(reward, k) != getattr(stored, k)]
     if diff:
         raise RecapError(f"{path / REWARD}: the value model was trained with other reward params ({'; '.join(diff)}); "
                          "use its reward params or train a value model with yours")
     _quiet_transformers()
-    model = model_from_configs(ValueModelConfig(**config["model"]), config["vision"], config["text"])
-    model.load_state_dict(load_file(str(path / WEIGHTS)))
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
+    try:
+        model = model_from_configs(ValueModelConfig(**config["model"]), config["vision"], config["text"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise RecapError(f"{path / CONFIG}: not a value model config ({type(e).__name__}: {e}); write the checkpoint "
+                         "again with `recap-data train value --force`") from None
+    with weights_errors(path / WEIGHTS, "train value"):
+        model.load_state_dict(load_file(str(path / WEIGHTS)))
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
     return ValueCheckpoint(path, model.eval(), TextEncoder(tokenizer, model.cfg.max_text_tokens), stored,
-                           {k: float(v) for k, v in norm["return_normalizers"].items()}, provenance,
+                           return_normalizers, provenance,
                            directory_digest(path))
 
 

@@ -19,18 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from recap_data import paths
-from recap_data.checkpoint import failpoint
+from recap_data.atomic import atomic_write_text, failpoint, fsync_dir
 from recap_data.errors import RecapError
 from recap_data.schema import OUTCOME_FEATURES
-from recap_data.store import (
-    SHARD_KINDS,
-    Manifest,
-    ShardStore,
-    atomic_write_text,
-    content_digest,
-    file_digests,
-    validate_shard_id,
-)
+from recap_data.store import SHARD_KINDS, Manifest, ShardStore, content_digest, file_digests, validate_shard_id
 
 # Failpoints (checkpoint.failpoint, for the crash tests): after_episode:N, after_finalize,
 # after_verify, after_manifest.
@@ -77,7 +69,7 @@ class ShardWriter:
         self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.store.shards_dir.mkdir(parents=True, exist_ok=True)
         self.store.clean_stale_tmp()
-        self._tmp = self.store.tmp_dir / f"{self.shard_id}.{os.getpid()}.{secrets.token_hex(4)}"
+        self._tmp = self.store.tmp_dir / f"{self.shard_id}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
         self._tmp.mkdir()
         return self
 
@@ -186,7 +178,7 @@ class ShardWriter:
                 raise RecapError(f"{self.store.shard_path(self.shard_id)}: shard {self.shard_id!r} was "
                                  "committed by another writer meanwhile; choose another id") from None
             raise
-        _fsync_dir(self.store.shards_dir)
+        fsync_dir(self.store.shards_dir)
         self.manifest = manifest
 
 
@@ -211,14 +203,6 @@ def _tidy_lerobot_output(root: Path) -> None:
     stats = root / "meta" / "stats.json"  # its key order follows set iteration order: sort it
     if stats.is_file():
         stats.write_text(json.dumps(json.loads(stats.read_text()), indent=4, sort_keys=True))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _jsonable(obj):

@@ -8,7 +8,8 @@ import time
 import pytest
 from conftest import PYTHON
 
-from recap_data.checkpoint import FAILPOINT_ENV
+from recap_data.atomic import FAILPOINT_ENV, NO_EXCHANGE_ENV, clean_stale
+from recap_data.checkpoint import directory_digest
 from recap_data.db import connect
 from recap_data.store import ShardStore
 from recap_data.verify import verify_shard
@@ -105,3 +106,65 @@ def test_concurrent_writers_of_one_id_one_wins_one_fails_cleanly(tmp_path):
     assert codes == [0, 2]
     assert "error: " in errors and "'same'" in errors
     assert [p.name for p in store.tmp_dir.iterdir()] == []
+
+
+# --force replaces an output by swapping directories; a kill at any step of the swap keeps a whole
+# output under the name (or, on the two-rename fallback, one the next cleaner puts back).
+SWAP_KILLS = [  # (failpoint, use the two-rename fallback, which output holds the name afterwards)
+    ("before_rename", False, "old"), ("after_exchange", False, "new"),
+    ("before_rename", True, "old"), ("between_renames", True, "old"), ("after_renames", True, "new")]
+
+
+def _killed(cmd: list[str], failpoint: str, fallback: bool) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", FAILPOINT_ENV: failpoint}
+    env.pop(NO_EXCHANGE_ENV, None)
+    if fallback:
+        env[NO_EXCHANGE_ENV] = "1"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("failpoint", "fallback", "survivor"), SWAP_KILLS)
+def test_label_set_replacement_killed_at_every_rename(labeled, tmp_path, failpoint, fallback, survivor):
+    import shutil
+
+    from recap_data.labelset import label_set_names, label_set_path, read_manifest
+    from recap_data.relabel import relabel
+
+    store = ShardStore(tmp_path / "data")
+    shutil.copytree(labeled[0].root, store.root)
+    old = directory_digest(label_set_path(store, "raw"))
+    _killed([PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "relabel", "raw", "--out", "raw",
+             "--force", "--positive-fraction", "0.1"], failpoint, fallback)
+    if failpoint != "between_renames":  # the exchange, and every other step, never leaves the name empty
+        assert label_set_names(store) == ["raw"]
+        assert [r[0] for r in connect(store.root).execute("SELECT label_set FROM label_sets").fetchall()] == ["raw"]
+    store.clean_stale_tmp()  # what every writer does first; puts an aside copy back
+    assert label_set_names(store) == ["raw"]
+    assert not [p.name for p in (store.root / "labels").iterdir() if p.name.startswith(".")]
+    fraction = read_manifest(store, "raw").label["positive_fraction"]
+    if survivor == "old":
+        assert directory_digest(label_set_path(store, "raw")) == old and fraction == 0.3
+    else:
+        assert fraction == 0.1 and read_manifest(store, "raw").digest != ""
+    relabel(store, "raw", "raw", {"positive_fraction": 0.2}, force=True)  # the name is usable again
+    assert read_manifest(store, "raw").label["positive_fraction"] == 0.2
+
+
+@pytest.mark.parametrize(("failpoint", "fallback", "survivor"), SWAP_KILLS)
+def test_output_directory_replacement_killed_at_every_rename(tmp_path, failpoint, fallback, survivor):
+    """Checkpoints, exports and reports go through the same atomic_directory as label sets."""
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "model.safetensors").write_bytes(b"old" * 1000)
+    old = directory_digest(target)
+    script = ("import sys; from recap_data.atomic import atomic_directory\n"
+              "with atomic_directory(sys.argv[1], force=True) as tmp:\n"
+              "    (tmp / 'model.safetensors').write_bytes(b'new' * 1000)\n")
+    _killed([PYTHON, "-c", script, str(target)], failpoint, fallback)
+    if failpoint != "between_renames":
+        assert target.is_dir()
+    clean_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert (directory_digest(target) == old) == (survivor == "old")
+    assert (target / "model.safetensors").read_bytes() == (b"old" if survivor == "old" else b"new") * 1000

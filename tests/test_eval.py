@@ -82,7 +82,7 @@ def test_eval_uses_held_out_states_and_seeds_and_writes_metrics(store, make_shar
 
 @pytest.mark.parametrize("args, message", [
     (["--env", "mars"], "option --env = 'mars' is unknown; use embedded or libero"),
-    (["--episodes", "0"], "option --episodes = 0 is invalid: use at least 1"),
+    (["--episodes", "0"], "option --episodes: 0 is invalid: use a number >= 1"),
     (["--suite", "libero_10"], "option --suite is for --env libero only"),
     (["--render-size", "128"], "option --render-size is for --env libero only"),
     (["--task", "fly"], "--task 'fly' is not a task of the embedded world; valid tasks: 0: "),

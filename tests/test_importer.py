@@ -73,7 +73,7 @@ def test_import_bad_sources_are_one_line_errors_and_write_nothing(store, make_le
     bad_list = tmp_path / "bad.txt"
     bad_list.write_text("7\n")
     cases = [
-        ([str(tmp_path / "missing"), "--all-success"], "no such directory"),
+        ([str(tmp_path / "missing"), "--all-success"], "does not exist"),
         ([str(not_lerobot), "--all-success"], "not a LeRobot dataset"),
         ([str(v21), "--all-success"], "convert_dataset_v21_to_v30"),
         ([str(src)], "exactly one of"),

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import PYTHON, run_cli
 
-from recap_data.checkpoint import FAILPOINT_ENV, directory_digest
+from recap_data.atomic import FAILPOINT_ENV
+from recap_data.checkpoint import directory_digest
 from recap_data.db import connect
 from recap_data.errors import RecapError
 from recap_data.frames import ShardFrames, load_frames

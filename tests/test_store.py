@@ -89,7 +89,7 @@ def test_invalid_generator_parameters_are_one_line_errors(store):
     for field, value in [("episodes", 0), ("expert", 1.5), ("tasks", 11), ("image_size", 8)]:
         res = run_cli("make-demo-data", f"--{field.replace('_', '-')}", str(value), root=store.root)
         assert res.exit_code == 2
-        assert res.output.count("\n") == 1 and f"'{field}'" in res.output
+        assert res.output.count("\n") == 1 and f"--{field.replace('_', '-')}: {value} is invalid" in res.output
     assert store.shard_ids() == []
 
 
