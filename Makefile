@@ -15,6 +15,7 @@ repro: venv
 
 test: venv
 	$(VENV)/bin/ruff check recap_data tests bench
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: venv

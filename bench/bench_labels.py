@@ -32,16 +32,16 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from common import machine_info, synthetic_frames, write_results  # noqa: E402
 
-from recap_data.db import connect  # noqa: E402
-from recap_data.decode import decode_cameras, iter_episode_frames  # noqa: E402
-from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.frames import load_frames, load_states  # noqa: E402
-from recap_data.label import label  # noqa: E402
-from recap_data.labelset import LabelConfig, build_labels, write_label_set  # noqa: E402
-from recap_data.returns import RewardConfig  # noqa: E402
-from recap_data.store import ShardStore  # noqa: E402
-from recap_data.train_value import ValueTrainConfig, train_value  # noqa: E402
-from recap_data.value_model import load_value_checkpoint  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.data.frames import load_frames, load_states  # noqa: E402
+from recap_data.labels.infer import label  # noqa: E402
+from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set  # noqa: E402
+from recap_data.store.db import connect  # noqa: E402
+from recap_data.store.decode import decode_cameras, iter_episode_frames  # noqa: E402
+from recap_data.store.store import ShardStore  # noqa: E402
+from recap_data.value.model import load_value_checkpoint  # noqa: E402
+from recap_data.value.returns import RewardConfig  # noqa: E402
+from recap_data.value.train import ValueTrainConfig, train_value  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "labels.json"
 CORES = os.cpu_count() or 1

@@ -64,8 +64,8 @@ def value_bounds(store, train, held, task: int, seed: int = 0) -> dict:
     constant        the training frames' median return"""
     import torch
 
-    from recap_data.frames import load_states
-    from recap_data.world import task_layout
+    from recap_data.data.frames import load_states
+    from recap_data.world.env import task_layout
 
     goal, decoy, _ = task_layout(task)
 
@@ -120,17 +120,18 @@ def mean_interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    from recap_data.base_data import BaseDataConfig, make_base
-    from recap_data.evaluate import EvalConfig, evaluate, wilson_interval
-    from recap_data.label import label
-    from recap_data.labelset import LabelConfig, read_labels
-    from recap_data.params import load_config
-    from recap_data.returns import RewardConfig
-    from recap_data.rollout import RolloutConfig, rollout
-    from recap_data.shard_index import MixtureConfig, write_index
-    from recap_data.store import ShardStore
-    from recap_data.train_policy import PolicyTrainConfig, train_policy
-    from recap_data.train_value import ValueTrainConfig, train_value
+    from recap_data.config import load_config
+    from recap_data.data.base_data import BaseDataConfig, make_base
+    from recap_data.labels.infer import label
+    from recap_data.labels.labelset import LabelConfig
+    from recap_data.policy.train import PolicyTrainConfig, train_policy
+    from recap_data.sim.evaluate import EvalConfig, evaluate, wilson_interval
+    from recap_data.sim.rollout import RolloutConfig, rollout
+    from recap_data.store.label_sets import read_labels
+    from recap_data.store.shard_index import MixtureConfig, write_index
+    from recap_data.store.store import ShardStore
+    from recap_data.value.returns import RewardConfig
+    from recap_data.value.train import ValueTrainConfig, train_value
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)

@@ -22,11 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 from common import machine_info, write_results  # noqa: E402
 
-from recap_data.libero_sim import LiberoTask  # noqa: E402
-from recap_data.rollout import RolloutConfig, rollout  # noqa: E402
-from recap_data.schema import ACTION_KEY, LIBERO_FPS, libero_features  # noqa: E402
-from recap_data.store import ShardStore  # noqa: E402
-from recap_data.writer import ShardWriter  # noqa: E402
+from recap_data.sim.libero import LiberoTask  # noqa: E402
+from recap_data.sim.rollout import RolloutConfig, rollout  # noqa: E402
+from recap_data.store.schema import ACTION_KEY, LIBERO_FPS, libero_features  # noqa: E402
+from recap_data.store.store import ShardStore  # noqa: E402
+from recap_data.store.writer import ShardWriter  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "rollout.json"
 

@@ -25,13 +25,13 @@ import torch.nn.functional as F  # noqa: E402
 from common import machine_info, synthetic_frames, write_results  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
-from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.frames import ShardFrames, load_frames, preload_cameras  # noqa: E402
-from recap_data.returns import RewardConfig, compute_returns  # noqa: E402
-from recap_data.schema import camera_keys  # noqa: E402
-from recap_data.store import ShardStore  # noqa: E402
-from recap_data.train_value import ValueTrainConfig  # noqa: E402
-from recap_data.value_model import Collate, TextEncoder, build_value_model, forward  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.data.frames import ShardFrames, load_frames, preload_cameras  # noqa: E402
+from recap_data.store.schema import camera_keys  # noqa: E402
+from recap_data.store.store import ShardStore  # noqa: E402
+from recap_data.value.model import Collate, TextEncoder, build_value_model, forward  # noqa: E402
+from recap_data.value.returns import RewardConfig, compute_returns  # noqa: E402
+from recap_data.value.train import ValueTrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "value.json"
 

@@ -35,8 +35,8 @@ def best_of(repeats: int, fn) -> float:
 def main() -> None:
     import gymnasium
 
-    from recap_data.schema import STATE_KEY
-    from recap_data.world import ENV_ID, WorldBatch, WorldConfig
+    from recap_data.store.schema import STATE_KEY
+    from recap_data.world.env import ENV_ID, WorldBatch, WorldConfig
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20_000)
@@ -47,7 +47,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (args.steps, 7)).astype(np.float32)
 
-    env = gymnasium.make(f"recap_data.world:{ENV_ID}", task=8, image_size=64)
+    env = gymnasium.make(f"recap_data.world.env:{ENV_ID}", task=8, image_size=64)
 
     def gym_loop():
         env.reset(seed=0)

@@ -10,8 +10,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from recap_data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.store import ShardStore  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.store.store import ShardStore  # noqa: E402
 
 TINY = dict(episodes=3, tasks=3, max_steps=20, image_size=32)
 
@@ -44,10 +44,10 @@ def make_shard(store):
 def labeled(tmp_path_factory):
     """(store, value checkpoint): two shards, a tiny value checkpoint and the label set `raw` made from it;
     one per test module (tests add label sets and checkpoints beside them)."""
-    from recap_data.label import label
-    from recap_data.labelset import LabelConfig
-    from recap_data.returns import RewardConfig
-    from recap_data.train_value import ValueTrainConfig, train_value
+    from recap_data.labels.infer import label
+    from recap_data.labels.labelset import LabelConfig
+    from recap_data.value.returns import RewardConfig
+    from recap_data.value.train import ValueTrainConfig, train_value
 
     root = tmp_path_factory.mktemp("labels")
     store = ShardStore(root / "data")
@@ -97,7 +97,7 @@ def run_cli(*args: str, root: Path | None = None):
     """Invoke the real `recap-data` entry point in-process; returns click's Result."""
     from click.testing import CliRunner
 
-    from recap_data.cli import cli
+    from recap_data.cli.main import cli
 
     prefix = ["--root", str(root)] if root else []
     return CliRunner().invoke(cli, [*prefix, *args], catch_exceptions=False)

@@ -10,10 +10,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from recap_data.checkpoint import directory_digest
-from recap_data.cli import cli
-from recap_data.params import Bounded
-from recap_data.store import ShardStore
+from recap_data.cli.main import cli
+from recap_data.config import Bounded
+from recap_data.store.store import ShardStore
+from recap_data.train.checkpoint import directory_digest
 
 NUMBERS = ["nan", "inf", "-inf", "-1", "0", "abc"]
 
@@ -133,7 +133,7 @@ def test_root_naming_a_file_and_usage_errors_are_one_line(root, tmp_path):
 def test_error_after_a_progress_bar_starts_on_its_own_line(capsys):
     from tqdm import tqdm
 
-    from recap_data.cli import fail
+    from recap_data.cli.main import fail
 
     bar = tqdm(total=10, desc="training")
     bar.update(3)
@@ -250,3 +250,18 @@ def test_damaged_manifests_and_checkpoint_configs(labeled, tmp_path, content):
     (ckpt / "config.json").write_text(content)
     args = ["label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "new"]
     assert_clean_error(run(store.root, args), args, naming="config.json")
+
+
+def test_frames_are_read_without_label_set_manifests(labeled, tmp_path):
+    """A torn label set breaks what reads it, not training on shards (db.connect reads label
+    sets only when asked)."""
+    from recap_data.data.frames import load_frames
+    from recap_data.store.db import connect
+
+    store = ShardStore(tmp_path / "data")
+    shutil.copytree(labeled[0].root, store.root)
+    (store.root / "labels" / "raw" / "manifest.json").write_text("{torn")
+    assert len(load_frames(store, ["base"])) == store.manifest("base").frames
+    assert connect(store.root, label_sets=False).execute("SELECT count(*) FROM frames").fetchone()[0] > 0
+    args = ["sql", "SELECT count(*) FROM label_sets"]
+    assert_clean_error(run(store.root, args), args, naming="raw/manifest.json")

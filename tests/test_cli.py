@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 from conftest import run_cli
 
-from recap_data.cli import cli
+from recap_data.cli.main import cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

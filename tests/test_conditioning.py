@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from recap_data.conditioning import IndicatorPrompts, WeightedEpisodeSampler, prompt
 from recap_data.errors import RecapError
+from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler, prompt
 
 TASK = "put both moka pots on the stove"
 

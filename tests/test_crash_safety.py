@@ -8,11 +8,11 @@ import time
 import pytest
 from conftest import PYTHON
 
-from recap_data.atomic import FAILPOINT_ENV, NO_EXCHANGE_ENV, clean_stale
-from recap_data.checkpoint import directory_digest
-from recap_data.db import connect
-from recap_data.store import ShardStore
-from recap_data.verify import verify_shard
+from recap_data.io import FAILPOINT_ENV, NO_EXCHANGE_ENV, clean_stale
+from recap_data.store.db import connect
+from recap_data.store.store import ShardStore
+from recap_data.store.verify import verify_shard
+from recap_data.train.checkpoint import directory_digest
 
 WRITER_ARGS = ["--episodes", "4", "--tasks", "2", "--max-steps", "20", "--image-size", "32"]
 
@@ -22,7 +22,7 @@ def writer(root, shard_id, failpoint=None, seed=0) -> subprocess.Popen:
     env.pop(FAILPOINT_ENV, None)
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
-    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(root), "make-demo-data", "--shard-id", shard_id,
+    cmd = [PYTHON, "-m", "recap_data.cli.main", "--root", str(root), "make-demo-data", "--shard-id", shard_id,
            "--seed", str(seed), *WRITER_ARGS]
     # A session of its own, so that a test can also reap the LeRobot encoder processes it forks.
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -128,13 +128,13 @@ def _killed(cmd: list[str], failpoint: str, fallback: bool) -> None:
 def test_label_set_replacement_killed_at_every_rename(labeled, tmp_path, failpoint, fallback, survivor):
     import shutil
 
-    from recap_data.labelset import label_set_names, label_set_path, read_manifest
-    from recap_data.relabel import relabel
+    from recap_data.labels.relabel import relabel
+    from recap_data.store.label_sets import label_set_names, label_set_path, read_manifest
 
     store = ShardStore(tmp_path / "data")
     shutil.copytree(labeled[0].root, store.root)
     old = directory_digest(label_set_path(store, "raw"))
-    _killed([PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "relabel", "raw", "--out", "raw",
+    _killed([PYTHON, "-m", "recap_data.cli.main", "--root", str(store.root), "relabel", "raw", "--out", "raw",
              "--force", "--positive-fraction", "0.1"], failpoint, fallback)
     if failpoint != "between_renames":  # the exchange, and every other step, never leaves the name empty
         assert label_set_names(store) == ["raw"]
@@ -158,7 +158,7 @@ def test_output_directory_replacement_killed_at_every_rename(tmp_path, failpoint
     target.mkdir()
     (target / "model.safetensors").write_bytes(b"old" * 1000)
     old = directory_digest(target)
-    script = ("import sys; from recap_data.atomic import atomic_directory\n"
+    script = ("import sys; from recap_data.io import atomic_directory\n"
               "with atomic_directory(sys.argv[1], force=True) as tmp:\n"
               "    (tmp / 'model.safetensors').write_bytes(b'new' * 1000)\n")
     _killed([PYTHON, "-c", script, str(target)], failpoint, fallback)

@@ -5,7 +5,7 @@ import json
 import duckdb
 from conftest import run_cli
 
-from recap_data.db import connect
+from recap_data.store.db import connect
 
 
 def test_views_cover_every_committed_shard(store, make_shard):

@@ -1,13 +1,13 @@
-"""Sequential camera decoding (recap_data.decode): both decoders against LeRobot's own frames."""
+"""Sequential camera decoding (recap_data.store.decode): both decoders against LeRobot's own frames."""
 
 import subprocess
 
 import numpy as np
 import pytest
 
-from recap_data.decode import decode_cameras, episode_table, ffmpeg_exe, iter_episode_frames
 from recap_data.errors import RecapError
-from recap_data.schema import camera_keys
+from recap_data.store.decode import decode_cameras, episode_table, ffmpeg_exe, iter_episode_frames
+from recap_data.store.schema import camera_keys
 
 DECODERS = ["ffmpeg", "pyav"]
 

@@ -9,9 +9,9 @@ scene shows, so their remaining steps are not a function of one frame, as in LIB
 
 import numpy as np
 
-from recap_data.demonstrators import demonstrate
-from recap_data.schema import AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
-from recap_data.world import WorldConfig
+from recap_data.store.schema import AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
+from recap_data.world.demonstrators import demonstrate
+from recap_data.world.env import WorldConfig
 
 
 def successful_frames(n_episodes: int):

@@ -6,9 +6,9 @@ import pytest
 from conftest import run_cli
 
 from recap_data.errors import RecapError
-from recap_data.evaluate import EvalConfig, evaluate, wilson_interval
-from recap_data.rollout import EVAL_SEED_OFFSET, RolloutConfig, rollout
-from recap_data.world import SPLITS, TASKS, TRAIN_INIT_STATES
+from recap_data.sim.evaluate import EvalConfig, evaluate, wilson_interval
+from recap_data.sim.rollout import EVAL_SEED_OFFSET, RolloutConfig, rollout
+from recap_data.world.env import SPLITS, TASKS, TRAIN_INIT_STATES
 
 
 def test_wilson_interval_matches_a_hand_computation():
@@ -42,7 +42,7 @@ def test_embedded_rollout_records_a_shard_that_verifies(store, make_shard, tmp_p
 
 def tiny_policy(store, path, steps: int = 2):
     """A barely trained SFT policy on the store's base shard (indicator always positive)."""
-    from recap_data.train_policy import PolicyTrainConfig, train_policy
+    from recap_data.policy.train import PolicyTrainConfig, train_policy
 
     train_policy(store, {"base": 1.0}, None, path, PolicyTrainConfig(steps=steps, batch_size=2, indicator_mode="on"),
                  progress=False)
@@ -104,8 +104,8 @@ def test_eval_split_must_be_held_out(store, make_shard):
 
 
 def test_policy_whose_features_differ_from_the_world_is_refused(store, make_shard, tmp_path):
-    from recap_data.demo_data import DemoDataConfig, make_demo_data
-    from recap_data.store import ShardStore
+    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.store.store import ShardStore
 
     make_shard("base")
     policy = tiny_policy(store, tmp_path / "policy", steps=1)
@@ -118,8 +118,8 @@ def test_policy_whose_features_differ_from_the_world_is_refused(store, make_shar
 def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
     """The embedded world is learnable by the tiny pi0: 400 steps of BC on 30 expert demonstrations
     of one task succeed far more often than random actions, on held-out initial states."""
-    from recap_data.demo_data import DemoDataConfig, make_demo_data
-    from recap_data.train_policy import PolicyTrainConfig, train_policy
+    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.policy.train import PolicyTrainConfig, train_policy
 
     make_demo_data(store, DemoDataConfig(episodes=30, tasks=1, first_task=8, image_size=32, use_videos=False,
                                          expert=1.0, poor=0.0, decoy=0.0, release=0.0, timeout=0.0), progress=False)

@@ -4,9 +4,9 @@ import json
 
 from conftest import run_cli
 
-from recap_data.db import connect
-from recap_data.store import ShardStore
-from recap_data.verify import verify_shard
+from recap_data.store.db import connect
+from recap_data.store.store import ShardStore
+from recap_data.store.verify import verify_shard
 
 
 def episode_outcomes(store: ShardStore, shard: str) -> list[bool]:

@@ -11,17 +11,18 @@ import pytest
 import torch
 from conftest import PYTHON, run_cli
 
-from recap_data.atomic import FAILPOINT_ENV
-from recap_data.checkpoint import directory_digest
-from recap_data.db import connect
+from recap_data.data.frames import ShardFrames, load_frames
 from recap_data.errors import RecapError
-from recap_data.frames import ShardFrames, load_frames
-from recap_data.label import label
-from recap_data.labelset import LabelConfig, build_labels, label_set_path, read_labels, read_manifest, threshold
-from recap_data.relabel import relabel
-from recap_data.returns import RewardConfig
-from recap_data.store import ShardStore
-from recap_data.value_model import load_value_checkpoint
+from recap_data.io import FAILPOINT_ENV
+from recap_data.labels.infer import label
+from recap_data.labels.labelset import LabelConfig, build_labels, threshold
+from recap_data.labels.relabel import relabel
+from recap_data.store.db import connect
+from recap_data.store.label_sets import label_set_path, read_labels, read_manifest
+from recap_data.store.store import ShardStore
+from recap_data.train.checkpoint import directory_digest
+from recap_data.value.model import load_value_checkpoint
+from recap_data.value.returns import RewardConfig
 
 REWARD = RewardConfig(number_of_bins=21, c_fail=20, normalization="global", reward_normalizer=40, n_steps=3)
 
@@ -156,7 +157,7 @@ def test_sigkill_before_the_rename_leaves_no_label_set(labeled):
     env = {**os.environ, FAILPOINT_ENV: "before_rename"}
     for args in (["label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "killed"],
                  ["relabel", "raw", "--out", "raw", "--force", "--positive-fraction", "0.1"]):
-        proc = subprocess.run([PYTHON, "-m", "recap_data.cli", "--root", str(store.root), *args], env=env,
+        proc = subprocess.run([PYTHON, "-m", "recap_data.cli.main", "--root", str(store.root), *args], env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not label_set_path(store, "killed").exists()
@@ -213,7 +214,7 @@ def test_split_inference_gives_the_same_label_set(labeled):
 
     store, ckpt = labeled
     torchrun = Path(PYTHON).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli", "--root", str(store.root), "label",
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "label",
            "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", "split", "--batch-size", "5"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

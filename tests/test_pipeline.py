@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recap_data.checkpoint import directory_digest
-from recap_data.shard_index import read_index
-from recap_data.store import ShardStore
+from recap_data.store.shard_index import read_index
+from recap_data.store.store import ShardStore
+from recap_data.train.checkpoint import directory_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -151,15 +151,15 @@ def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path
 @pytest.mark.parametrize("preset", sorted((ROOT / "pipelines").glob("params-*.yaml")))
 def test_presets_name_only_known_fields(preset):
     """Every section of a preset builds its stage config (no typo'd or stale field)."""
-    from recap_data.base_data import BaseDataConfig
-    from recap_data.evaluate import EvalConfig
-    from recap_data.labelset import LabelConfig
-    from recap_data.params import load_config
-    from recap_data.returns import RewardConfig
-    from recap_data.rollout import RolloutConfig
-    from recap_data.shard_index import MixtureConfig
-    from recap_data.train_policy import PolicyTrainConfig
-    from recap_data.train_value import ValueTrainConfig
+    from recap_data.config import load_config
+    from recap_data.data.base_data import BaseDataConfig
+    from recap_data.labels.labelset import LabelConfig
+    from recap_data.policy.train import PolicyTrainConfig
+    from recap_data.sim.evaluate import EvalConfig
+    from recap_data.sim.rollout import RolloutConfig
+    from recap_data.store.shard_index import MixtureConfig
+    from recap_data.value.returns import RewardConfig
+    from recap_data.value.train import ValueTrainConfig
 
     for cls, section in ((BaseDataConfig, "base"), (MixtureConfig, "mixture"), (RewardConfig, "reward"),
                          (ValueTrainConfig, "value"), (LabelConfig, "label"), (PolicyTrainConfig, "policy"),

@@ -8,16 +8,16 @@ import pytest
 import torch
 from conftest import run_cli
 
-from recap_data import conditioning
-from recap_data import train_policy as train_policy_module
-from recap_data.checkpoint import directory_digest
-from recap_data.conditioning import prompt
 from recap_data.errors import RecapError
-from recap_data.labelset import label_set_path, read_manifest
-from recap_data.policy import RecapPolicy, build_policy, guided_sample
-from recap_data.policy_data import PolicyFrames, load_policy_data
-from recap_data.store import ShardStore
-from recap_data.train_policy import PolicyTrainConfig, train_policy
+from recap_data.policy import conditioning
+from recap_data.policy import train as train_policy_module
+from recap_data.policy.conditioning import prompt
+from recap_data.policy.data import PolicyFrames, load_policy_data
+from recap_data.policy.model import RecapPolicy, build_policy, guided_sample
+from recap_data.policy.train import PolicyTrainConfig, train_policy
+from recap_data.store.label_sets import label_set_path, read_manifest
+from recap_data.store.store import ShardStore
+from recap_data.train.checkpoint import directory_digest
 
 FAST = dict(batch_size=8, log_every=10)
 
@@ -60,7 +60,7 @@ def test_sft_training_lowers_the_loss_and_records_provenance(world):
 def test_checkpoint_round_trip_gives_the_same_actions_as_lerobot_loading_it(world):
     from lerobot.policies.pi0 import PI0Policy
 
-    from recap_data.pi0_compat import load_processors
+    from recap_data.policy.pi0_compat import load_processors
 
     _, sft, _ = world
     ours = RecapPolicy.load(sft)
@@ -204,7 +204,7 @@ def test_data_parallel_run_with_two_processes(world, tmp_path):
     store, _, _ = world
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli", "--root", str(store.root), "train",
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "train",
            "policy", "--labels", "raw", "--out", str(out), "--steps", "3", "--batch-size", "4", "--warmup-steps", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from recap_data.errors import RecapError
-from recap_data.returns import RewardConfig, bin_centres, bin_edges, compute_returns, decode_values, return_bins
+from recap_data.value.returns import RewardConfig, bin_centres, bin_edges, compute_returns, decode_values, return_bins
 
 
 def episodes(*specs):

@@ -9,13 +9,13 @@ import subprocess
 import pytest
 from conftest import PYTHON, run_cli
 
-from recap_data.atomic import FAILPOINT_ENV
-from recap_data.checkpoint import directory_digest
-from recap_data.db import connect
 from recap_data.errors import RecapError
-from recap_data.libero_sim import resolve_task
-from recap_data.rollout import RolloutConfig, plan_episodes, rollout
-from recap_data.schema import normalize_schema
+from recap_data.io import FAILPOINT_ENV
+from recap_data.sim.libero import resolve_task
+from recap_data.sim.rollout import RolloutConfig, plan_episodes, rollout
+from recap_data.store.db import connect
+from recap_data.store.schema import normalize_schema
+from recap_data.train.checkpoint import directory_digest
 
 MOKA = "put both moka pots on the stove"
 
@@ -71,7 +71,7 @@ def test_random_rollout_records_a_shard(store, make_shard, tmp_path):
 
 
 def test_trained_policy_rollout_in_two_workers_and_refusals(store, make_shard, tmp_path):
-    from recap_data.train_policy import PolicyTrainConfig, train_policy
+    from recap_data.policy.train import PolicyTrainConfig, train_policy
 
     make_shard("base")
     policy = tmp_path / "sft"
@@ -100,7 +100,7 @@ def test_trained_policy_rollout_in_two_workers_and_refusals(store, make_shard, t
 def test_killed_rollout_leaves_no_shard(store, make_shard):
     make_shard("base")
     before = sorted(p.name for p in store.shards_dir.iterdir())
-    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "rollout", "--env", "libero", "--policy",
+    cmd = [PYTHON, "-m", "recap_data.cli.main", "--root", str(store.root), "rollout", "--env", "libero", "--policy",
            "random", "--out", "iter1", "--episodes", "2", "--max-steps", "2"]
     proc = subprocess.run(cmd, env={**os.environ, FAILPOINT_ENV: "after_episode:1"}, capture_output=True,
                           timeout=300)
@@ -114,7 +114,7 @@ def test_ctrl_c_leaves_no_shard_and_no_staging(store, make_shard):
     import time
 
     make_shard("base")
-    cmd = [PYTHON, "-m", "recap_data.cli", "--root", str(store.root), "rollout", "--env", "libero", "--policy",
+    cmd = [PYTHON, "-m", "recap_data.cli.main", "--root", str(store.root), "rollout", "--env", "libero", "--policy",
            "random", "--out", "iter1", "--episodes", "3", "--max-steps", "300"]
     # a shell that starts pytest in the background ignores SIGINT, and children inherit that: restore Ctrl-C
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -128,7 +128,7 @@ def test_ctrl_c_leaves_no_shard_and_no_staging(store, make_shard):
 
 
 def test_params_task_may_be_a_number(tmp_path):
-    from recap_data.params import load_config
+    from recap_data.config import load_config
 
     params = tmp_path / "params.yaml"
     params.write_text("rollout:\n  task: 8\n  episodes: 3\n")

@@ -6,10 +6,10 @@ import pytest
 from conftest import mix, run_cli, tiny_config
 
 from recap_data import RecapError
-from recap_data.demo_data import make_demo_data
-from recap_data.schema import OUTCOME_FEATURES, POLICY_PREFIXES
-from recap_data.store import ShardStore
-from recap_data.verify import verify_shard
+from recap_data.data.demo_data import make_demo_data
+from recap_data.store.schema import OUTCOME_FEATURES, POLICY_PREFIXES
+from recap_data.store.store import ShardStore
+from recap_data.store.verify import verify_shard
 
 
 def test_shard_is_a_loadable_lerobot_v3_dataset_with_manifest(store, make_shard):
@@ -50,7 +50,7 @@ def test_demo_data_is_deterministic_for_a_seed(tmp_path):
 
 
 def test_demo_data_follows_the_mix_and_records_each_episode(store, make_shard):
-    from recap_data.db import connect
+    from recap_data.store.db import connect
 
     m = make_shard("base", episodes=12, max_steps=30, **mix(0.5))
     rows = connect(store.root).sql("SELECT success, length FROM episodes ORDER BY episode_index").fetchall()
@@ -135,7 +135,7 @@ def test_root_comes_from_the_environment(store, make_shard, monkeypatch):
     monkeypatch.setenv("RECAP_DATA_ROOT", str(store.root))
     from click.testing import CliRunner
 
-    from recap_data.cli import cli
+    from recap_data.cli.main import cli
 
     res = CliRunner().invoke(cli, ["shards", "list", "--json"])
     assert json.loads(res.output)[0]["shard"] == "base"

@@ -8,17 +8,17 @@ import pytest
 import torch
 from conftest import mix, run_cli
 
+from recap_data.data.frames import holdout_mask, load_frames, mixture_weights, parse_mixture
 from recap_data.errors import RecapError
-from recap_data.frames import holdout_mask, load_frames, mixture_weights, parse_mixture
-from recap_data.returns import RewardConfig
-from recap_data.train_value import ValueTrainConfig, train_value
-from recap_data.value_model import (
+from recap_data.train.tokenizer import tiny_tokenizer
+from recap_data.value.model import (
     TextEncoder,
     ValueModelConfig,
     build_value_model,
     load_value_checkpoint,
-    tiny_tokenizer,
 )
+from recap_data.value.returns import RewardConfig
+from recap_data.value.train import ValueTrainConfig, train_value
 
 QUICK = ValueTrainConfig(steps=4, batch_size=8, warmup_steps=1, log_every=2, num_workers=0, holdout_fraction=0.3)
 
@@ -147,8 +147,8 @@ def test_tiny_value_model_learns_the_embedded_data(tmp_path):
     the frames (distance to the goal). With failures in the mix the outcome is mostly hidden until
     late, and no model beats the constant by much (README, "Does RECAP work?").
     """
-    from recap_data.demo_data import DemoDataConfig, make_demo_data
-    from recap_data.store import ShardStore
+    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.store.store import ShardStore
 
     store = ShardStore(tmp_path / "data")
     make_demo_data(store, DemoDataConfig(episodes=60, tasks=2, max_steps=60, image_size=32, expert=1.0, poor=0.0,
@@ -172,8 +172,9 @@ def test_data_parallel_run_with_two_processes(store, two_shards, tmp_path):
 
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli", "--root", str(store.root), "train", "value",
-           "--shard", "base,more", "--out", str(out), "--steps", "3", "--batch-size", "4", "--warmup-steps", "1"]
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "train",
+           "value", "--shard", "base,more", "--out", str(out), "--steps", "3", "--batch-size", "4",
+           "--warmup-steps", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote value checkpoint") == 1  # only the main process reports and writes

@@ -4,11 +4,11 @@ import gymnasium
 import numpy as np
 import pytest
 
-from recap_data.demo_data import DemoDataConfig, make_demo_data
-from recap_data.demonstrators import KINDS, SUCCESS_KINDS, demonstrate
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.errors import RecapError
-from recap_data.schema import ACTION_KEY, AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
-from recap_data.world import ENV_ID, INIT_STATES, TRAIN_INIT_STATES, WorldBatch, WorldConfig, init_state
+from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
+from recap_data.world.demonstrators import KINDS, SUCCESS_KINDS, demonstrate
+from recap_data.world.env import ENV_ID, INIT_STATES, TRAIN_INIT_STATES, WorldBatch, WorldConfig, init_state
 
 
 def replay(cfg: WorldConfig, init: int, actions: np.ndarray) -> tuple[list[dict], bool, bool]:
@@ -78,7 +78,7 @@ def test_each_demonstrator_kind_has_its_outcome_and_poor_successes_take_longer()
 def test_gymnasium_api_and_an_expert_reaches_success():
     from gymnasium.utils.env_checker import check_env
 
-    env = gymnasium.make(f"recap_data.world:{ENV_ID}", task=8, image_size=32)
+    env = gymnasium.make(f"recap_data.world.env:{ENV_ID}", task=8, image_size=32)
     check_env(env.unwrapped, skip_render_check=True)
     obs, info = env.reset(seed=0, options={"init_state": 5})
     assert info["init_state"] == 5 and obs[AGENTVIEW_KEY].shape == (32, 32, 3) and obs[STATE_KEY].shape == (8,)

@@ -1,0 +1,1 @@
+"""The `recap-data` command line: each command is a few lines over a library function."""

@@ -1,0 +1,133 @@
+"""The label-set verbs of `recap-data`: label, relabel, report, export (registered in cli.py)."""
+
+from pathlib import Path
+
+import click
+
+from recap_data.config import (
+    Bounded,
+    InputDir,
+    InputFile,
+    OutputDir,
+    OutputFile,
+    Range,
+    build_config,
+    config_options,
+    load_config,
+    pick,
+    read_section,
+)
+from recap_data.labels.labelset import LabelConfig
+from recap_data.store.store import ShardStore
+from recap_data.value.returns import RewardConfig
+
+
+@click.command("label")
+@click.option("--value-ckpt", type=InputDir, required=True, help="Value checkpoint to score frames.")
+@click.option("--shard", "shards", multiple=True, required=True, help="Shard to label (repeat or comma-separate).")
+@click.option("--out", "name", required=True, help="Name of the new label set (under <root>/labels/).")
+@click.option("--params", type=InputFile,
+              help="params.yaml to read the `label` and `reward` sections from (options override it).")
+@click.option("--metrics", type=OutputFile,
+              help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
+@click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
+@config_options(LabelConfig)
+@config_options(RewardConfig)
+@click.pass_obj
+def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, metrics: Path | None,
+              force: bool, **options):
+    """Run the value model over every frame and write a label set (return, value, advantage, indicator)."""
+    from recap_data.data.frames import shard_ids
+    from recap_data.labels.infer import label
+    from recap_data.value.model import checkpoint_reward
+
+    cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig))
+    given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
+             **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
+    reward = build_config(RewardConfig, "reward", {**checkpoint_reward(value_ckpt).to_dict(), **given},
+                          str(params) if params else "command line")
+    m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, force=force)
+    if m is not None:
+        _label_metrics(m, metrics)
+        click.echo(_label_summary(m))
+
+
+def _label_metrics(m, path: Path | None) -> None:
+    """A label set's thresholds as a small metrics JSON (for `dvc metrics show`)."""
+    if path is None:
+        return
+    from recap_data.io import write_json
+
+    write_json(path, {"label_set": m.name, "frames": m.frames, "positive_fraction": round(m.positive_fraction, 4),
+                      "per_task": {t: {"epsilon": round(v["epsilon"], 6), "positive_fraction":
+                                       round(v["positive_fraction"], 4)} for t, v in m.per_task.items()}})
+
+
+@click.command("relabel")
+@click.argument("source")
+@click.option("--out", "name", required=True, help="Name of the new label set.")
+@click.option("--params", type=InputFile,
+              help="params.yaml to read the `label` section from (default: the source's label params).")
+@click.option("--n-steps", type=Bounded(int, Range(1)), help="Look-ahead N of the advantage (default: the source's).")
+@click.option("--metrics", type=OutputFile,
+              help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
+@click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
+@config_options(LabelConfig, skip=("batch_size",))
+@click.pass_obj
+def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, n_steps: int | None,
+                metrics: Path | None, force: bool, **options):
+    """Write a new label set from SOURCE's stored values with other label params; no model run."""
+    from recap_data.labels.relabel import relabel
+
+    from_file = {k: v for k, v in read_section(params, "label", required=False).items()
+                 if k != "batch_size"}  # batch_size is value inference's, which relabel does not run
+    overrides = {**from_file, **{k: v for k, v in pick(options, LabelConfig).items() if v is not None}}
+    m = relabel(store, source, name, overrides, n_steps=n_steps, force=force)
+    _label_metrics(m, metrics)
+    click.echo(_label_summary(m))
+
+
+@click.command("report")
+@click.argument("labels")
+@click.option("--out", type=OutputDir,
+              help="Directory for the report (default: reports/LABELS); an earlier report there is replaced.")
+@click.option("--bins", type=Bounded(int, Range(1, 1000)), default=40, show_default=True,
+              help="Advantage histogram bins.")
+@click.option("--episodes", type=Bounded(int, Range(0, 1000)), default=3, show_default=True,
+              help="Successful and failed episodes each in the value curves.")
+@click.pass_obj
+def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int):
+    """Per-task epsilon, positive fraction, advantage quantiles and start values; histograms and value curves."""
+    from recap_data.labels.report import report
+
+    out = out or Path("reports") / labels
+    result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes)
+    click.echo(f"{'task':60s} {'epsilon':>9s} {'positive':>9s} {'V0 succ':>8s} {'V0 fail':>8s}")
+    for task, r in result["per_task"].items():
+        v0s, v0f = (f"{v:8.3f}" if v is not None else f"{'-':>8s}" for v in
+                    (r["start_value_success"], r["start_value_failure"]))
+        click.echo(f"{task[:60]:60s} {r['epsilon']:9.4f} {r['positive_fraction']:9.3f} {v0s} {v0f}")
+    click.echo(f"wrote report {out}: summary.json, per_task.csv, advantage_histogram.csv/.png, value_curves.csv/.png")
+
+
+@click.command("export")
+@click.argument("labels")
+@click.option("--out", type=OutputDir, required=True,
+              help="Directory of the LeRobot v3 dataset to write.")
+@click.option("--force", is_flag=True, help="Replace an existing directory at --out (atomically).")
+@click.pass_obj
+def export_cmd(store: ShardStore, labels: str, out: Path, force: bool):
+    """Write the label set's shards as one LeRobot v3 dataset with the label columns added."""
+    from recap_data.labels.export import export
+
+    export(store, labels, out, force=force)
+    click.echo(f"wrote LeRobot dataset {out} (label set {labels}); load it with LeRobotDataset(repo_id, root='{out}')")
+
+
+def _label_summary(m) -> str:
+    eps = ", ".join(f"{s['positive_fraction']:.3f}" for s in m.per_task.values())
+    return (f"wrote label set {m.name}: {m.frames} frames, {m.positive_fraction:.3f} positive "
+            f"(target {m.label['positive_fraction']}; per task {eps}), {m.digest[:19]}")
+
+
+LABEL_COMMANDS = [label_cmd, relabel_cmd, report_cmd, export_cmd]

@@ -1,0 +1,187 @@
+"""Atomic writes: files (JSON and CSV writers too) and output directories (checkpoints, label
+sets, exports, reports), one cleaner of what dead writers leave, and the failpoints that test them.
+
+A file is written to a temporary sibling, fsynced and renamed over the target.
+
+An output is built in a hidden sibling `.<name>.tmp.<pid>.<token>`, then put into place, so a
+reader never sees half of one. An existing output is never overwritten unless `force`: then
+the new directory and the old one trade places in one renameat2(RENAME_EXCHANGE) (Linux), so
+the name always holds a whole output, and the old one, now at the staging name, is removed.
+Where the exchange is not available, the old output is renamed aside to `.<name>.old.<pid>.
+<token>` first; if the writer dies between the two renames, the next cleaner of that folder
+puts the aside copy back. Readers skip every hidden name, so staging is never listed.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+from recap_data.errors import RecapError
+
+# Testing hooks. RECAP_DATA_FAILPOINT=<name> makes the process SIGKILL itself at that point
+# (writer: after_episode:N, after_finalize, after_verify, after_manifest; any atomic
+# directory: before_rename, after_exchange, and without the exchange between_renames and
+# after_renames), to prove crash safety. RECAP_DATA_NO_EXCHANGE=1 takes the two-rename path.
+FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"
+NO_EXCHANGE_ENV = "RECAP_DATA_NO_EXCHANGE"
+# What a writer leaves while it runs: <name>.tmp.<pid>[.<token>] (staging, optionally hidden) and
+# .<name>.old.<pid>.<token> (an old output moved aside by the two-rename fallback).
+STAGING_RE = re.compile(r"^\.?(?P<name>.+)\.(?P<kind>tmp|old)\.(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def failpoint(name: str) -> None:
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory, fsync, rename (parents made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """atomic_write_bytes for text (UTF-8)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(directory: Path) -> list[Path]:
+    """Remove what dead writers left in `directory`: staging, which never holds the only copy
+    of committed data, and aside copies, which are put back where their name is missing."""
+    removed = []
+    if not Path(directory).is_dir():
+        return removed
+    for p in Path(directory).iterdir():
+        m = STAGING_RE.match(p.name)
+        if not m or pid_alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not (p.parent / m["name"]).exists():
+            try:
+                os.rename(p, p.parent / m["name"])  # the writer died between its two renames
+                continue
+            except OSError:
+                pass  # another cleaner restored it first
+        _remove(p)
+        removed.append(p)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    if os.environ.get(NO_EXCHANGE_ENV) == "1":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False  # not glibc/Linux
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a file system or kernel without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def put_in_place(staging: Path, target: Path, force: bool, what: str, aside: Path) -> None:
+    """Make the directory `staging` the one at `target`; with `force` an existing `target` is
+    replaced with no moment where the name is missing (see the module doc)."""
+    try:
+        os.rename(staging, target)  # no output there (an empty directory is replaced too)
+        fsync_dir(target.parent)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        if not force:
+            raise RecapError(f"{target}: {what} was written by another process meanwhile; choose another path "
+                             "or pass --force to replace it") from None
+    if _exchange(staging, target):
+        fsync_dir(target.parent)
+        failpoint("after_exchange")
+        _remove(staging)  # the old output
+        return
+    os.rename(target, aside)
+    failpoint("between_renames")
+    os.rename(staging, target)
+    fsync_dir(target.parent)
+    failpoint("after_renames")
+    _remove(aside)
+
+
+def refuse_existing(target: Path, force: bool, what: str = "output") -> None:
+    """An existing output is an error unless `force` (call it before long work, too)."""
+    if Path(target).exists() and not force:
+        raise RecapError(f"{target}: {what} already exists; choose another path or pass --force to replace it")
+
+
+@contextmanager
+def atomic_directory(target: Path, force: bool = False, what: str = "output"):
+    """Yield a temporary directory that becomes `target` when the block finishes without error."""
+    target = Path(target)
+    refuse_existing(target, force, what)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent)
+    suffix = f"{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = target.parent / f".{target.name}.tmp.{suffix}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        failpoint("before_rename")
+        put_in_place(tmp, target, force, what, aside=target.parent / f".{target.name}.old.{suffix}")
+    finally:
+        _remove(tmp)
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as CSV text with a header; columns default to the first row's keys."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

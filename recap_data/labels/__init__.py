@@ -1,0 +1,1 @@
+"""Label sets: the advantage math, labeling with a value model, relabel, report, export."""

@@ -1,0 +1,129 @@
+"""Label sets: the advantage math, and the versioned directories that hold the labels.
+
+    <root>/labels/<name>/
+      manifest.json          value checkpoint digest, shard digests, reward and label params,
+                             epsilon and realised positive fraction per task, counts, time
+      tables/<shard>.parquet one row per frame, keyed by (shard, episode_index, frame_index)
+
+Label columns (no `observation.`/`action` prefix, so no LeRobot policy takes them as inputs):
+reward, mc_return, return_norm, return_bin, nstep_return, value = V(o_t), value_next =
+V(o_{t+N}) (0 when t+N >= T), advantage A_t = nstep_return + value_next - value (float64),
+epsilon (the frame's threshold) and indicator = A_t > epsilon, always true on interventions.
+A label set is written once, atomically; --force replaces it atomically; it is never edited.
+"""
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from recap_data.config import Count, Float, check_fields
+from recap_data.errors import RecapError
+from recap_data.io import atomic_directory, write_json
+from recap_data.store import paths
+from recap_data.store.label_sets import KEY, LABEL_COLUMNS, LabelManifest, label_set_path
+from recap_data.store.store import ShardStore, validate_shard_id
+from recap_data.train.checkpoint import directory_digest
+from recap_data.value.returns import RewardConfig, compute_returns
+
+THRESHOLDS = ("per_task", "global")
+
+
+@dataclass
+class LabelConfig:
+    """Labeling (params.yaml section `label`)."""
+
+    positive_fraction: Float(0, 1, low_open=True, high_open=True) = 0.3  # target fraction of frames with A_t > epsilon
+    threshold: str = "per_task"  # per_task: one epsilon per task (the paper); global: one over all frames
+    batch_size: Count = 64  # frames per value-model batch (label only; relabel runs no model)
+
+    def validate(self) -> "LabelConfig":
+        check_fields(self, "label")
+        if self.threshold not in THRESHOLDS:
+            raise RecapError(f"label: field 'threshold' = {self.threshold!r} is invalid: use one of "
+                             f"{', '.join(THRESHOLDS)}")
+        return self
+
+
+def add_advantages(frames: pd.DataFrame, n_steps: int) -> pd.DataFrame:
+    """value_next and advantage for frames sorted by episode and frame, with value and nstep_return."""
+    t = frames["frame_index"].to_numpy(np.int64)
+    ahead = t + n_steps < frames["length"].to_numpy(np.int64)  # o_{t+N} exists in the episode
+    value = frames["value"].to_numpy(np.float64)
+    rows = np.arange(len(frames))
+    # Rows of an episode are contiguous and in frame order, so o_{t+N} is row + N when it exists.
+    value_next = np.where(ahead, value[np.minimum(rows + n_steps, len(frames) - 1)], 0.0)
+    advantage = frames["nstep_return"].to_numpy(np.float64) + value_next - value
+    return frames.assign(value_next=value_next, advantage=advantage)
+
+
+def threshold(advantages: np.ndarray, fraction: float) -> float:
+    """epsilon with round(fraction * n) advantages strictly above it (exactly, unless values tie)."""
+    ordered = np.sort(advantages)[::-1]  # descending
+    k = int(round(fraction * len(ordered)))
+    if k == 0:
+        return float(ordered[0])
+    if k >= len(ordered):
+        return float(np.nextafter(ordered[-1], -np.inf))
+    return float((ordered[k - 1] + ordered[k]) / 2)
+
+
+def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
+                 normalizers: dict[str, float]) -> tuple[pd.DataFrame, dict]:
+    """Label rows and per-task statistics from frames with keys, task, success, is_intervention, value."""
+    cfg.validate()
+    bad = ~np.isfinite(frames["value"].to_numpy(np.float64))
+    if bad.any():
+        row = frames[bad].iloc[0]
+        raise RecapError(f"shard {row['shard']}: episode {row['episode_index']} frame {row['frame_index']} has value "
+                         f"{row['value']}; the value model produced NaN or infinity ({int(bad.sum())} frames)")
+    out, _ = compute_returns(frames, reward, normalizers)
+    out = add_advantages(out, reward.n_steps)
+    advantage = out["advantage"].to_numpy()
+    codes, tasks = pd.factorize(out["task"], sort=True)  # (F,) task code per frame
+    groups = codes if cfg.threshold == "per_task" else np.zeros(len(out), np.int64)
+    # One sort by (group, advantage) instead of a pandas group loop: each group is a slice.
+    order = np.lexsort((advantage, groups))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(groups))])
+    epsilon_of = np.array([threshold(advantage[order[lo:hi]], cfg.positive_fraction)
+                           for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    eps = epsilon_of[groups]  # (F,)
+    intervention = out["is_intervention"].to_numpy(bool)
+    indicator = (advantage > eps) | intervention
+    out = out.assign(epsilon=eps, indicator=indicator)
+    n = len(tasks)
+    frames_per = np.bincount(codes, minlength=n)
+    positives = np.bincount(codes, weights=indicator, minlength=n)
+    episodes_per = np.bincount(codes[out["frame_index"].to_numpy() == 0], minlength=n)  # frame 0: once per episode
+    interventions = np.bincount(codes, weights=intervention, minlength=n)
+    task_eps = epsilon_of if cfg.threshold == "per_task" else np.full(n, epsilon_of[0])
+    per_task = {str(task): {"epsilon": float(task_eps[i]), "positive_fraction": float(positives[i] / frames_per[i]),
+                            "target": cfg.positive_fraction, "frames": int(frames_per[i]),
+                            "episodes": int(episodes_per[i]), "interventions": int(interventions[i])}
+                for i, task in enumerate(tasks)}
+    return out[LABEL_COLUMNS], per_task
+
+
+def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task: dict, *, value_checkpoint: dict,
+                    shards: list[dict], reward: RewardConfig, cfg: LabelConfig, normalizers: dict,
+                    parent: dict | None = None, force: bool = False) -> LabelManifest:
+    """Write the tables and the manifest into a temporary directory, then rename it into place."""
+    counts = labels.groupby("shard").size()
+    for s in shards:  # every frame of every input shard has exactly one row
+        if counts.get(s["id"], 0) != s["frames"] or labels.duplicated(KEY).any():
+            raise RecapError(f"label set {name}: shard {s['id']} has {counts.get(s['id'], 0)} label rows for "
+                             f"{s['frames']} frames; nothing was written")
+    target = label_set_path(store, validate_shard_id(name, "label set name"))
+    with atomic_directory(target, force=force, what="label set") as tmp:
+        tables = tmp / paths.LABEL_TABLES_DIR
+        tables.mkdir()
+        for shard, rows in labels.groupby("shard", sort=True):
+            rows.to_parquet(tables / f"{shard}.parquet", index=False)
+        manifest = LabelManifest(
+            name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), value_checkpoint=value_checkpoint,
+            shards=shards, reward=reward.to_dict(), label=asdict(cfg), return_normalizers=normalizers,
+            per_task=per_task, frames=len(labels), positive_fraction=float(labels["indicator"].mean()),
+            parent=parent, digest=directory_digest(tables))
+        write_json(tmp / paths.MANIFEST, asdict(manifest))
+    return manifest

@@ -1,0 +1,1 @@
+"""What the DVC pipeline adds on top of the commands: the per-iteration summary."""

@@ -1,0 +1,186 @@
+"""`recap-data train policy`: advantage-conditioned fine-tuning of pi0 (LeRobot 0.6.1) on shards.
+
+The RECAP parts live here and in conditioning.py; the model, its processors and its loss are
+LeRobot's. Each sample's task string gets the indicator text ("Advantage: positive/negative")
+before pi0's preprocessor runs (it drops unknown keys), under a mode:
+  on      every frame positive (the SFT stage)
+  use     the label set's indicator (intervention frames always positive)
+  ignore  the task alone
+and indicator dropout leaves it out for a fraction of samples (the unconditional model that
+classifier-free guidance needs). Frames are drawn by an episode-aware weighted sampler over the
+shard mixture. `--init CKPT` continues from a checkpoint (RECAP restarts each iteration from the
+SFT policy). One process by default; `accelerate launch -m recap_data.cli.main train policy ...`
+runs data-parallel (bf16 on GPU). The checkpoint layout is in policy.py.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
+from recap_data.errors import RecapError
+from recap_data.io import refuse_existing
+from recap_data.store.store import ShardStore
+from recap_data.train.checkpoint import write_training_run
+
+# torch, LeRobot and transformers (and conditioning, which needs torch) are imported inside
+# functions: the CLI builds its options from PolicyTrainConfig and must start fast.
+MODES = ("on", "use", "ignore")  # conditioning.MODES; a test checks they agree
+
+
+@dataclass
+class PolicyTrainConfig:
+    """pi0 policy model and training (params.yaml section `policy`)."""
+
+    size: str = "tiny"  # tiny: a ~0.3M-parameter pi0 with random weights, for CPU; real: pi0 from pretrained_path
+    pretrained_path: str | None = None  # real: local copy of lerobot/pi0_base (config.json, model.safetensors)
+    tokenizer_path: str | None = None  # real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)
+    indicator_mode: str = "use"  # on: every frame positive (SFT); use: the label set's indicator; ignore: none
+    indicator_dropout: Float(0, 1, high_open=True) = 0.3  # share of samples without the indicator (paper: 0.3)
+    successes_only: bool = False  # filtered BC: draw training frames from successful episodes only
+    steps: Count = 200  # optimizer steps
+    batch_size: Count = 8  # samples per step and process
+    lr: Positive = 1e-3  # peak AdamW learning rate (tiny; pi0's own fine-tuning uses 2.5e-5)
+    weight_decay: NonNegative = 0.01  # AdamW weight decay
+    warmup_steps: Natural = 10  # linear warm-up steps, then cosine decay
+    grad_clip_norm: Positive = 1.0  # gradient norm clip (pi0's default)
+    chunk_size: Count = 10  # actions predicted per sample (pi0: 50)
+    n_action_steps: Count = 10  # actions executed per predicted chunk at inference
+    num_inference_steps: Count = 10  # Euler denoising steps at inference
+    image_size: Int(8, 1024) = 32  # tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)
+    tokenizer_max_length: Count = 48  # prompt limit in tokens; a longer prompt is an error, never cut
+    preload_mb: Natural = 4096  # decode all camera frames into memory once when they fit in this many MB
+    num_workers: Natural = 0  # DataLoader worker processes
+    log_every: Count = 10  # steps per row of loss.csv
+    seed: Seed = 0  # seeds the model, the sampler and the indicator dropout
+    bf16: bool = True  # bf16 mixed precision on GPU (CPU trains in float32)
+
+    def validate(self) -> "PolicyTrainConfig":
+        check_fields(self, "policy")
+        if self.size not in ("tiny", "real"):
+            raise RecapError(f"policy: field 'size' = {self.size!r} is invalid: use tiny or real")
+        if self.indicator_mode not in MODES:
+            raise RecapError(f"policy: field 'indicator_mode' = {self.indicator_mode!r} is invalid: use one of "
+                             f"{', '.join(MODES)}")
+        if self.n_action_steps > self.chunk_size:
+            raise RecapError(f"policy: field 'n_action_steps' = {self.n_action_steps} is over chunk_size "
+                             f"{self.chunk_size}; lower it")
+        if self.size == "tiny" and self.image_size % 8:
+            raise RecapError(f"policy: field 'image_size' = {self.image_size} is invalid: use a multiple of 8")
+        return self
+
+
+def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: str | None, out: Path,
+                 cfg: PolicyTrainConfig, init: Path | None = None, metrics_path: Path | None = None,
+                 loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
+    """Train (or continue from `init`) a pi0 policy; write the checkpoint to `out`; return its metrics."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from torch.utils.data import DataLoader
+
+    from recap_data.data.frames import preload_cameras
+    from recap_data.policy import pi0_compat
+    from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
+    from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
+    from recap_data.policy.model import (
+        RecapPolicy,
+        build_policy,
+        build_tokenizer,
+        check_prompt_lengths,
+        policy_features,
+        save_policy,
+    )
+    from recap_data.store.schema import camera_keys
+    from recap_data.train.loop import LossLog, lr_schedule
+
+    cfg.validate()
+    out = Path(out)
+    refuse_existing(out, force, "policy checkpoint")  # before training, not after
+    data = load_policy_data(store, mixture, labels, cfg.indicator_mode)
+    gpu = torch.cuda.is_available()
+    # pi0 never uses its lm_heads nor the VLM's last layer after attention (the action expert reads
+    # the keys and values only): DDP must be told, as lerobot-train does.
+    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if cfg.bf16 and gpu else "no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(cfg.seed)
+    features = store.manifest(next(iter(data.mixture))).features
+    tasks = sorted(data.frames["task"].unique())
+    if init is not None:
+        ckpt = RecapPolicy.load(init, str(accelerator.device))
+        policy, tokenizer, pre = ckpt.policy, ckpt.tokenizer, ckpt.preprocessor
+        post, init_info = ckpt.postprocessor, {"path": str(init), "digest": ckpt.digest}
+        inputs, outputs = policy_features(features)
+        have = {k: tuple(v.shape) for k, v in {**policy.config.input_features, **policy.config.output_features}.items()}
+        want = {k: tuple(v.shape) for k, v in {**inputs, **outputs}.items()}
+        if have != want:
+            raise RecapError(f"{init}: the policy takes {have}; the shards have {want}")
+    else:
+        policy = build_policy(cfg, features)
+        policy.config.device = str(accelerator.device)
+        tokenizer = build_tokenizer(cfg.size, tasks, cfg.tokenizer_path, cfg.tokenizer_max_length)
+        pre, post = pi0_compat.pi0_processors(policy.config, dataset_stats(store, data), tokenizer)
+        init_info = None
+    check_prompt_lengths(tokenizer, tasks, policy.config.tokenizer_max_length)  # before any training
+
+    cameras = camera_keys(features)
+    preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process)
+    dataset = PolicyFrames(store, data, cameras, policy.config.chunk_size, preloaded)
+    episodes = data.successful_episodes() if cfg.successes_only else data.episodes
+    sampler = WeightedEpisodeSampler(episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size,
+                                     seed=cfg.seed, rank=accelerator.process_index, world=accelerator.num_processes,
+                                     sizes=data.frames.groupby("shard", sort=False).size().to_dict())
+    # The loader is not passed to accelerator.prepare: the sampler already splits draws by rank.
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        drop_last=True)
+    prompts = IndicatorPrompts(cfg.indicator_mode, cfg.indicator_dropout,
+                               seed=cfg.seed * 7919 + accelerator.process_index)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.steps, cfg.warmup_steps))
+    model, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
+
+    model.train()
+    losses, started = LossLog(cfg.steps, cfg.log_every, "training policy",
+                              progress and accelerator.is_main_process), time.perf_counter()
+    for step, batch in enumerate(loader, start=1):
+        batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
+        batch = pre({k: v for k, v in batch.items() if k not in ("indicator", "is_intervention")})
+        with accelerator.autocast():
+            loss, _ = model(batch)
+        if not torch.isfinite(loss):
+            raise RecapError(f"policy training diverged at step {step} (loss {loss.item()}); lower policy.lr")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.add(step, loss.item(), scheduler.get_last_lr()[0])
+    losses.close()
+    wall = time.perf_counter() - started
+
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:  # the main process writes the checkpoint
+        return {}
+    policy = accelerator.unwrap_model(model)
+    samples = cfg.steps * cfg.batch_size * accelerator.num_processes
+    seen = sum(prompts.counts.values())
+    metrics = {"steps": cfg.steps, "samples": samples, "frames": len(data.frames), "wall_s": round(wall, 2),
+               "steps_per_s": round(cfg.steps / wall, 2), "samples_per_s": round(samples / wall, 1),
+               "first_loss": losses.rows[0]["train_loss"], "final_loss": losses.rows[-1]["train_loss"],
+               "prompt_fractions": {k: round(v / seen, 4) for k, v in prompts.counts.items()},  # this process's samples
+               "parameters": sum(p.numel() for p in policy.parameters())}
+    provenance = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "shards": [{"id": s, "digest": data.digests[s], "weight": w} for s, w in data.mixture.items()],
+        "label_set": data.label_set, "init": init_info, "indicator_mode": cfg.indicator_mode,
+        "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only,
+        "steps": cfg.steps, "processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision, "size": cfg.size, "config": asdict(cfg),
+    }
+    policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device
+    write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics,
+                       losses.rows, what="policy checkpoint", force=force, metrics_path=metrics_path,
+                       loss_path=loss_path)
+    return metrics

@@ -1,0 +1,1 @@
+"""Policies in simulation: LIBERO, the embedded world's batched episodes, rollouts and evaluation."""

@@ -1,0 +1,114 @@
+"""`recap-data eval`: a policy's success rate, with its 95% Wilson interval, on held-out episodes.
+
+Nothing is recorded. In the embedded world the episodes start from held-out initial states
+(world.SPLITS: `validation`, 100-199, for the pipeline and development; `test`, 200-299, for the
+benchmark alone; no demonstration or rollout uses either) and their seeds start at
+EVAL_SEED_OFFSET (rollout seeds stay below it), so an evaluation never replays a training
+episode. LIBERO has only its 50 official initial states per task: rollouts and evaluation share
+them, with disjoint seeds.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from recap_data.config import Count
+from recap_data.errors import RecapError
+from recap_data.sim.rollout import (
+    EVAL_SEED_OFFSET,
+    POLICY_FIX,
+    RANDOM,
+    RolloutConfig,
+    check_policy,
+    plan_episodes,
+    policy_config,
+    policy_source,
+    resolve_env,
+    run_episodes,
+)
+from recap_data.store.schema import AGENTVIEW_KEY
+from recap_data.store.store import ShardStore
+
+Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
+
+
+@dataclass
+class EvalConfig(RolloutConfig):
+    """Evaluation episodes (params.yaml section `eval`); the fields are rollout's."""
+
+    episodes: Count = 100  # evaluation episodes (at least 100 for an interval narrower than about +-10 points)
+    split: str = "validation"  # embedded: held-out initial states, validation (100-199) or test (200-299)
+
+    command = "eval"
+
+    def validate(self) -> "EvalConfig":
+        super().validate()
+        if self.split not in ("validation", "test"):
+            raise RecapError(f"eval: option --split = {self.split!r} is invalid: use validation or test")
+        return self
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default)."""
+    if n < 1:
+        raise RecapError("eval: no episodes; use --episodes 1 or more")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def policy_image_size(policy: str) -> int | None:
+    """The camera size a policy checkpoint was trained on (None for the random policy)."""
+    if policy == RANDOM:
+        return None
+    try:
+        return int(policy_config(policy)["input_features"][AGENTVIEW_KEY]["shape"][1])
+    except KeyError as e:
+        raise RecapError(f"--policy {policy}: config.json has no camera {e}; {POLICY_FIX}") from None
+
+
+def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_path: Path | None = None,
+             progress: bool = True) -> dict:
+    """Run cfg.episodes held-out episodes of `policy`; returns (and writes) the metrics."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from recap_data.io import write_json
+
+    cfg.validate()
+    manifests = store.manifests() if store is not None else []
+    if manifests:
+        image_size = int(manifests[0].features[AGENTVIEW_KEY]["shape"][0])
+    else:
+        image_size = policy_image_size(policy) or 64
+    provenance = check_policy(policy, image_size)  # before the simulator starts
+    env = resolve_env(cfg, manifests, image_size, "eval", split=cfg.split)
+    plans = plan_episodes(cfg, env.init_states, env.first_state, seed_offset=EVAL_SEED_OFFSET)
+    started, lengths, successes = time.perf_counter(), [], 0
+    with ExitStack() as stack:
+        episodes = run_episodes(stack, env, policy, cfg.guidance, plans, cfg.workers, keep_frames=False)
+        bar = stack.enter_context(tqdm(total=len(plans), desc=f"eval {env.env}/{env.task_id}", unit="ep",
+                                       disable=not progress))
+        for episode in episodes:
+            lengths.append(episode["length"])
+            successes += int(episode["success"])
+            bar.update(1)
+            bar.set_postfix(success=f"{successes}/{bar.n}")
+    n = len(plans)
+    low, high = wilson_interval(successes, n)
+    mean_length = sum(lengths) / n
+    metrics = {"policy": policy_source(policy, provenance), "env": env.env, **env.source, "task": env.language,
+               "guidance": cfg.guidance, "episodes": n, "successes": successes, "success_rate": successes / n,
+               "success_ci95": [round(low, 4), round(high, 4)], "mean_episode_length": round(mean_length, 2),
+               "std_episode_length": round((sum((x - mean_length) ** 2 for x in lengths) / n) ** 0.5, 2),
+               "init_states": [env.first_state, env.first_state + env.init_states - 1],
+               "seeds": [plans[0]["seed"], plans[-1]["seed"]], "wall_s": round(time.perf_counter() - started, 2),
+               "config": asdict(cfg)}
+    if metrics_path:
+        write_json(Path(metrics_path), metrics)
+    return metrics
+

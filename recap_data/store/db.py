@@ -1,0 +1,173 @@
+"""DuckDB over the shard store: `connect(root)` is the one entry point.
+
+TEMP views (created per connection, absolute paths, so nothing stale is ever stored):
+  shards    one row per committed shard (from manifests)
+  tasks     (shard, task_index, task)
+  frames    every scalar and vector column of every frame, plus shard and task; no image bytes
+  episodes  (shard, kind, episode_index, task, length, success, interventions, ...)
+  label_sets      one row per committed label set (from manifests)
+With `labels=NAME`, also:
+  labels          the label rows of that label set (see recap_data/labels/labelset.py for the columns)
+  labeled_frames  frames joined with those labels on (shard, episode_index, frame_index)
+Only committed shards and label sets are read (directories with a manifest), never a
+writer's temporary files.
+"""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import duckdb
+
+from recap_data.errors import RecapError
+from recap_data.store.label_sets import KEY, label_set_names, label_set_path, read_manifest
+from recap_data.store.schema import image_columns
+from recap_data.store.store import ShardStore, paths
+
+OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
+SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"
+LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
+
+
+@contextlib.contextmanager
+def unreadable(where: str, fix: str):
+    """A damaged parquet file (DuckDB's or Arrow's error) as one line naming it and the fix."""
+    import pyarrow
+
+    try:
+        yield
+    except (duckdb.Error, pyarrow.ArrowException, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise RecapError(f"{where}: unreadable data ({reason}); {fix}") from None
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
+
+
+def _shard_of(column: str) -> str:
+    # Greedy '.*' takes the last '/shards/<id>/', whatever the data root's own path holds.
+    return f"regexp_extract({column}, '.*/{paths.SHARDS_DIR}/([^/]+)/', 1)"
+
+
+def connect(root: str | os.PathLike | None = None, database: str = ":memory:",
+            labels: str | None = None, label_sets: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views, and a label set's when `labels` names one (see module doc).
+    label_sets=False leaves out the label_sets table, so that readers of frames alone never read
+    (or fail on) a label set's manifest."""
+    store = ShardStore(root)
+    con = duckdb.connect(database)
+    with unreadable(str(store.shards_dir), SHARD_FIX):
+        _store_views(con, store)
+    if label_sets or labels:
+        with unreadable(f"label set {labels}" if labels else str(store.root / paths.LABELS_DIR), LABELS_FIX):
+            _label_views(con, store, labels)
+    return con
+
+
+def _store_views(con: duckdb.DuckDBPyConnection, store: ShardStore) -> None:
+    manifests = store.manifests()
+    con.execute("""CREATE TEMP TABLE shards (shard VARCHAR, kind VARCHAR, created_at TIMESTAMPTZ,
+        episodes BIGINT, frames BIGINT, successes BIGINT, fps INTEGER, synthetic BOOLEAN,
+        digest VARCHAR, source JSON, path VARCHAR)""")
+    if not manifests:
+        con.execute("CREATE TEMP VIEW tasks AS SELECT NULL::VARCHAR shard, NULL::BIGINT task_index, "
+                    "NULL::VARCHAR task WHERE false")
+        con.execute("CREATE TEMP VIEW frames AS SELECT NULL::VARCHAR shard, NULL::BIGINT episode_index, "
+                    "NULL::BIGINT frame_index, NULL::VARCHAR task, NULL::BOOLEAN success WHERE false")
+        con.execute("CREATE TEMP VIEW episodes AS SELECT NULL::VARCHAR shard, NULL::VARCHAR kind, "
+                    "NULL::BIGINT episode_index, NULL::VARCHAR task, NULL::BIGINT length, "
+                    "NULL::BOOLEAN success WHERE false")
+        return
+    con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        (m.shard_id, m.kind, m.created_at, m.episodes, m.frames, m.successes, m.fps, m.synthetic,
+         m.digest, json.dumps(m.source), str(store.shard_path(m.shard_id))) for m in manifests])
+    dirs = [str(store.shard_path(m.shard_id)) for m in manifests]
+    data_files = _sql_list([f"{d}/{paths.DATA_GLOB}" for d in dirs])
+    task_files = _sql_list([f"{d}/{paths.TASKS_FILE}" for d in dirs])
+    episode_files = _sql_list([f"{d}/{paths.EPISODES_GLOB}" for d in dirs])
+    hidden = ["filename", *image_columns(manifests[0].features)]
+    exclude = ", ".join(f'"{c}"' for c in hidden)
+    con.execute(f"""CREATE TEMP VIEW tasks AS
+        SELECT {_shard_of('filename')} AS shard, task_index, task
+        FROM read_parquet({task_files}, filename=true)""")
+    con.execute(f"""CREATE TEMP VIEW frames AS
+        SELECT d.* EXCLUDE ({exclude}), t.task
+        FROM (SELECT {_shard_of('filename')} AS shard, *
+              FROM read_parquet({data_files}, union_by_name=true, filename=true)) d
+        JOIN tasks t ON t.shard = d.shard AND t.task_index = d.task_index""")
+    con.execute(f"""CREATE TEMP VIEW episodes AS
+        WITH meta AS (
+            SELECT {_shard_of('filename')} AS shard, episode_index, tasks[1] AS task, length,
+                   dataset_from_index, dataset_to_index
+            FROM read_parquet({episode_files}, union_by_name=true, filename=true)),
+        outcome AS (
+            SELECT shard, episode_index, bool_or(success) AS success,
+                   count(*) FILTER (WHERE is_intervention) AS interventions
+            FROM frames GROUP BY shard, episode_index)
+        SELECT m.shard, s.kind, m.episode_index, m.task, m.length, o.success, o.interventions,
+               m.dataset_from_index, m.dataset_to_index
+        FROM meta m JOIN shards s ON s.shard = m.shard
+        LEFT JOIN outcome o ON o.shard = m.shard AND o.episode_index = m.episode_index""")
+
+
+def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | None) -> None:
+    con.execute("""CREATE TEMP TABLE label_sets (label_set VARCHAR, created_at TIMESTAMPTZ, frames BIGINT,
+        positive_fraction DOUBLE, threshold VARCHAR, target DOUBLE, n_steps INTEGER, value_checkpoint VARCHAR,
+        parent VARCHAR, digest VARCHAR, path VARCHAR)""")
+    rows = []
+    for n in label_set_names(store):
+        m = read_manifest(store, n)
+        rows.append((n, m.created_at, m.frames, m.positive_fraction, m.label["threshold"],
+                     m.label["positive_fraction"], m.reward["n_steps"], m.value_checkpoint.get("digest"),
+                     (m.parent or {}).get("name"), m.digest, str(label_set_path(store, n))))
+    if rows:
+        con.executemany("INSERT INTO label_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    if name is None:
+        return
+    read_manifest(store, name)  # a clear error for an unknown label set
+    tables = label_set_path(store, name) / paths.LABEL_TABLES_DIR
+    con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet('{tables}/*.parquet', union_by_name=true)")
+    shared = ", ".join(f"l.{c}" for c in ("index", "task", "success", "is_intervention", *KEY))
+    con.execute(f"""CREATE TEMP VIEW labeled_frames AS
+        SELECT f.*, l.* EXCLUDE ({shared.replace('l.', '')})
+        FROM frames f JOIN labels l USING (shard, episode_index, frame_index)""")
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:
+    """Run SQL; DuckDB's own message becomes a one-line RecapError."""
+    try:
+        rel = con.sql(query)
+    except duckdb.Error as e:
+        raise RecapError(f"SQL error: {str(e).strip().splitlines()[0]}") from None
+    if rel is None:
+        raise RecapError("SQL error: the statement returned no rows to show; use a SELECT")
+    return rel
+
+
+def write_result(rel: duckdb.DuckDBPyRelation, fmt: str, output: Path | None) -> str | None:
+    """Render a result: returns text for stdout, or writes `output` atomically and returns None."""
+    if fmt not in OUTPUT_FORMATS:
+        raise RecapError(f"--format {fmt!r} is invalid: use one of {', '.join(OUTPUT_FORMATS)}")
+    if output is None:
+        if fmt == "parquet":
+            raise RecapError("--format parquet needs --output FILE")
+        if fmt == "table":
+            return str(rel)
+        df = rel.df()
+        return df.to_csv(index=False) if fmt == "csv" else df.to_json(orient="records", lines=True)
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        if fmt in ("csv", "table"):
+            rel.write_csv(str(tmp))
+        elif fmt == "json":
+            tmp.write_text(rel.df().to_json(orient="records", lines=True))
+        else:
+            rel.write_parquet(str(tmp))
+        os.replace(tmp, output)
+    except (duckdb.Error, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise RecapError(f"{output}: cannot write ({str(e).splitlines()[0]})") from None
+    return None

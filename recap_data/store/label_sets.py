@@ -1,0 +1,96 @@
+"""The label sets of a store, as readers see them: where they live, their manifests and their
+rows (the label math and the writer are in recap_data.labels).
+
+    <root>/labels/<name>/
+      manifest.json          value checkpoint digest, shard digests, reward and label params,
+                             epsilon and realised positive fraction per task, counts, time
+      tables/<shard>.parquet one row per frame, keyed by (shard, episode_index, frame_index)
+
+Only valid names are label sets: a writer's staging and aside directories are hidden.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from recap_data.errors import RecapError
+from recap_data.store import paths
+from recap_data.store.store import SHARD_ID_RE, ShardStore
+
+LABEL_FORMAT = "recap-data/label-set@1"
+KEY = ["shard", "episode_index", "frame_index"]
+LABEL_COLUMNS = [*KEY, "index", "task", "success", "is_intervention", "reward", "mc_return", "return_norm",
+                 "return_bin", "nstep_return", "value", "value_next", "advantage", "epsilon", "indicator"]
+
+
+@dataclass
+class LabelManifest:
+    """What a label set records about itself (manifest.json)."""
+
+    name: str
+    created_at: str
+    value_checkpoint: dict  # {"path", "digest"} of the model whose values these are
+    shards: list[dict]  # [{"id", "digest", "episodes", "frames"}] labelled, in order
+    reward: dict  # RewardConfig used for returns and n-step advantages
+    label: dict  # LabelConfig used for the thresholds
+    return_normalizers: dict  # task -> normalizer (from the value checkpoint)
+    per_task: dict  # task -> {"epsilon", "positive_fraction", "target", "frames", "episodes", "interventions"}
+    frames: int
+    positive_fraction: float  # realised over all frames
+    parent: dict | None = None  # relabel: {"name", "digest"} of the label set whose values were reused
+    digest: str = ""  # sha256 over the label tables
+    format: str = LABEL_FORMAT
+    extra: dict = field(default_factory=dict)
+
+
+def label_set_path(store: ShardStore, name: str) -> Path:
+    return store.root / paths.LABELS_DIR / name
+
+
+def label_set_names(store: ShardStore) -> list[str]:
+    base = store.root / paths.LABELS_DIR
+    if not base.is_dir():
+        return []
+    # Only valid names: staging and aside directories are hidden (.<name>.tmp.<pid>.<token>).
+    return sorted(p.name for p in base.iterdir() if SHARD_ID_RE.match(p.name) and (p / paths.MANIFEST).is_file())
+
+
+def read_manifest(store: ShardStore, name: str) -> LabelManifest:
+    path = label_set_path(store, name) / paths.MANIFEST
+    if not path.is_file():
+        known = ", ".join(label_set_names(store)) or "none"
+        raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); "
+                         "make one with `recap-data label`")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != LABEL_FORMAT:
+            raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r}")
+        return LabelManifest(**data)
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise RecapError(f"{path}: unreadable label set manifest ({str(e).splitlines()[0]}); "
+                         "make the label set again with `recap-data label` or `relabel --force`") from None
+
+
+def read_labels(store: ShardStore, name: str) -> pd.DataFrame:
+    """All label rows of a label set, sorted by shard, episode, frame."""
+    from recap_data.store.db import LABELS_FIX, unreadable  # db reads label sets too: import when used
+
+    files = sorted((label_set_path(store, name) / paths.LABEL_TABLES_DIR).glob("*.parquet"))
+    if not files:
+        raise RecapError(f"{label_set_path(store, name) / paths.LABEL_TABLES_DIR}: no label tables; {LABELS_FIX}")
+    tables = []
+    for f in files:
+        with unreadable(str(f), LABELS_FIX):
+            tables.append(pd.read_parquet(f))
+    return pd.concat(tables, ignore_index=True).sort_values(KEY, ignore_index=True)
+
+
+def check_shards_unchanged(store: ShardStore, manifest: LabelManifest) -> None:
+    """The shards a label set was computed from must still hold the same content."""
+    for s in manifest.shards:
+        now = store.manifest(s["id"]).digest
+        if now != s["digest"]:
+            raise RecapError(f"label set {manifest.name}: shard {s['id']} changed since its values were computed "
+                             f"({s['digest'][:19]} then, {now[:19]} now); run `recap-data label` again")

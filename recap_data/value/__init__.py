@@ -1,0 +1,1 @@
+"""The distributional value function: returns and bins, the model, its training."""

@@ -1,0 +1,308 @@
+"""The distributional value model: camera images + task text + robot state -> logits over return bins.
+
+Built from transformers classes, so one code path serves both sizes:
+  real  SigLIP vision tower and a Gemma 3 text model (e.g. Gemma 3 270M) loaded from local
+        pretrained directories (`vision_path`, `text_path`; never a hub download), with the
+        text model's own tokenizer;
+  tiny  the same classes from small configurations with random weights, and a byte-level BPE
+        tokenizer trained here on the task texts with the `tokenizers` library, so it runs
+        offline on a CPU.
+Sequence fed to the text model: [task tokens (right-padded to max_text_tokens) | image patches
+of every camera | one state token]; the last position (the state token, which attends to all
+valid tokens under the causal mask) is read out by a linear head over the bins.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from transformers import (
+    AutoTokenizer,
+    Gemma3TextConfig,
+    Gemma3TextModel,
+    PreTrainedTokenizerFast,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from recap_data.errors import RecapError
+from recap_data.io import write_json
+from recap_data.train.checkpoint import directory_digest, weights_errors
+from recap_data.train.tokenizer import tiny_tokenizer
+from recap_data.value.returns import TARGET_FIELDS, RewardConfig, decode_values
+
+SIZES = ("tiny", "real")
+
+
+@dataclass
+class ValueModelConfig:
+    """Architecture of the value model (stored as config.json in every checkpoint)."""
+
+    size: str = "tiny"  # tiny: small random-weight transformers for CPU; real: pretrained local paths
+    vision_path: str | None = None  # real: local SigLIP directory (e.g. google/siglip-base-patch16-224)
+    text_path: str | None = None  # real: local Gemma 3 directory with its tokenizer (e.g. gemma-3-270m)
+    camera_keys: list[str] = field(default_factory=list)  # image features, in input order
+    state_dim: int = 8  # length of observation.state
+    number_of_bins: int = 201  # output bins (= reward.number_of_bins)
+    image_size: int = 32  # images are resized to this before the vision tower (real: the tower's size)
+    max_text_tokens: int = 48  # the text limit; longer task texts are an error, never truncated
+    tiny_width: int = 64  # tiny: hidden size of both towers
+    tiny_layers: int = 2  # tiny: transformer layers of each tower
+    tiny_patch: int = 8  # tiny: vision patch size in pixels
+    tiny_vocab: int = 512  # tiny: BPE vocabulary size trained on the task texts
+
+
+def _tiny_configs(cfg: ValueModelConfig, vocab_size: int) -> tuple[SiglipVisionConfig, Gemma3TextConfig]:
+    w = cfg.tiny_width
+    vision = SiglipVisionConfig(hidden_size=w, intermediate_size=2 * w, num_hidden_layers=cfg.tiny_layers,
+                                num_attention_heads=2, image_size=cfg.image_size, patch_size=cfg.tiny_patch,
+                                vision_use_head=False)
+    text = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=w, intermediate_size=2 * w,
+                            num_hidden_layers=cfg.tiny_layers, num_attention_heads=2, num_key_value_heads=1,
+                            head_dim=w // 2, query_pre_attn_scalar=w // 2, max_position_embeddings=1024,
+                            sliding_window=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return vision, text
+
+
+class ValueModel(nn.Module):
+    """p(return bin | images, task, state); `values()` decodes the expected normalized return."""
+
+    def __init__(self, cfg: ValueModelConfig, vision: SiglipVisionModel, text: Gemma3TextModel):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = vision
+        self.text = text
+        width = text.config.hidden_size
+        self.image_proj = nn.Linear(vision.config.hidden_size, width)
+        self.state_proj = nn.Linear(cfg.state_dim, width)
+        self.head = nn.Linear(width, cfg.number_of_bins)
+        # Normalization of observation.state, set from the training data and saved with the weights.
+        self.register_buffer("state_mean", torch.zeros(cfg.state_dim))
+        self.register_buffer("state_std", torch.ones(cfg.state_dim))
+
+    def forward(self, images: torch.Tensor, state: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> torch.Tensor:
+        """images (B, K, 3, H, W) in [0, 1]; state (B, S); input_ids, attention_mask (B, L) -> logits (B, bins)."""
+        b, k = images.shape[:2]
+        size = self.vision.config.image_size
+        pixels = images.flatten(0, 1)  # (B*K, 3, H, W)
+        if pixels.shape[-1] != size or pixels.shape[-2] != size:
+            pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        pixels = (pixels - 0.5) / 0.5  # SigLIP expects [-1, 1]
+        patches = self.vision(pixel_values=pixels.to(self.image_proj.weight.dtype)).last_hidden_state  # (B*K, P, Dv)
+        patches = self.image_proj(patches).reshape(b, k * patches.shape[1], -1)  # (B, K*P, D)
+        norm_state = (state - self.state_mean) / self.state_std  # (B, S)
+        state_token = self.state_proj(norm_state.to(self.state_proj.weight.dtype))[:, None, :]  # (B, 1, D)
+        text_embeds = self.text.get_input_embeddings()(input_ids)  # (B, L, D), Gemma scales by sqrt(D)
+        embeds = torch.cat([text_embeds.to(patches.dtype), patches, state_token], dim=1)  # (B, L+K*P+1, D)
+        ones = attention_mask.new_ones(b, patches.shape[1] + 1)
+        mask = torch.cat([attention_mask, ones], dim=1)  # (B, L+K*P+1)
+        hidden = self.text(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # (B, T, D)
+        return self.head(hidden[:, -1]).float()  # (B, bins): read out at the state token
+
+    def values(self, logits: torch.Tensor) -> torch.Tensor:
+        """Expected normalized return (B,) from logits (B, bins), with the targets' bin centres."""
+        return decode_values(logits.float().softmax(-1), self.cfg.number_of_bins)
+
+
+class TextEncoder:
+    """Tokenizes task texts to a fixed length; a text over the limit is an error, not truncated."""
+
+    def __init__(self, tokenizer, max_text_tokens: int):
+        self.tokenizer = tokenizer
+        self.max_text_tokens = max_text_tokens
+        self._cache: dict[str, list[int]] = {}
+
+    def ids(self, text: str) -> list[int]:
+        if text not in self._cache:
+            ids = self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+            if len(ids) > self.max_text_tokens:
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                raise RecapError(f"task text {shown!r} is {len(ids)} tokens, over the value model's limit "
+                                 f"of {self.max_text_tokens}; raise value.max_text_tokens (before pre-training)")
+            self._cache[text] = ids
+        return self._cache[text]
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask), both (B, max_text_tokens), right-padded."""
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(texts), self.max_text_tokens), pad, dtype=torch.long)
+        mask = torch.zeros((len(texts), self.max_text_tokens), dtype=torch.long)
+        for row, text in enumerate(texts):
+            tokens = self.ids(text)
+            ids[row, :len(tokens)] = torch.tensor(tokens)
+            mask[row, :len(tokens)] = 1
+        return ids, mask
+
+
+def build_value_model(cfg: ValueModelConfig, texts: list[str]) -> tuple[ValueModel, object]:
+    """A fresh model and tokenizer: tiny from scratch (tokenizer trained on `texts`), real from local paths."""
+    if cfg.size not in SIZES:
+        raise RecapError(f"value: field 'size' = {cfg.size!r} is invalid: use one of {', '.join(SIZES)}")
+    _quiet_transformers()
+    if cfg.size == "tiny":
+        tokenizer = tiny_tokenizer(texts, cfg.tiny_vocab, cfg.max_text_tokens)
+        vision_cfg, text_cfg = _tiny_configs(cfg, len(tokenizer))
+        return ValueModel(cfg, SiglipVisionModel(vision_cfg), Gemma3TextModel(text_cfg)), tokenizer
+    for name in ("vision_path", "text_path"):
+        path = getattr(cfg, name)
+        if not path or not Path(path).is_dir():
+            raise RecapError(f"value: field '{name}' = {path!r} must be a local pretrained directory for "
+                             "size 'real' (download it once, e.g. with `hf download`); or use size: tiny")
+    try:
+        # Patch tokens are read, not SigLIP's pooling head: leave it out (unused weights break DDP).
+        vision = SiglipVisionModel.from_pretrained(cfg.vision_path, local_files_only=True, vision_use_head=False)
+        text = Gemma3TextModel.from_pretrained(cfg.text_path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.text_path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise RecapError(f"value: cannot load pretrained weights ({str(e).splitlines()[0]})") from None
+    cfg.image_size = vision.config.image_size
+    return ValueModel(cfg, vision, text), tokenizer
+
+
+def model_from_configs(cfg: ValueModelConfig, vision: dict, text: dict) -> ValueModel:
+    """An untrained model of a saved architecture (weights are loaded after)."""
+    return ValueModel(cfg, SiglipVisionModel(SiglipVisionConfig(**vision)), Gemma3TextModel(Gemma3TextConfig(**text)))
+
+
+def config_dicts(model: ValueModel) -> dict:
+    return {"model": asdict(model.cfg), "vision": model.vision.config.to_diff_dict(),
+            "text": model.text.config.to_diff_dict()}
+
+
+class Collate:
+    """Stacks samples and tokenizes their tasks (runs in the DataLoader workers)."""
+
+    def __init__(self, encoder: TextEncoder):
+        self.encoder = encoder
+
+    def __call__(self, samples: list[dict]) -> dict:
+        batch = {k: torch.stack([s[k] for s in samples]) for k in ("images", "state", "return_bin", "return_norm")}
+        batch["input_ids"], batch["attention_mask"] = self.encoder([s["task"] for s in samples])
+        batch["row"] = torch.tensor([s["row"] for s in samples])
+        return batch
+
+
+def forward(model, batch: dict) -> torch.Tensor:
+    return model(batch["images"], batch["state"], batch["input_ids"], batch["attention_mask"])
+
+
+@torch.no_grad()
+def evaluate(model, dataset, encoder: TextEncoder, batch_size: int, num_workers: int,
+             device, progress: bool = True) -> pd.DataFrame:
+    """Per frame of `dataset`: cross-entropy, whether the arg-max bin is right, decoded value."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=Collate(encoder))
+    rows = []
+    for batch in tqdm(loader, desc="evaluating held-out episodes", unit="batch", disable=not progress, leave=False):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = forward(model, batch)  # (B, bins)
+        rows.append(pd.DataFrame({
+            "row": batch["row"].cpu().numpy(),
+            "cross_entropy": F.cross_entropy(logits, batch["return_bin"], reduction="none").cpu().numpy(),
+            "correct": (logits.argmax(-1) == batch["return_bin"]).cpu().numpy(),
+            "value": model.values(logits).cpu().numpy()}))
+    model.train()
+    return pd.concat(rows, ignore_index=True).sort_values("row").reset_index(drop=True)
+
+
+
+CHECKPOINT_FORMAT = "recap-data/value-model@1"
+WEIGHTS, CONFIG, TOKENIZER_DIR = "model.safetensors", "config.json", "tokenizer"
+NORMALIZATION, REWARD, PROVENANCE = "normalization.json", "reward.json", "provenance.json"
+
+
+@dataclass
+class ValueCheckpoint:
+    """A loaded value checkpoint: the model and everything needed to use it as it was trained."""
+
+    path: Path
+    model: ValueModel
+    encoder: TextEncoder
+    reward: RewardConfig
+    normalizers: dict[str, float]  # task -> return normalizer used for its targets
+    provenance: dict
+    digest: str
+
+
+def save_value_checkpoint(directory: Path, model: ValueModel, tokenizer, reward: RewardConfig,
+                          normalizers: dict[str, float], provenance: dict) -> None:
+    """Write weights (safetensors), config, tokenizer, normalization, reward config and provenance."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS), metadata={"format": CHECKPOINT_FORMAT})
+    write_json(directory / CONFIG, {"format": CHECKPOINT_FORMAT, **config_dicts(model)})
+    tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+    write_json(directory / NORMALIZATION, {"state_mean": model.state_mean.tolist(),
+                                           "state_std": model.state_std.tolist(),
+                                           "return_normalizers": normalizers})
+    write_json(directory / REWARD, reward.to_dict())
+    write_json(directory / PROVENANCE, provenance)
+
+
+def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> ValueCheckpoint:
+    """Load a checkpoint; if `reward` is given it must equal the one the checkpoint was trained with."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise RecapError(f"{path}: not a value checkpoint (no {CONFIG}); train one with `recap-data train value`")
+    parts = {}
+    for name in (CONFIG, REWARD, NORMALIZATION, PROVENANCE):
+        try:
+            parts[name] = json.loads((path / name).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RecapError(f"{path / name}: unreadable value checkpoint ({str(e).splitlines()[0]}); write it "
+                             "again with `recap-data train value --force`") from None
+    config, norm, provenance = parts[CONFIG], parts[NORMALIZATION], parts[PROVENANCE]
+    try:
+        stored = RewardConfig(**parts[REWARD])
+        return_normalizers = {k: float(v) for k, v in norm["return_normalizers"].items()}
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+        raise RecapError(f"{path}: unreadable value checkpoint ({type(e).__name__}: {e}); write it again with "
+                         "`recap-data train value --force`") from None
+    found = config.get("format") if isinstance(config, dict) else type(config).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise RecapError(f"{path / CONFIG}: field 'format' is {found!r}, expected {CHECKPOINT_FORMAT!r}; train one "
+                         "with `recap-data train value`")
+    diff = [] if reward is None else [f"{k}: checkpoint {getattr(stored, k)!r}, requested {getattr(reward, k)!r}"
+                                      for k in TARGET_FIELDS if getattr(reward, k) != getattr(stored, k)]
+    if diff:
+        raise RecapError(f"{path / REWARD}: the value model was trained with other reward params ({'; '.join(diff)}); "
+                         "use its reward params or train a value model with yours")
+    _quiet_transformers()
+    try:
+        model = model_from_configs(ValueModelConfig(**config["model"]), config["vision"], config["text"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise RecapError(f"{path / CONFIG}: not a value model config ({type(e).__name__}: {e}); write the checkpoint "
+                         "again with `recap-data train value --force`") from None
+    with weights_errors(path / WEIGHTS, "train value"):
+        model.load_state_dict(load_file(str(path / WEIGHTS)))
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
+    return ValueCheckpoint(path, model.eval(), TextEncoder(tokenizer, model.cfg.max_text_tokens), stored,
+                           return_normalizers, provenance,
+                           directory_digest(path))
+
+
+def checkpoint_reward(path: Path) -> RewardConfig:
+    """The reward params a value checkpoint was trained with."""
+    try:
+        return RewardConfig(**json.loads((Path(path) / REWARD).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise RecapError(f"{path}: not a value checkpoint ({Path(path) / REWARD}: {str(e).splitlines()[0]}); "
+                         "train one with `recap-data train value`") from None
+
+
+def _quiet_transformers() -> None:
+    # Gemma 3's config warns about its own default rope_parameters on every construction.
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
