@@ -16,6 +16,7 @@ repro: venv
 test: venv
 	$(VENV)/bin/ruff check recap_data tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python bench/docs_tables.py --check
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: venv
@@ -26,3 +27,4 @@ bench: venv
 	$(VENV)/bin/python bench/bench_rollout.py
 	$(VENV)/bin/python bench/bench_world.py
 	$(VENV)/bin/python bench/bench_recap.py
+	$(VENV)/bin/python bench/docs_tables.py

@@ -46,13 +46,16 @@ class Range:
         return None if finite and low_ok and high_ok else f"use {self.describe()}"
 
     def describe(self) -> str:
+        def text(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
         if self.low is not None and self.high is not None:
-            return (f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+            return (f"a number in {'(' if self.low_open else '['}{text(self.low)}, {text(self.high)}"
                     f"{')' if self.high_open else ']'}")
         if self.low is not None:
-            return f"a number {'>' if self.low_open else '>='} {self.low:g}"
+            return f"a number {'>' if self.low_open else '>='} {text(self.low)}"
         if self.high is not None:
-            return f"a number {'<' if self.high_open else '<='} {self.high:g}"
+            return f"a number {'<' if self.high_open else '<='} {text(self.high)}"
         return "a finite number"
 
 
@@ -218,6 +221,8 @@ def config_options(cls, skip: tuple[str, ...] = ()):
                 continue
             flag = f.name.replace("_", "-")
             text = f"{docs.get(f.name, f.name)} [default: {f.default}]"
+            if bounds is not None and bounds != FINITE:
+                text = f"{text[:-1]}; {bounds.describe()}]"
             if kind is bool:
                 option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=text)
             else:

@@ -185,3 +185,20 @@ def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def read_json(path: Path, fmt: str | None = None, *, what: str, fix: str) -> dict:
+    """The JSON object in `path`; with `fmt`, its `format` field must be `fmt`. A missing or
+    unreadable file, another JSON type or another format is one RecapError line naming the
+    file, what it should be, and `fix`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RecapError(f"{path}: not a {what} (the file is missing); {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RecapError(f"{path}: unreadable {what} ({str(e).splitlines()[0]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise RecapError(f"{path}: not a {what} (a JSON {type(data).__name__}, not an object); {fix}")
+    if fmt is not None and data.get("format") != fmt:
+        raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {fmt!r}; {fix}")
+    return data

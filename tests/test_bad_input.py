@@ -165,10 +165,11 @@ def test_bad_params_files(root, tmp_path, content, message):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("[]", "field 'format'"), ('{"format": "recap-data/shard-index@1", "shards": []}', "non-empty list"),
+    ("[]", "not a shard index (a JSON list"),
+    ('{"format": "recap-data/shard-index@1", "shards": []}', "non-empty list"),
     ('{"format": "recap-data/shard-index@1", "shards": [{"weight": 1}]}', "shards[0] needs 'id'"),
     ('{"format": "recap-data/shard-index@1", "shards": [3]}', "shards[0] needs 'id'"),
-    ("{not json", "not a shard index")])
+    ("{not json", "unreadable shard index")])
 def test_bad_shard_index_files(root, tmp_path, content, message):
     index = tmp_path / "index.json"
     index.write_text(content)

@@ -42,3 +42,12 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert commands == ["make repro", "make test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_cli_reference_in_docs_is_generated_from_help():
+    from recap_data.cli.reference import reference
+
+    docs = README.parent / "docs" / "cli.md"
+    assert docs.read_text() == reference(), (
+        "docs/cli.md differs from the commands' --help: "
+        "run `.venv/bin/python -m recap_data.cli.reference > docs/cli.md`")

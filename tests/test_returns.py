@@ -1,4 +1,4 @@
-"""Rewards, returns, bins and n-step returns against hand-computed values (../shared/RECAP.md section 2)."""
+"""Rewards, returns, bins and n-step returns against hand-computed values (docs/value.md)."""
 
 import numpy as np
 import pandas as pd

@@ -18,6 +18,7 @@ from recap_data.config import (
     read_section,
 )
 from recap_data.labels.labelset import LabelConfig
+from recap_data.store import paths
 from recap_data.store.store import ShardStore
 from recap_data.value.returns import RewardConfig
 
@@ -100,7 +101,7 @@ def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, epis
     """Per-task epsilon, positive fraction, advantage quantiles and start values; histograms and value curves."""
     from recap_data.labels.report import report
 
-    out = out or Path("reports") / labels
+    out = out or Path(paths.REPORTS_DIR) / labels
     result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes)
     click.echo(f"{'task':60s} {'epsilon':>9s} {'positive':>9s} {'V0 succ':>8s} {'V0 fail':>8s}")
     for task, r in result["per_task"].items():

@@ -14,8 +14,9 @@ from recap_data.errors import RecapError
 from recap_data.policy.train import PolicyTrainConfig
 from recap_data.sim.evaluate import EvalConfig
 from recap_data.sim.rollout import RolloutConfig
+from recap_data.store import paths
 from recap_data.store.shard_index import MixtureConfig
-from recap_data.store.store import ShardStore, paths
+from recap_data.store.store import ShardStore
 from recap_data.value.returns import RewardConfig
 from recap_data.value.train import ValueTrainConfig
 
@@ -342,7 +343,7 @@ def index_cmd(store: ShardStore, add, prev: Path | None, out: Path, params: Path
 @cli.command("summary")
 @click.option("--params", type=InputFile, required=True,
               help="params.yaml whose `iterations` section orders the rows.")
-@click.option("--metrics-dir", type=InputDir, default=Path("metrics"),
+@click.option("--metrics-dir", type=InputDir, default=Path(paths.METRICS_DIR),
               show_default=True, help="Folder with one metrics folder per iteration.")
 @click.option("--out", type=OutputFile, required=True, help="CSV file to write.")
 @click.option("--png", type=OutputFile, help="Also plot success by iteration here.")

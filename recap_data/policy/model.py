@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 
 from recap_data.errors import RecapError
+from recap_data.io import read_json
 from recap_data.policy import pi0_compat
 from recap_data.policy.conditioning import prompt
+from recap_data.store.paths import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
+from recap_data.store.paths import PROVENANCE_FILE as PROVENANCE
 from recap_data.store.schema import ACTION_KEY, STATE_KEY, camera_keys
 from recap_data.train.checkpoint import directory_digest, weights_errors
 
 FORMAT = "recap-data/pi0-policy@1"
-TOKENIZER_DIR, PROVENANCE = "tokenizer", "provenance.json"
 
 
 def policy_features(features: dict) -> tuple[dict, dict]:
@@ -87,7 +89,7 @@ def build_policy(cfg, features: dict):
         config.input_features, config.output_features = inputs, outputs
         return PI0Policy(config)
     path = Path(cfg.pretrained_path or "")
-    if not (path / "model.safetensors").is_file() or not (path / "config.json").is_file():
+    if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
         raise RecapError(f"policy: field 'pretrained_path' = {cfg.pretrained_path!r} holds no config.json and "
                          "model.safetensors; point it at a local copy of lerobot/pi0_base")
     config = PreTrainedConfig.from_pretrained(path, local_files_only=True)
@@ -116,14 +118,7 @@ def save_policy(directory: Path, policy, preprocessor, postprocessor, tokenizer,
 def read_provenance(path: Path, fix: str = "train one with `recap-data train policy`") -> dict:
     """A policy checkpoint's provenance.json, checked to be recap-data's format; `fix` ends the error."""
     path = Path(path)
-    try:
-        provenance = json.loads((path / PROVENANCE).read_text())
-    except (OSError, ValueError) as e:
-        raise RecapError(f"{path}: not a policy checkpoint ({PROVENANCE}: {e}); {fix}") from e
-    found = provenance.get("format") if isinstance(provenance, dict) else type(provenance).__name__
-    if found != FORMAT:
-        raise RecapError(f"{path / PROVENANCE}: field 'format' is {found!r}, expected {FORMAT!r}; {fix}")
-    return provenance
+    return read_json(path / PROVENANCE, FORMAT, what="policy checkpoint", fix=fix)
 
 
 class RecapPolicy:
@@ -148,8 +143,8 @@ class RecapPolicy:
         config = PreTrainedConfig.from_pretrained(path, local_files_only=True)
         config.device = device
         policy = PI0Policy(config)
-        with weights_errors(path / "model.safetensors", "train policy"):
-            load_model(policy, str(path / "model.safetensors"), strict=True)  # our own layout: every key must match
+        with weights_errors(path / WEIGHTS_FILE, "train policy"):
+            load_model(policy, str(path / WEIGHTS_FILE), strict=True)  # our own layout: every key must match
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / TOKENIZER_DIR))
         policy.to(device).eval()
         pre, post = pi0_compat.load_processors(path, tokenizer, device)

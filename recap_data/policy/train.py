@@ -13,14 +13,11 @@ SFT policy). One process by default; `accelerate launch -m recap_data.cli.main t
 runs data-parallel (bf16 on GPU). The checkpoint layout is in policy.py.
 """
 
-import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
 from recap_data.errors import RecapError
-from recap_data.io import refuse_existing
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
 
@@ -75,9 +72,6 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
                  cfg: PolicyTrainConfig, init: Path | None = None, metrics_path: Path | None = None,
                  loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
     """Train (or continue from `init`) a pi0 policy; write the checkpoint to `out`; return its metrics."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from torch.utils.data import DataLoader
 
     from recap_data.data.frames import preload_cameras
@@ -93,18 +87,14 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         save_policy,
     )
     from recap_data.store.schema import camera_keys
-    from recap_data.train.loop import LossLog, lr_schedule
+    from recap_data.train.loop import run_provenance, start_run, train_loop
 
     cfg.validate()
     out = Path(out)
-    refuse_existing(out, force, "policy checkpoint")  # before training, not after
-    data = load_policy_data(store, mixture, labels, cfg.indicator_mode)
-    gpu = torch.cuda.is_available()
     # pi0 never uses its lm_heads nor the VLM's last layer after attention (the action expert reads
     # the keys and values only): DDP must be told, as lerobot-train does.
-    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if cfg.bf16 and gpu else "no",
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    set_seed(cfg.seed)
+    accelerator = start_run(out, force, "policy checkpoint", cfg.seed, cfg.bf16, find_unused_parameters=True)
+    data = load_policy_data(store, mixture, labels, cfg.indicator_mode)
     features = store.manifest(next(iter(data.mixture))).features
     tasks = sorted(data.frames["task"].unique())
     if init is not None:
@@ -131,39 +121,21 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     sampler = WeightedEpisodeSampler(episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size,
                                      seed=cfg.seed, rank=accelerator.process_index, world=accelerator.num_processes,
                                      sizes=data.frames.groupby("shard", sort=False).size().to_dict())
-    # The loader is not passed to accelerator.prepare: the sampler already splits draws by rank.
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         drop_last=True)
     prompts = IndicatorPrompts(cfg.indicator_mode, cfg.indicator_dropout,
                                seed=cfg.seed * 7919 + accelerator.process_index)
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.steps, cfg.warmup_steps))
-    model, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
 
-    model.train()
-    losses, started = LossLog(cfg.steps, cfg.log_every, "training policy",
-                              progress and accelerator.is_main_process), time.perf_counter()
-    for step, batch in enumerate(loader, start=1):
+    def loss_of(model, batch):
         batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
         batch = pre({k: v for k, v in batch.items() if k not in ("indicator", "is_intervention")})
-        with accelerator.autocast():
-            loss, _ = model(batch)
-        if not torch.isfinite(loss):
-            raise RecapError(f"policy training diverged at step {step} (loss {loss.item()}); lower policy.lr")
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        losses.add(step, loss.item(), scheduler.get_last_lr()[0])
-    losses.close()
-    wall = time.perf_counter() - started
+        return model(batch)[0]
 
-    accelerator.wait_for_everyone()
+    policy, losses, wall = train_loop(policy, loader, loss_of, cfg, accelerator, section="policy",
+                                      desc="training policy", progress=progress, prepare_loader=False,
+                                      clip_norm=cfg.grad_clip_norm)  # no prepare: the sampler splits draws by rank
     if not accelerator.is_main_process:  # the main process writes the checkpoint
         return {}
-    policy = accelerator.unwrap_model(model)
     samples = cfg.steps * cfg.batch_size * accelerator.num_processes
     seen = sum(prompts.counts.values())
     metrics = {"steps": cfg.steps, "samples": samples, "frames": len(data.frames), "wall_s": round(wall, 2),
@@ -172,12 +144,10 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
                "prompt_fractions": {k: round(v / seen, 4) for k, v in prompts.counts.items()},  # this process's samples
                "parameters": sum(p.numel() for p in policy.parameters())}
     provenance = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **run_provenance(cfg, accelerator),
         "shards": [{"id": s, "digest": data.digests[s], "weight": w} for s, w in data.mixture.items()],
         "label_set": data.label_set, "init": init_info, "indicator_mode": cfg.indicator_mode,
-        "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only,
-        "steps": cfg.steps, "processes": accelerator.num_processes,
-        "mixed_precision": accelerator.mixed_precision, "size": cfg.size, "config": asdict(cfg),
+        "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only, "size": cfg.size,
     }
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device
     write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics,

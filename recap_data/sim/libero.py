@@ -1,6 +1,6 @@
 """The LIBERO simulator, headless and offline, through LeRobot's LiberoEnv.
 
-Three things stand between `pip install` and a working env here (../shared/RECAP.md, section 7):
+Three things stand between `pip install` and a working env here (docs/simulation.md):
 - `import libero.libero` asks an interactive question when it finds no config: configure()
   writes one (paths inside the installed package) and points LIBERO_CONFIG_PATH at it first;
 - hf-libero ships no scene assets and would download them from the hub: they come from the

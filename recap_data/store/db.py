@@ -21,9 +21,10 @@ from pathlib import Path
 import duckdb
 
 from recap_data.errors import RecapError
+from recap_data.store import paths
 from recap_data.store.label_sets import KEY, label_set_names, label_set_path, read_manifest
 from recap_data.store.schema import image_columns
-from recap_data.store.store import ShardStore, paths
+from recap_data.store.store import ShardStore
 
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"

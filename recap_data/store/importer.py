@@ -14,8 +14,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recap_data.errors import RecapError
+from recap_data.store import paths
 from recap_data.store.schema import OUTCOME_FEATURES
-from recap_data.store.store import ShardStore, content_digest, file_digests, paths
+from recap_data.store.store import ShardStore, content_digest, file_digests
 from recap_data.store.writer import ShardWriter
 
 OUTCOME_MODES = ("all-success", "column", "episodes")

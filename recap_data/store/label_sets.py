@@ -9,13 +9,13 @@ rows (the label math and the writer are in recap_data.labels).
 Only valid names are label sets: a writer's staging and aside directories are hidden.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from recap_data.errors import RecapError
+from recap_data.io import read_json
 from recap_data.store import paths
 from recap_data.store.store import SHARD_ID_RE, ShardStore
 
@@ -63,14 +63,12 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
         known = ", ".join(label_set_names(store)) or "none"
         raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); "
                          "make one with `recap-data label`")
+    fix = "make the label set again with `recap-data label` or `relabel --force`"
+    data = read_json(path, LABEL_FORMAT, what="label set manifest", fix=fix)
     try:
-        data = json.loads(path.read_text())
-        if data.get("format") != LABEL_FORMAT:
-            raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r}")
         return LabelManifest(**data)
-    except (OSError, json.JSONDecodeError, TypeError) as e:
-        raise RecapError(f"{path}: unreadable label set manifest ({str(e).splitlines()[0]}); "
-                         "make the label set again with `recap-data label` or `relabel --force`") from None
+    except TypeError as e:  # a field missing or unknown
+        raise RecapError(f"{path}: unreadable label set manifest ({e}); {fix}") from None
 
 
 def read_labels(store: ShardStore, name: str) -> pd.DataFrame:

@@ -11,7 +11,14 @@
         manifest.json            ... its manifest, written inside the atomic rename
         tables/<shard_id>.parquet  one label row per frame of that shard
       labels/.<name>.tmp.<pid>.<token>/  a label set being written (hidden: never listed)
-    Checkpoints, exports and reports are written the same way, beside their target (atomic.py).
+    <checkpoint>/                a trainer's output (`train value`, `train policy`; any path)
+      model.safetensors  config.json  tokenizer/  provenance.json   both models
+      normalization.json  reward.json                               the value model
+      policy_{pre,post}processor*.json|.safetensors                 pi0 (LeRobot's processors)
+      metrics.json  loss.csv                                        the training run
+    reports/<label set>/         `recap-data report`'s default output
+    metrics/  plots/  models/    the pipeline's outputs (dvc.yaml)
+Checkpoints, exports and reports are written like label sets, in a hidden sibling first (io.py).
 """
 
 import os
@@ -29,6 +36,17 @@ TASKS_FILE = "meta/tasks.parquet"
 INFO_FILE = "meta/info.json"
 LABELS_DIR = "labels"
 LABEL_TABLES_DIR = "tables"
+# Checkpoints (relative to a checkpoint directory) and the working tree's output folders.
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+PROVENANCE_FILE = "provenance.json"
+NORMALIZATION_FILE = "normalization.json"
+REWARD_FILE = "reward.json"
+METRICS_FILE = "metrics.json"
+LOSS_FILE = "loss.csv"
+REPORTS_DIR = "reports"
+METRICS_DIR = "metrics"
 VIDEO_FILE = "videos/{key}/chunk-{chunk:03d}/file-{file:03d}.mp4"
 
 

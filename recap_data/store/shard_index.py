@@ -14,13 +14,13 @@ shard's content digest, so a changed shard changes every index after it, and rea
      "shards": [{"id": "base", "kind": "base", "digest": "sha256:...", "weight": 1.0, "episodes": 200, "frames": ...}]}
 """
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from recap_data.config import Positive, check_fields
 from recap_data.errors import RecapError
+from recap_data.io import read_json
 from recap_data.store.store import ShardStore
 
 INDEX_FORMAT = "recap-data/shard-index@1"
@@ -45,13 +45,7 @@ def read_index(path: Path, store: ShardStore | None = None) -> list[dict]:
     """The entries of an index file; with `store`, each shard must still hold the recorded content."""
     path = Path(path)
     fix = "write it again with `recap-data index`"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RecapError(f"{path}: not a shard index ({str(e).splitlines()[0]}); {fix}") from None
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise RecapError(f"{path}: field 'format' is {found!r}, expected {INDEX_FORMAT!r}; {fix}")
+    data = read_json(path, INDEX_FORMAT, what="shard index", fix=fix)
     entries = data.get("shards")
     if not isinstance(entries, list) or not entries:
         raise RecapError(f"{path}: field 'shards' must be a non-empty list of shard entries; {fix}")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recap_data.errors import RecapError
-from recap_data.io import clean_stale
+from recap_data.io import clean_stale, read_json
 from recap_data.store import paths
 from recap_data.store.schema import schema_difference
 
@@ -46,14 +46,7 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RecapError(f"{path}: unreadable shard manifest ({e}); run `recap-data shards verify`") from None
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        if found != MANIFEST_FORMAT:
-            raise RecapError(f"{path}: field 'format' is {found!r}, expected {MANIFEST_FORMAT!r}; "
-                             "run `recap-data shards verify`")
+        data = read_json(path, MANIFEST_FORMAT, what="shard manifest", fix="run `recap-data shards verify`")
         try:
             return cls(**data)
         except TypeError as e:  # a field missing or unknown

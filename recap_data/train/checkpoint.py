@@ -6,6 +6,7 @@ from pathlib import Path
 
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, atomic_write_text, csv_text, write_json
+from recap_data.store import paths
 from recap_data.store.store import content_digest, file_digests
 
 
@@ -23,8 +24,8 @@ def write_training_run(out: Path, save, metrics: dict, log: list[dict], *, what:
     loss_csv = csv_text(log)
     with atomic_directory(out, force=force, what=what) as tmp:
         save(tmp)
-        write_json(tmp / "metrics.json", metrics)
-        atomic_write_text(tmp / "loss.csv", loss_csv)
+        write_json(tmp / paths.METRICS_FILE, metrics)
+        atomic_write_text(tmp / paths.LOSS_FILE, loss_csv)
     if metrics_path:
         write_json(Path(metrics_path), metrics if metrics_copy is None else metrics_copy)
     if loss_path:

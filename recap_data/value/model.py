@@ -32,7 +32,13 @@ from transformers import (
 )
 
 from recap_data.errors import RecapError
-from recap_data.io import write_json
+from recap_data.io import read_json, write_json
+from recap_data.store.paths import CONFIG_FILE as CONFIG
+from recap_data.store.paths import NORMALIZATION_FILE as NORMALIZATION
+from recap_data.store.paths import PROVENANCE_FILE as PROVENANCE
+from recap_data.store.paths import REWARD_FILE as REWARD
+from recap_data.store.paths import TOKENIZER_DIR
+from recap_data.store.paths import WEIGHTS_FILE as WEIGHTS
 from recap_data.train.checkpoint import directory_digest, weights_errors
 from recap_data.train.tokenizer import tiny_tokenizer
 from recap_data.value.returns import TARGET_FIELDS, RewardConfig, decode_values
@@ -214,8 +220,6 @@ def evaluate(model, dataset, encoder: TextEncoder, batch_size: int, num_workers:
 
 
 CHECKPOINT_FORMAT = "recap-data/value-model@1"
-WEIGHTS, CONFIG, TOKENIZER_DIR = "model.safetensors", "config.json", "tokenizer"
-NORMALIZATION, REWARD, PROVENANCE = "normalization.json", "reward.json", "provenance.json"
 
 
 @dataclass
@@ -255,13 +259,9 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise RecapError(f"{path}: not a value checkpoint (no {CONFIG}); train one with `recap-data train value`")
-    parts = {}
-    for name in (CONFIG, REWARD, NORMALIZATION, PROVENANCE):
-        try:
-            parts[name] = json.loads((path / name).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RecapError(f"{path / name}: unreadable value checkpoint ({str(e).splitlines()[0]}); write it "
-                             "again with `recap-data train value --force`") from None
+    fix = "write it again with `recap-data train value --force`"
+    parts = {name: read_json(path / name, CHECKPOINT_FORMAT if name == CONFIG else None, what="value checkpoint file",
+                             fix=fix) for name in (CONFIG, REWARD, NORMALIZATION, PROVENANCE)}
     config, norm, provenance = parts[CONFIG], parts[NORMALIZATION], parts[PROVENANCE]
     try:
         stored = RewardConfig(**parts[REWARD])
@@ -269,10 +269,6 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
     except (TypeError, KeyError, AttributeError, ValueError) as e:
         raise RecapError(f"{path}: unreadable value checkpoint ({type(e).__name__}: {e}); write it again with "
                          "`recap-data train value --force`") from None
-    found = config.get("format") if isinstance(config, dict) else type(config).__name__
-    if found != CHECKPOINT_FORMAT:
-        raise RecapError(f"{path / CONFIG}: field 'format' is {found!r}, expected {CHECKPOINT_FORMAT!r}; train one "
-                         "with `recap-data train value`")
     diff = [] if reward is None else [f"{k}: checkpoint {getattr(stored, k)!r}, requested {getattr(reward, k)!r}"
                                       for k in TARGET_FIELDS if getattr(reward, k) != getattr(stored, k)]
     if diff:

@@ -1,6 +1,6 @@
 """RECAP rewards, returns and return bins, vectorized over every frame of every episode at once.
 
-Definitions (../shared/RECAP.md section 2), per episode of T frames, t = 0..T-1:
+Definitions (docs/value.md and docs/labels.md), per episode of T frames, t = 0..T-1:
   reward         r_t = -1 for t < T-1;  r_{T-1} = 0 on success, -c_fail on failure
   return         R_t = sum_{t'>=t} r_t' = -(T-1-t) - c_fail * failed
   normalized     R~_t = R_t / normalizer, in [-1, 0]

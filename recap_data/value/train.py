@@ -12,9 +12,7 @@ One process by default; `accelerate launch --config_file pipelines/accelerate/mu
 -m recap_data.cli.main train value ...` runs data-parallel on many GPUs (bf16 there).
 """
 
-import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,10 @@ import pandas as pd
 
 from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
 from recap_data.errors import RecapError
-from recap_data.io import refuse_existing
 from recap_data.store.schema import STATE_KEY, camera_keys
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
-from recap_data.train.loop import LossLog, lr_schedule
+from recap_data.train.loop import run_provenance, start_run, train_loop
 from recap_data.value.returns import RewardConfig, compute_returns
 
 # torch, transformers and LeRobot are imported inside train_value(): the CLI builds its options
@@ -95,8 +92,6 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     """Train (or fine-tune from `init`) a value model; write the checkpoint to `out`; return its metrics."""
     import torch
     import torch.nn.functional as F
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
     from recap_data.data.frames import (
@@ -121,11 +116,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     cfg.validate()
     reward.validate()
     out = Path(out)
-    refuse_existing(out, force, "value checkpoint")  # before training, not after
-    gpu = torch.cuda.is_available()
-    # cpu=True lets torchrun/accelerate launch run data-parallel over gloo on a machine without GPUs.
-    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if cfg.bf16 and gpu else "no")
-    set_seed(cfg.seed)
+    accelerator = start_run(out, force, "value checkpoint", cfg.seed, cfg.bf16)
     digests = shard_digests(store, mixture)
     features = store.manifest(next(iter(mixture))).features
     cameras, state_dim = camera_keys(features), int(features[STATE_KEY]["shape"][0])
@@ -158,30 +149,10 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
                                     replacement=True, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(ShardFrames(store, train, cameras, preloaded), batch_size=cfg.batch_size, sampler=sampler,
                         num_workers=cfg.num_workers, collate_fn=Collate(encoder), drop_last=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.steps, cfg.warmup_steps))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-
-    model.train()
-    losses, started = LossLog(cfg.steps, cfg.log_every, "training value model",
-                              progress and accelerator.is_main_process), time.perf_counter()
-    for step, batch in enumerate(loader, start=1):
-        with accelerator.autocast():
-            loss = F.cross_entropy(forward(model, batch), batch["return_bin"])
-        if not torch.isfinite(loss):
-            raise RecapError(f"value training diverged at step {step} (loss {loss.item()}); lower value.lr")
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        losses.add(step, loss.item(), scheduler.get_last_lr()[0])
-    losses.close()
-    wall = time.perf_counter() - started
-
-    accelerator.wait_for_everyone()
+    model, losses, wall = train_loop(model, loader, lambda m, b: F.cross_entropy(forward(m, b), b["return_bin"]),
+                                     cfg, accelerator, section="value", desc="training value model", progress=progress)
     if not accelerator.is_main_process:  # the main process evaluates and writes the checkpoint
         return {}
-    model = accelerator.unwrap_model(model)
     metrics = {"train": {"steps": cfg.steps, "samples": cfg.steps * cfg.batch_size * accelerator.num_processes,
                          "frames": len(train), "wall_s": round(wall, 2),
                          "samples_per_s": round(cfg.steps * cfg.batch_size * accelerator.num_processes / wall, 1),
@@ -191,11 +162,9 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
                           cfg.num_workers, accelerator.device, progress)
         metrics["holdout"] = holdout_metrics(test, scored, float(train["return_norm"].median()))
     provenance = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **run_provenance(cfg, accelerator),
         "shards": [{"id": s, "digest": digests[s], "weight": w} for s, w in mixture.items()],
-        "init": init_info, "steps": cfg.steps, "processes": accelerator.num_processes,
-        "mixed_precision": accelerator.mixed_precision, "config": asdict(cfg),
-        "holdout_episodes": test[["shard", "episode_index"]].drop_duplicates().values.tolist(),
+        "init": init_info, "holdout_episodes": test[["shard", "episode_index"]].drop_duplicates().values.tolist(),
     }
     overall = {k: v for k, v in metrics.get("holdout", {}).items() if k != "per_task"}
     write_training_run(out, lambda tmp: save_value_checkpoint(tmp, model, tokenizer, reward, normalizers, provenance),
