@@ -17,7 +17,7 @@ test: venv
 	$(VENV)/bin/ruff check recap_data tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python bench/docs_tables.py --check
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=15 tests
 
 bench: venv
 	$(VENV)/bin/python bench/bench_store.py

@@ -30,7 +30,9 @@ def successful_frames(n_episodes: int):
 
 
 def knn_mae(x_train, y_train, x_test, y_test, k=5) -> float:
-    d = ((x_test[:, None, :] - x_train[None, :, :]) ** 2).sum(-1)  # (n_test, n_train)
+    # |a - b|^2 = |a|^2 - 2 a.b + |b|^2: one (n_test, n_train) matrix, not the (n_test, n_train, dim)
+    # broadcast (gigabytes for image rows)
+    d = (x_test**2).sum(1)[:, None] - 2 * x_test @ x_train.T + (x_train**2).sum(1)[None, :]  # (n_test, n_train)
     nearest = np.argsort(d, axis=1)[:, :k]  # (n_test, k)
     return float(np.abs(y_train[nearest].mean(1) - y_test).mean())
 

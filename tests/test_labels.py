@@ -103,9 +103,18 @@ def test_every_frame_labelled_once_with_the_models_values(labeled):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_relabel_from_stored_values(labeled):
+@pytest.fixture(scope="module")
+def relabeled(labeled):
+    """The label set raw-40: raw's values relabelled at 40% positive with N = 5 (made once per module)."""
     store, _ = labeled
-    m = relabel(store, "raw", "raw-40", {"positive_fraction": 0.4}, n_steps=5)
+    if not label_set_path(store, "raw-40").exists():
+        relabel(store, "raw", "raw-40", {"positive_fraction": 0.4}, n_steps=5)
+    return read_manifest(store, "raw-40")
+
+
+def test_relabel_from_stored_values(labeled, relabeled):
+    store, _ = labeled
+    m = relabeled
     old, new = read_labels(store, "raw"), read_labels(store, "raw-40")
     np.testing.assert_array_equal(old["value"], new["value"])
     assert m.parent["name"] == "raw" and m.label["positive_fraction"] == 0.4 and m.reward["n_steps"] == 5
@@ -118,7 +127,7 @@ def test_relabel_from_stored_values(labeled):
     assert sets["raw-40"] == "raw" and sets["raw"] is None
 
 
-def test_refusals_leave_existing_label_sets_untouched(labeled, tmp_path):
+def test_refusals_leave_existing_label_sets_untouched(labeled, relabeled, tmp_path):
     store, ckpt = labeled
     before = directory_digest(label_set_path(store, "raw"))
     with pytest.raises(RecapError, match="already exists"):
@@ -145,9 +154,11 @@ def test_refusals_leave_existing_label_sets_untouched(labeled, tmp_path):
         connect(copy.root)
     result = run_cli("relabel", "raw", "--out", "raw", "--positive-fraction", "0.5", root=store.root)
     assert result.exit_code == 2 and "already exists" in result.output
-    forced = run_cli("relabel", "raw-40", "--out", "raw-40", "--positive-fraction", "0.2", "--force", root=store.root)
+    again = ShardStore(tmp_path / "again")  # --force works; on a copy, so that raw-40 stays as other tests know it
+    shutil.copytree(store.root, again.root)
+    forced = run_cli("relabel", "raw-40", "--out", "raw-40", "--positive-fraction", "0.2", "--force", root=again.root)
     assert forced.exit_code == 0, forced.output
-    assert read_manifest(store, "raw-40").label["positive_fraction"] == 0.2
+    assert read_manifest(again, "raw-40").label["positive_fraction"] == 0.2
     assert directory_digest(label_set_path(store, "raw")) == before
 
 

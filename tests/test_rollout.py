@@ -17,6 +17,8 @@ from recap_data.store.db import connect
 from recap_data.store.schema import normalize_schema
 from recap_data.train.checkpoint import directory_digest
 
+pytestmark = pytest.mark.sim  # LIBERO rollouts (and the episode planning they use)
+
 MOKA = "put both moka pots on the stove"
 
 
@@ -119,10 +121,14 @@ def test_ctrl_c_leaves_no_shard_and_no_staging(store, make_shard):
     # a shell that starts pytest in the background ignores SIGINT, and children inherit that: restore Ctrl-C
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(25)  # inside the simulator: creating, resetting or stepping it
+    deadline = time.time() + 240
+    while not list(store.tmp_dir.glob("iter1.tmp.*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # until the recorder has opened its staging directory: the rollout is under way
+    assert list(store.tmp_dir.glob("iter1.tmp.*")), "the rollout never started recording"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert b"error: interrupted" in err
     assert not store.exists("iter1")
     assert not any(store.tmp_dir.iterdir())  # the staging directory went with it
 
