@@ -1,7 +1,7 @@
 """Sequential decoding of a shard's camera frames, in dataset index order.
 
-LeRobot decodes one frame at a time (seek + decode: ~3.5 ms per camera frame at 64 px here);
-reading a whole video file front to back is ~50x faster. Training on a shard that fits in
+LeRobot decodes one frame at a time (a seek and a decode per frame); reading a whole video file
+front to back is far faster (measured in docs/labels.md). Training on a shard that fits in
 memory decodes it once this way; the labeler streams it episode by episode.
 
 Two decoders give the same pixels (bit for bit; tests/test_decode.py checks both against
