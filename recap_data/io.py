@@ -31,9 +31,9 @@ from recap_data.errors import RecapError
 # after_renames), to prove crash safety. RECAP_DATA_NO_EXCHANGE=1 takes the two-rename path.
 FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"
 NO_EXCHANGE_ENV = "RECAP_DATA_NO_EXCHANGE"
-# What a writer leaves while it runs: <name>.tmp.<pid>[.<token>] (staging, optionally hidden) and
-# .<name>.old.<pid>.<token> (an old output moved aside by the two-rename fallback).
-STAGING_RE = re.compile(r"^\.?(?P<name>.+)\.(?P<kind>tmp|old)\.(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
+# What a writer leaves while it runs: .<name>.tmp.<pid>.<token> (staging) and .<name>.old.<pid>.<token>
+# (an old output moved aside by the two-rename fallback); hidden, except inside the store's own .tmp/.
+STAGING_RE = re.compile(r"^(?P<dot>\.?)(?P<name>.+)\.(?P<kind>tmp|old)\.(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
@@ -68,15 +68,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(directory: Path) -> list[Path]:
+def clean_stale(directory: Path, hidden_only: bool = True) -> list[Path]:
     """Remove what dead writers left in `directory`: staging, which never holds the only copy
-    of committed data, and aside copies, which are put back where their name is missing."""
+    of committed data, and aside copies, which are put back where their name is missing.
+    hidden_only: touch only hidden names (a user's folder beside a checkpoint may hold anything;
+    only the store's own .tmp/ is cleaned of visible names too)."""
     removed = []
     if not Path(directory).is_dir():
         return removed
     for p in Path(directory).iterdir():
         m = STAGING_RE.match(p.name)
-        if not m or pid_alive(int(m["pid"])):
+        if not m or (hidden_only and not m["dot"]) or pid_alive(int(m["pid"])):
             continue
         if m["kind"] == "old" and not (p.parent / m["name"]).exists():
             try:

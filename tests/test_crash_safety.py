@@ -168,3 +168,14 @@ def test_output_directory_replacement_killed_at_every_rename(tmp_path, failpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert (directory_digest(target) == old) == (survivor == "old")
     assert (target / "model.safetensors").read_bytes() == (b"old" if survivor == "old" else b"new") * 1000
+
+
+def test_the_cleaner_leaves_a_users_own_folders_alone(tmp_path):
+    """Beside a checkpoint, only hidden staging names of dead writers are removed."""
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    user = [tmp_path / f"results.tmp.{dead}", tmp_path / f"plots.old.{dead}.abcd"]
+    staging = [tmp_path / f".ckpt.tmp.{dead}.0a1b2c3d", tmp_path / f".other.tmp.{dead}"]
+    for p in user + staging:
+        p.mkdir()
+    clean_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in user)

@@ -131,4 +131,4 @@ class ShardStore:
     def clean_stale_tmp(self) -> list[Path]:
         """Remove what dead writers left: shard staging under .tmp/, label-set staging under labels/
         (an old label set that a dead writer had moved aside is put back instead)."""
-        return clean_stale(self.tmp_dir) + clean_stale(self.root / paths.LABELS_DIR)
+        return clean_stale(self.tmp_dir, hidden_only=False) + clean_stale(self.root / paths.LABELS_DIR)
