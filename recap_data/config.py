@@ -24,7 +24,7 @@ from typing import Annotated
 import click
 import yaml
 
-from recap_data.errors import RecapError
+from recap_data.errors import RecapError, first_line
 
 _FIELD_DOC = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 
@@ -123,6 +123,13 @@ def field_spec(hint) -> tuple[type | None, Range | None]:
     return kind, bounds if kind in (int, float) else None
 
 
+def is_a(kind: type, value) -> bool:
+    """Whether `value` is of a field's scalar type: a bool is never a number, an int is a float."""
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, kind) or (kind is float and isinstance(value, int))
+
+
 def check_fields(cfg, section: str) -> None:
     """Each field of a config against its type and declared range (see the module doc)."""
     hints = typing.get_type_hints(type(cfg), include_extras=True)
@@ -131,9 +138,8 @@ def check_fields(cfg, section: str) -> None:
         value = getattr(cfg, f.name)
         if value is None or kind is None:
             continue
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise RecapError(f"{section}: field '{f.name}' = {value!r} must be {kind.__name__}")
+        if not is_a(kind, value):
+            raise RecapError(f"{section}: field '{f.name}' = {value!r} must be {kind.__name__}")
         problem = bounds.problem(value) if bounds else None
         if problem:
             raise RecapError(f"{section}: field '{f.name}' = {value!r} is invalid: {problem}")
@@ -159,7 +165,7 @@ def read_section(path: Path | None, section: str, required: bool = True) -> dict
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise RecapError(f"{path}: cannot read params ({str(e).splitlines()[0]}); give a YAML file of "
+        raise RecapError(f"{path}: cannot read params ({first_line(e)}); give a YAML file of "
                          "sections such as `value:`") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
@@ -191,7 +197,7 @@ def build_config(cls, section: str, values: dict, where: str):
             values[key] = float(value)
         elif kind is str and isinstance(value, int) and not isinstance(value, bool):
             values[key] = str(value)  # YAML reads `task: 8` as a number; the field takes an index or a name
-        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        elif not is_a(kind, value):
             raise RecapError(f"{where}: field '{section}.{key}' = {value!r} must be {kind.__name__}")
     cfg = cls(**values)  # validate() checks each field's range (check_fields), then the stage's own rules
     if not hasattr(cfg, "validate"):

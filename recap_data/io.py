@@ -23,7 +23,7 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
-from recap_data.errors import RecapError
+from recap_data.errors import RecapError, first_line
 
 # Testing hooks. RECAP_DATA_FAILPOINT=<name> makes the process SIGKILL itself at that point
 # (writer: after_episode:N, after_finalize, after_verify, after_manifest; any atomic
@@ -198,7 +198,7 @@ def read_json(path: Path, fmt: str | None = None, *, what: str, fix: str) -> dic
     except FileNotFoundError:
         raise RecapError(f"{path}: not a {what} (the file is missing); {fix}") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RecapError(f"{path}: unreadable {what} ({str(e).splitlines()[0]}); {fix}") from None
+        raise RecapError(f"{path}: unreadable {what} ({first_line(e)}); {fix}") from None
     if not isinstance(data, dict):
         raise RecapError(f"{path}: not a {what} (a JSON {type(data).__name__}, not an object); {fix}")
     if fmt is not None and data.get("format") != fmt:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from recap_data.cli.main import cli
+from recap_data.cli.reference import commands
 from recap_data.config import Bounded
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import directory_digest
@@ -18,13 +19,9 @@ from recap_data.train.checkpoint import directory_digest
 NUMBERS = ["nan", "inf", "-inf", "-1", "0", "abc"]
 
 
-def leaf_commands(group: click.Group, path=()):
-    """(command path, command) for every runnable command under `group`."""
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from leaf_commands(command, (*path, name))
-        else:
-            yield (*path, name), command
+def leaf_commands():
+    """(command path without `recap-data`, command) for every runnable command."""
+    return [(path[1:], command) for path, command in commands(cli) if not isinstance(command, click.Group)]
 
 
 def filler(command: click.Command, skip: click.Parameter) -> list[str]:
@@ -67,7 +64,7 @@ def root(labeled):
 
 def test_every_numeric_and_choice_option_refuses_bad_values(root):
     before, tried, valid = root_state(root), 0, 0
-    for path, command in leaf_commands(cli):
+    for path, command in leaf_commands():
         for p in command.params:
             if not isinstance(p, click.Option) or p.is_flag:
                 continue
@@ -102,7 +99,7 @@ def test_every_path_option_refuses_a_missing_input_a_file_for_a_folder_and_a_fol
     afile.write_text("{}")
     adir.mkdir()
     before, tried, outputs = root_state(root), 0, 0
-    for path, command in leaf_commands(cli):
+    for path, command in leaf_commands():
         for p in command.params:
             if not isinstance(p.type, click.Path):
                 continue

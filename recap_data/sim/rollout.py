@@ -22,6 +22,7 @@ import numpy as np
 
 from recap_data.config import Count, Int, Natural, NonNegative, Seed, check_fields
 from recap_data.errors import RecapError
+from recap_data.io import read_json
 from recap_data.store import paths
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store.store import ShardStore
@@ -79,12 +80,7 @@ POLICY_FIX = "pass `random` or a directory written by `recap-data train policy`"
 
 def policy_config(policy: str) -> dict:
     """A policy checkpoint's config.json (its input and output features)."""
-    import json
-
-    try:
-        return json.loads((Path(policy) / paths.CONFIG_FILE).read_text())
-    except (OSError, ValueError) as e:
-        raise RecapError(f"--policy {policy}: not a policy checkpoint (config.json: {e}); {POLICY_FIX}") from e
+    return read_json(Path(policy) / paths.CONFIG_FILE, what="policy checkpoint", fix=POLICY_FIX)
 
 
 def check_policy(policy: str, image_size: int) -> dict | None:

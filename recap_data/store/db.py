@@ -13,14 +13,13 @@ Only committed shards and label sets are read (directories with a manifest), nev
 writer's temporary files.
 """
 
-import contextlib
 import json
 import os
 from pathlib import Path
 
 import duckdb
 
-from recap_data.errors import RecapError
+from recap_data.errors import RecapError, one_line_errors
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, label_set_names, label_set_path, read_manifest
 from recap_data.store.schema import image_columns
@@ -31,16 +30,11 @@ SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"
 LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
 
 
-@contextlib.contextmanager
 def unreadable(where: str, fix: str):
     """A damaged parquet file (DuckDB's or Arrow's error) as one line naming it and the fix."""
     import pyarrow
 
-    try:
-        yield
-    except (duckdb.Error, pyarrow.ArrowException, OSError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise RecapError(f"{where}: unreadable data ({reason}); {fix}") from None
+    return one_line_errors(where, "unreadable data", fix, duckdb.Error, pyarrow.ArrowException, OSError)
 
 
 def _sql_list(items: list[str]) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from recap_data.errors import RecapError
+from recap_data.errors import RecapError, one_line_errors
 from recap_data.store import paths
 from recap_data.store.schema import OUTCOME_FEATURES
 from recap_data.store.store import ShardStore, content_digest, file_digests
@@ -59,10 +59,8 @@ def check_finite(src: Path, features: dict) -> None:
 
     numeric = [k for k, f in features.items() if str(f.get("dtype", "")).startswith("float")]
     for path in sorted((src / "data").glob("*/*.parquet")) if numeric else ():
-        try:
+        with one_line_errors(path, "unreadable parquet", "repair the source", pa.ArrowException, OSError):
             table = pq.read_table(path, columns=[*numeric, "episode_index", "frame_index"])
-        except (pa.ArrowException, OSError) as e:
-            raise RecapError(f"{path}: unreadable parquet ({str(e).splitlines()[0]}); repair the source") from None
         for column in numeric:
             values = table.column(column).combine_chunks()
             if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):

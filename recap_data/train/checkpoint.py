@@ -1,10 +1,9 @@
 """Trainer checkpoints: their content digest, the atomic checkpoint directory a run writes, and
 one-line errors for damaged weights."""
 
-import contextlib
 from pathlib import Path
 
-from recap_data.errors import RecapError
+from recap_data.errors import one_line_errors
 from recap_data.io import atomic_directory, atomic_write_text, csv_text, write_json
 from recap_data.store import paths
 from recap_data.store.store import content_digest, file_digests
@@ -32,14 +31,9 @@ def write_training_run(out: Path, save, metrics: dict, log: list[dict], *, what:
         atomic_write_text(Path(loss_path), loss_csv)
 
 
-@contextlib.contextmanager
 def weights_errors(weights: Path, trainer: str):
     """A missing, truncated or mismatched weights file (or tokenizer) as one line naming the file."""
     from safetensors import SafetensorError
 
-    try:
-        yield
-    except (OSError, RuntimeError, ValueError, SafetensorError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise RecapError(f"{weights}: unreadable checkpoint ({reason}); write it again with "
-                         f"`recap-data {trainer} --force`") from None
+    return one_line_errors(weights, "unreadable checkpoint", f"write it again with `recap-data {trainer} --force`",
+                           OSError, RuntimeError, ValueError, SafetensorError)

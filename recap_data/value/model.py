@@ -12,7 +12,6 @@ of every camera | one state token]; the last position (the state token, which at
 valid tokens under the causal mask) is read out by a linear head over the bins.
 """
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -290,11 +289,12 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
 
 def checkpoint_reward(path: Path) -> RewardConfig:
     """The reward params a value checkpoint was trained with."""
+    data = read_json(Path(path) / REWARD, what="value checkpoint", fix="train one with `recap-data train value`")
     try:
-        return RewardConfig(**json.loads((Path(path) / REWARD).read_text()))
-    except (OSError, json.JSONDecodeError, TypeError) as e:
-        raise RecapError(f"{path}: not a value checkpoint ({Path(path) / REWARD}: {str(e).splitlines()[0]}); "
-                         "train one with `recap-data train value`") from None
+        return RewardConfig(**data)
+    except TypeError as e:  # a field missing or unknown
+        raise RecapError(f"{Path(path) / REWARD}: not a value checkpoint's reward params ({e}); train one with "
+                         "`recap-data train value`") from None
 
 
 def _quiet_transformers() -> None:
