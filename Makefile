@@ -1,5 +1,7 @@
 # The two set-up commands of README.md. Both install what they need (scripts/bootstrap.sh).
 VENV ?= .venv
+# uv at the version pyproject.toml requires, installed by scripts/bootstrap.sh (or UV=yours)
+UV ?= .tools/uv/bin/uv
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
@@ -14,7 +16,8 @@ repro: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: venv
-	$(VENV)/bin/ruff check recap_data tests bench
+	$(UV) lock --check  # uv.lock matches pyproject.toml
+	$(VENV)/bin/ruff check recap_data tests bench scripts
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python bench/docs_tables.py --check
 	$(VENV)/bin/python -m pytest -q --durations=15 tests

@@ -1,18 +1,24 @@
 """Benchmark of the policy trainer (not a test): prints figures and writes bench/results/policy.json.
 
-Training steps/s of the tiny pi0 (CPU, batch 8), the same model, optimizer and loop, measured
-in one run with three data paths over the same frames:
-  a. plain LeRobotDataset: delta_timestamps action chunks, the task string as-is, random frames;
-  b. labeled shards, LeRobot decoding: recap-data's PolicyFrames joined with a label set, the
-     episode-aware weighted sampler and indicator prompts with dropout, images read through
-     LeRobotDataset as in (a). b/a is the label-join overhead (target: small);
-  c. labeled shards, frames decoded once into memory (the trainer's default when they fit).
+1. The label join itself: `load_policy_data` with a label set (frames merged one-to-one with
+   the label table's indicator, after the label set's shard digests are checked) against the
+   same call without one, median of repeated calls; the difference is what joining labels
+   costs, reported in seconds, per frame, and as a share of the timed training run below.
+2. Training steps/s of the tiny pi0 (CPU, batch 8), the same model, optimizer and loop, measured
+   in one run with three data paths over the same frames:
+     a. plain LeRobotDataset: delta_timestamps action chunks, the task string as-is, random frames;
+     b. labeled shards, LeRobot decoding: recap-data's PolicyFrames (indicator from the joined
+        table), the episode-aware weighted sampler and indicator prompts with dropout, images read
+        through LeRobotDataset as in (a);
+     c. labeled shards, frames decoded once into memory (the trainer's default when they fit).
+   b/a compares whole data paths (sampler, chunking and prompts differ, not only the join).
 
     .venv/bin/python bench/bench_policy.py [--episodes 40] [--steps 60]
 """
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +70,17 @@ def timed_steps(store, data, loader, conditioned: bool, steps: int, cfg: PolicyT
     return steps / (time.perf_counter() - started)
 
 
+def time_join(store, repeats: int = 15) -> dict:
+    """Median seconds of load_policy_data with and without the label set, calls interleaved."""
+    times = {"with_labels": [], "without_labels": []}
+    for _ in range(repeats):
+        for name, (labels, mode) in {"with_labels": ("bench", "use"), "without_labels": (None, "on")}.items():
+            t = time.perf_counter()
+            load_policy_data(store, {"base": 1.0}, labels, mode)
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -81,6 +98,7 @@ def main() -> None:
                     progress=False)
         label(store, ["base"], Path(work) / "value", "bench", RewardConfig(), LabelConfig(), progress=False)
         data = load_policy_data(store, {"base": 1.0}, "bench", "use")
+        join = time_join(store)
         cams = camera_keys(store.manifest("base").features)
         fps = store.manifest("base").fps
         plain = LeRobotDataset("recap-data/base", root=store.shard_path("base"),
@@ -104,13 +122,23 @@ def main() -> None:
                 rate = timed_steps(store, data, loader, conditioned, args.steps, cfg)
                 best[name] = max(best.get(name, 0.0), rate)
     a = best["plain_lerobot"]
+    join_s = join["with_labels"] - join["without_labels"]
+    run_s = args.steps / best["labeled_in_memory"]  # the timed run of the trainer's default path
     results = {"machine": machine_info(), "frames": len(data.frames), "batch_size": cfg.batch_size,
                "steps": args.steps, "steps_per_s": {k: round(v, 2) for k, v in best.items()},
-               "label_join_overhead": round(a / best["labeled_lerobot_decode"], 3),
+               "label_join": {"load_with_labels_s": round(join["with_labels"], 4),
+                              "load_without_labels_s": round(join["without_labels"], 4),
+                              "join_s": round(join_s, 4),
+                              "join_us_per_frame": round(join_s / len(data.frames) * 1e6, 2),
+                              "share_of_timed_training_run": round(join_s / run_s, 4)},
+               "labeled_over_plain_steps_per_s": round(best["labeled_lerobot_decode"] / a, 3),
                "in_memory_speedup": round(best["labeled_in_memory"] / a, 2)}
-    print(f"tiny pi0, batch {cfg.batch_size}, {len(data.frames)} frames: plain LeRobotDataset {a:.2f} steps/s, "
+    j = results["label_join"]
+    print(f"label join over {len(data.frames)} frames: {j['join_s'] * 1e3:.1f} ms ({j['join_us_per_frame']} us/frame; "
+          f"{j['share_of_timed_training_run']:.2%} of {args.steps} in-memory training steps)")
+    print(f"tiny pi0, batch {cfg.batch_size}: plain LeRobotDataset {a:.2f} steps/s, "
           f"labeled shards (LeRobot decoding) {best['labeled_lerobot_decode']:.2f} steps/s "
-          f"(overhead {results['label_join_overhead']}x), labeled shards in memory "
+          f"({results['labeled_over_plain_steps_per_s']}x), labeled shards in memory "
           f"{best['labeled_in_memory']:.2f} steps/s ({results['in_memory_speedup']}x)")
     write_results(RESULTS, results)
 

@@ -1,12 +1,17 @@
 """Benchmarks of the shard store (not tests): prints figures and writes bench/results/store.json.
 
-1. Commit cost: committing a 20-episode shard into a store holding 1 shard versus 50 shards.
-   The commit must not grow with the store. Both stores are timed in one run, interleaved.
+1. What grows with the store, in stores of 1, 50 and 200 shards, timed in one run, interleaved:
+   - the commit of a ready-made 20-episode shard (ShardWriter's open and commit: the store's
+     schema check, stale-staging cleanup, verification, digests, manifest, rename and fsync),
+     without its video encoding, which costs the same in any store and whose noise would hide
+     the store's share; copying the prepared files into staging is not timed;
+   - `db.connect` (one view over every shard's files) and `shards list` (every manifest read).
+   The commit should not grow with the store; connect and list read every shard, so they do.
 2. Query: DuckDB over the `frames` view of a store holding 1M frames in 4 shards (state-only
    schema, and shards 2-4 are copies of shard 1 under other ids, so that set-up takes minutes,
    not hours of video encoding; the query reads all four).
 
-    .venv/bin/python bench/bench_store.py [--frames 1000000] [--repeats 3]
+    .venv/bin/python bench/bench_store.py [--frames 1000000] [--repeats 5]
 """
 
 import argparse
@@ -53,20 +58,40 @@ def fill_store(root: Path, n_shards: int) -> ShardStore:
     return store
 
 
-def bench_commit(work: Path, repeats: int) -> dict:
-    stores = {n: fill_store(work / f"store-{n}", n) for n in (1, 50)}
-    times = {n: [] for n in stores}
+def timed_commit(store: ShardStore, shard_id: str, prepared: Path, m: Manifest) -> float:
+    """Seconds of ShardWriter's open and commit around a copy of `prepared` (the copy not timed)."""
+    w = ShardWriter(store, shard_id, kind="base", features=m.features, fps=m.fps, source={"generator": "bench"},
+                    synthetic=True)
+    t0 = time.perf_counter()
+    w.__enter__()
+    opened = time.perf_counter() - t0
+    shutil.copytree(prepared, w.staging_dir, ignore=shutil.ignore_patterns(paths.MANIFEST))
+    w.expect(m.episodes, m.frames, m.successes)
+    t0 = time.perf_counter()
+    w.__exit__(None, None, None)
+    return opened + time.perf_counter() - t0
+
+
+def bench_growth(work: Path, repeats: int, sizes=(1, 50, 200)) -> dict:
+    scratch = ShardStore(work / "prepared")
+    m = make_demo_data(scratch, DemoDataConfig(shard_id="prepared", episodes=20, **SMALL), progress=False)
+    stores = {n: fill_store(work / f"store-{n}", n) for n in sizes}
+    times = {n: {"commit": [], "connect": [], "list": []} for n in sizes}
     for r in range(repeats):
         for n, store in (stores.items() if r % 2 == 0 else reversed(stores.items())):
-            cfg = DemoDataConfig(shard_id=f"new-{r}", episodes=20, seed=100 + r, **SMALL)
+            times[n]["commit"].append(timed_commit(store, f"new-{r}", scratch.shard_path("prepared"), m))
             t = time.perf_counter()
-            m = make_demo_data(store, cfg, progress=False)
-            times[n].append(time.perf_counter() - t)
-    med = {n: statistics.median(v) for n, v in times.items()}
-    return {"shard_episodes": 20, "shard_frames": m.frames, "repeats": repeats,
-            "seconds_median_1_shard": round(med[1], 3), "seconds_median_50_shards": round(med[50], 3),
-            "ratio_50_over_1": round(med[50] / med[1], 3),
-            "seconds_all": {str(n): [round(x, 3) for x in v] for n, v in times.items()}}
+            connect(store.root).close()
+            times[n]["connect"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            store.manifests()
+            times[n]["list"].append(time.perf_counter() - t)
+    med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+    small, large = min(sizes), max(sizes)
+    return {"shard_episodes": 20, "shard_frames": m.frames, "repeats": repeats, "store_shards": list(sizes),
+            "median_s": {str(n): {k: round(v, 4) for k, v in t.items()} for n, t in med.items()},
+            f"commit_ratio_{large}_over_{small}": round(med[large]["commit"] / med[small]["commit"], 3),
+            "commit_s_all": {str(n): [round(x, 4) for x in t["commit"]] for n, t in times.items()}}
 
 
 def bench_query(work: Path, total_frames: int) -> dict:
@@ -77,7 +102,8 @@ def bench_query(work: Path, total_frames: int) -> dict:
     length, n_shards = 500, 4
     per_shard = total_frames // n_shards // length
     t0 = time.perf_counter()
-    # LeRobot writes ~1,300 frames/s here, so one shard is written and the others are copies.
+    # Writing is slow next to copying (write_frames_per_second in the results), so one shard is
+    # written and the others are copies.
     with ShardWriter(store, "big-0", kind="base", features=features, fps=20,
                      source={"generator": "bench_store"}, synthetic=True) as w:
         for e in tqdm(range(per_shard), desc="writing big-0", unit="ep"):
@@ -115,17 +141,18 @@ def bench_query(work: Path, total_frames: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="recap-bench-") as tmp:
         work = Path(tmp)
         results = {"machine": machine_info(),
-                   "commit": bench_commit(work, args.repeats),
+                   "growth": bench_growth(work, args.repeats),
                    "query": bench_query(work, args.frames)}
     write_results(RESULTS, results)
-    c, q = results["commit"], results["query"]
-    print(f"commit 20-episode shard ({c['shard_frames']} frames): 1 shard {c['seconds_median_1_shard']} s, "
-          f"50 shards {c['seconds_median_50_shards']} s, ratio {c['ratio_50_over_1']}")
+    g, q = results["growth"], results["query"]
+    for n, t in g["median_s"].items():
+        print(f"store of {n:>3} shards: commit of a ready {g['shard_frames']}-frame shard {t['commit']:.3f} s, "
+              f"connect {t['connect']:.3f} s, shards list {t['list']:.3f} s")
     print(f"frames query over {q['frames']} frames: count {q['count_seconds_median']} s, grouped "
           f"{q['per_task_success_and_state_mean_seconds_median']} s ({q['frames_per_second_grouped_query']} frames/s)")
 

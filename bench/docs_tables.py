@@ -1,7 +1,8 @@
-"""Benchmark tables in docs/ come from bench/results/*.json, never typed by hand.
+"""Benchmark figures in docs/ come from bench/results/*.json, never typed by hand.
 
-Each table sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in a docs page and is
-rendered by TABLES[NAME] from its results file. After a benchmark run:
+Each table or list of figures sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in a
+docs page (or README.md) and is rendered by TABLES[NAME] from its results file, with the machine it was measured
+on. After a benchmark run:
 
     .venv/bin/python bench/docs_tables.py          # rewrite the tables in docs/
     .venv/bin/python bench/docs_tables.py --check  # exit 1 if a table differs (make test runs this)
@@ -50,14 +51,206 @@ def recap_value(r: dict) -> str:
     return "\n".join(rows)
 
 
-TABLES = {"recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value)}
+def recap_findings(r: dict) -> str:
+    arms, v, b = r["arms"], r["value"], r["value"]["bounds_on_heldout_rollouts"]
+    best = r["best_recap_arm"]
+    beta0, recap = arms["recap beta 0"]["success_mean"], arms["recap"]["success_mean"]
+    met = {True: "met", False: "missed"}
+    return "\n".join([
+        f"- RECAP against BC on the same data: the best arm ({best}) by {r['best_recap_minus_bc'] * 100:+.1f} points "
+        f"(target {r['targets']['best_recap_minus_bc'] * 100:+.0f}: "
+        f"{met[r['best_recap_minus_bc'] >= r['targets']['best_recap_minus_bc']]}).",
+        f"- RECAP against filtered BC: {r['best_recap_minus_fbc'] * 100:+.1f} points "
+        f"(target {r['targets']['best_recap_minus_fbc'] * 100:+.0f}: "
+        f"{met[r['best_recap_minus_fbc'] >= r['targets']['best_recap_minus_fbc']]}).",
+        f"- The conditioning is used: the RECAP models without the indicator (beta 0) score {beta0:.3f} "
+        f"(BC: {arms['bc']['success_mean']:.3f}); \"Advantage: positive\" (beta 1) adds "
+        f"{(recap - beta0) * 100:.0f} points.",
+        f"- Value model: held-out MAE {v['heldout_value_mae']:.3f} against {v['heldout_constant_mae']:.3f} for the "
+        f"best constant ({v['mae_ratio']:.2f}x lower; target {r['targets']['mae_ratio']:g}x: "
+        f"{met[v['mae_ratio'] >= r['targets']['mae_ratio']]}); AUC of V(o_0) for success on "
+        f"{v['heldout_rollout_episodes']} held-out rollouts {v['auc_v0_heldout_rollouts']:.2f}. On those rollouts: "
+        f"value model {b['value_model_mae']:.3f}, constant {b['constant_mae']:.3f}, state MLP {b['state_mlp_mae']:.3f} "
+        f"({b['constant_mae'] / b['state_mlp_mae']:.2f}x), told the outcome {b['outcome_oracle_mae']:.3f} "
+        f"({b['constant_mae'] / b['outcome_oracle_mae']:.1f}x)."])
+
+
+def machine(r: dict) -> str:
+    m = r["machine"]
+    return f"{m['cpus']} CPU cores, Python {m['python']}" + (f", {m['gpu']}" if m.get("gpu") else "")
+
+
+def store_growth(r: dict) -> str:
+    g = r["growth"]
+    rows = [f"Measured on {machine(r)}, medians of {g['repeats']} interleaved runs; the shard committed has "
+            f"{g['shard_episodes']} episodes ({g['shard_frames']} frames).", "",
+            "| shards in the store | commit of a ready shard | `db.connect` | `shards list` (manifests read) |",
+            "| --- | --- | --- | --- |"]
+    for n, t in g["median_s"].items():
+        rows.append(f"| {n} | {t['commit']:.3f} s | {t['connect']:.3f} s | {t['list']:.3f} s |")
+    (key,) = [k for k in g if k.startswith("commit_ratio_")]
+    large, small = key.removeprefix("commit_ratio_").split("_over_")
+    rows += ["", f"Commit in a store of {large} shards against {small}: {g[key]:.2f}x."]
+    return "\n".join(rows)
+
+
+def store_query(r: dict) -> str:
+    q = r["query"]
+    return "\n".join([
+        f"DuckDB over the `frames` view of {q['frames']:,} frames in {q['shards']} shards ({machine(r)}; shards 2-"
+        f"{q['shards']} are copies of the first): `db.connect` {q['connect_seconds']:.3f} s, `count(*)` "
+        f"{q['count_seconds_median']:.3f} s, a per-task GROUP BY "
+        f"{q['per_task_success_and_state_mean_seconds_median']:.3f} s "
+        f"({q['frames_per_second_grouped_query'] / 1e6:.1f}M frames/s), episodes per shard "
+        f"{q['episodes_per_shard_seconds_median']:.3f} s. Writing the first shard (no cameras): "
+        f"{q['write_frames_per_second']:,} frames/s."])
+
+
+def labels_decoding(r: dict) -> str:
+    d = r["decoding"]
+    rows = [f"Both cameras of {d['frames']:,} frames front to back, one decoder thread ({machine(r)}):", "",
+            "| decoder | wall | CPU (its processes included) | camera frames/s |", "| --- | --- | --- | --- |"]
+    for name in ("ffmpeg", "pyav"):
+        rows.append(f"| {name} | {d[name]['wall_s']:.2f} s | {d[name]['cpu_s']:.2f} s | {d[name]['frames_per_s']:,} |")
+    return "\n".join(rows)
+
+
+SETTINGS = {"split": "split: the model on {t} torch thread(s), the decoder on the other core(s)",
+            "dedicated": "split: the model on {t} torch thread(s), the decoder on the other core(s)",
+            "shared": "shared: {t} torch threads, decoding takes CPU time from the model",
+            "gpu": "the model on the GPU, {t} CPU threads"}
+
+
+def labels_overhead(r: dict) -> str:
+    rows = [f"Measured on {machine(r)}:", "",
+            "| model | setting | frames | bare inference | `label()` end to end | ratio | target |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for o in r["overhead"]:
+        rows.append(f"| {o['model']} | {SETTINGS[o['setting']].format(t=o['torch_threads'])} | {o['frames']:,} | "
+                    f"{o['bare_inference_s']:.2f} s | {o['label_end_to_end_s']:.2f} s | {o['ratio']:.2f} | "
+                    f"{o['target']:g} |")
+    return "\n".join(rows)
+
+
+def labels_math(r: dict) -> str:
+    t = r["ten_million"]
+    return "\n".join([
+        f"- Label math from stored values (what `relabel` runs) for {t['frames']:,} frames: {t['label_math_s']:.1f} s "
+        f"({t['label_math_frames_per_s'] / 1e6:.2f}M frames/s; {machine(r)}).",
+        f"- Per-task advantage quantiles and positive fraction in DuckDB over those frames: "
+        f"{t['duckdb_quantiles_s']:.2f} s."])
+
+
+def policy_data(r: dict) -> str:
+    s, j = r["steps_per_s"], r["label_join"]
+    plain = s["plain_lerobot"]
+    return "\n".join([
+        f"{r['frames']:,} frames, batch {r['batch_size']}, best of interleaved runs of {r['steps']} steps "
+        f"({machine(r)}):",
+        "",
+        f"- The label join (`load_policy_data` with the label set against without it): {j['join_s'] * 1e3:.1f} ms, "
+        f"{j['join_us_per_frame']:.1f} us per frame, {j['share_of_timed_training_run']:.2%} of the "
+        f"{r['steps']}-step in-memory training run below.",
+        "",
+        "| data path | training steps/s | against plain LeRobotDataset |", "| --- | --- | --- |",
+        f"| plain LeRobotDataset (delta_timestamps chunks, the task as-is) | {plain:.2f} | 1.00x |",
+        f"| labeled shards, LeRobot decoding (weighted sampler, indicator prompts) | "
+        f"{s['labeled_lerobot_decode']:.2f} | {s['labeled_lerobot_decode'] / plain:.2f}x |",
+        f"| labeled shards, frames decoded once into memory (the default) | {s['labeled_in_memory']:.2f} | "
+        f"{s['labeled_in_memory'] / plain:.2f}x |"])
+
+
+def rollout(r: dict) -> str:
+    rec, w = r["recording"], r["workers"]
+    return "\n".join([
+        f"- Recording overhead ({machine(r)}, {rec['steps']} steps): {rec['bare_steps_per_s']:.2f} env steps/s bare "
+        f"against {rec['recorded_steps_per_s']:.2f} recording (ratio {rec['ratio']:.3f}, target 1.10); the commit, "
+        f"once per shard, {rec['commit_s']:.2f} s.",
+        f"- `rollout()` of {w['workers_1']['frames']} frames, creation and resets included: "
+        f"{w['workers_1']['env_steps_per_s']:.2f} env steps/s with one worker, {w['workers_2']['env_steps_per_s']:.2f} "
+        f"with two ({w['speedup_2_workers']:.2f}x)."])
+
+
+def world(r: dict) -> str:
+    return (f"{r['steps']:,} steps at {r['image_size']} px on {r['cores_used']} core ({machine(r)}): the gymnasium env "
+            f"{r['gymnasium_env_steps_per_s']:,} env steps/s, the batched world {r['world_batch_env_steps_per_s']:,} "
+            f"(target {r['target_env_steps_per_s']:,}); rendering both cameras {r['render_both_cameras_us']:.1f} us "
+            "per step.")
+
+
+def value_throughput(r: dict) -> str:
+    ret, t = r["returns"], r["training"]
+    names = {"preloaded_batch": "one pre-loaded batch, reused (the model alone)",
+             "in_memory_frames_w0": "frames in memory, no DataLoader worker (the default)",
+             "lerobot_decoding_w0": "LeRobot's per-frame decoding, no worker",
+             "in_memory_frames_w1": "frames in memory, one worker",
+             "lerobot_decoding_w1": "LeRobot decoding, one worker"}
+    rows = [f"- Returns for {ret['frames']:,} frames ({ret['episodes']:,} episodes): {ret['seconds']:.2f} s "
+            f"({ret['frames_per_s'] / 1e6:.2f}M frames/s; {machine(r)}).",
+            f"- Training throughput, batch {t['batch_size']}, {t['steps']} steps, {t['image_size']} px, in one run:",
+            "",
+            "  | data path | samples/s | against the pre-loaded batch |", "  | --- | --- | --- |"]
+    for key, rate in t["samples_per_s"].items():
+        rows.append(f"  | {names.get(key, key)} | {rate:.0f} | {t['ratio_to_preloaded_batch'][key]:.2f} |")
+    return "\n".join(rows)
+
+
+def pipeline(r: dict) -> str:
+    rows = [f"`{r['command']}` at {r['commit'][:7]} on {machine(r)}: {r['wall_s'] / 60:.1f} min, the largest process "
+            f"{r['peak_process_rss_mb'] / 1024:.1f} GB of memory.", "",
+            "| policy | held-out success | 95% Wilson interval | episodes | mean length | rollouts it learnt from "
+            "| value MAE (constant) | labels positive |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def pct(x):
+        return "" if x is None else f"{x:.0%}"
+
+    def rollouts(p):  # recorded in this iteration by the previous policy, on training initial states
+        if p["rollout_success_rate"] is None:
+            return ""
+        return f"{p['rollout_policy']}'s, {pct(p['rollout_success_rate'])} success"
+
+    for p in r["policies"]:
+        mae = "" if p["value_mae"] is None else f"{p['value_mae']:.3f} ({p['constant_mae']:.3f})"
+        rows.append(f"| {p['name']} | {p['success_rate']:.2f} | {p['ci_low']:.2f}-{p['ci_high']:.2f} | "
+                    f"{p['eval_episodes']:.0f} | {p['mean_episode_length']:.1f} | {rollouts(p)} | "
+                    f"{mae} | {pct(p['positive_fraction'])} |")
+    return "\n".join(rows)
+
+
+def status(results: dict) -> str:
+    """The README's two headline bullets, from the pipeline run and the controlled benchmark."""
+    pipe, r = results["pipeline.json"], results["recap.json"]
+    first, *iters = pipe["policies"]
+    arms, best = r["arms"], r["best_recap_arm"]
+    return "\n".join([
+        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}): held-out success "
+        f"{first['success_rate']:.2f} [{first['ci_low']:.2f}, {first['ci_high']:.2f}] for the {first['name']} policy, "
+        + ", ".join(f"{i['success_rate']:.2f} [{i['ci_low']:.2f}, {i['ci_high']:.2f}]" for i in iters)
+        + f" after {len(iters)} RECAP iterations, one seed ([docs/pipeline.md](docs/pipeline.md)).",
+        f"- The controlled benchmark, {r['seeds']} seeds on held-out initial states: RECAP ({best}) "
+        f"{arms[best]['success_mean']:.2f} against {arms['bc']['success_mean']:.2f} for behaviour cloning on the same "
+        f"data and {arms['fbc']['success_mean']:.2f} for filtered BC; its value model's held-out MAE is "
+        f"{r['value']['mae_ratio']:.2f}x lower than a constant's, for reasons measured there "
+        "([docs/results.md](docs/results.md))."])
+
+
+TABLES = {"recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value),
+          "recap-findings": ("recap.json", recap_findings),
+          "store-growth": ("store.json", store_growth), "store-query": ("store.json", store_query),
+          "labels-decoding": ("labels.json", labels_decoding), "labels-overhead": ("labels.json", labels_overhead),
+          "labels-math": ("labels.json", labels_math), "policy-data": ("policy.json", policy_data),
+          "rollout": ("rollout.json", rollout), "world": ("world.json", world),
+          "value-throughput": ("value.json", value_throughput), "pipeline": ("pipeline.json", pipeline),
+          "status": (("pipeline.json", "recap.json"), status)}
 MARKED = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /bench:(?P=name) -->)", re.S)
 
 
 def render(text: str) -> str:
     def table(m):
-        file, fn = TABLES[m["name"]]
-        return m.group(1) + fn(json.loads((RESULTS / file).read_text())) + m.group(4)
+        files, fn = TABLES[m["name"]]
+        if isinstance(files, tuple):  # figures from several results files
+            return m.group(1) + fn({f: json.loads((RESULTS / f).read_text()) for f in files}) + m.group(4)
+        return m.group(1) + fn(json.loads((RESULTS / files).read_text())) + m.group(4)
 
     return MARKED.sub(table, text)
 
@@ -67,7 +260,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a docs table differs from its results")
     args = parser.parse_args()
     stale = []
-    for page in sorted((ROOT / "docs").glob("*.md")):
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = page.read_text()
         new = render(text)
         if new != text:

@@ -1,20 +1,20 @@
 """Stage configs from params.yaml sections, with command-line overrides.
 
 Each pipeline stage has one config dataclass whose fields are the keys of its params.yaml
-section; a field's trailing `# comment` is its documentation (and its --help text).
+section; each field is declared with `param(default, "one-line doc")`, whose doc is kept in the
+field's metadata and becomes its --help text (an option without one is an error at import).
 Precedence: command-line option > params file section > dataclass default.
 
 Every field is checked where the config is built, the same way for every stage: its type, a
 finite value for every float (never NaN or infinity), and the range its annotation declares,
-e.g. `steps: Count = 500` (Count = Int(1), at least 1). The same range is the type of
+e.g. `steps: Count = param(500, ...)` (Count = Int(1), at least 1). The same range is the type of
 the field's command-line option, so `--lr nan` and `lr: nan` in a params file are refused alike.
 A stage's own cross-field rules stay in its `validate()`.
 """
 
+import copy
 import dataclasses
-import inspect
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass
@@ -25,8 +25,6 @@ import click
 import yaml
 
 from recap_data.errors import RecapError, first_line
-
-_FIELD_DOC = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 
 
 @dataclass(frozen=True)
@@ -145,17 +143,19 @@ def check_fields(cfg, section: str) -> None:
             raise RecapError(f"{section}: field '{f.name}' = {value!r} is invalid: {problem}")
 
 
-def field_docs(cls) -> dict[str, str]:
-    """The trailing comment of each field in the class source (and its dataclass bases'): its
-    one-line documentation."""
-    docs = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            for line in inspect.getsource(klass).splitlines():
-                m = _FIELD_DOC.match(line)
-                if m:
-                    docs[m.group(1)] = m.group(2).strip()
-    return docs
+def param(default, doc: str):
+    """A config field with its one-line documentation, kept in the field's metadata (the --help
+    text); a list or dict default is copied for each instance."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc})
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+def field_doc(f: dataclasses.Field) -> str:
+    """The documentation `param` gave a field; a field without one is a programming error."""
+    if "doc" not in f.metadata:
+        raise TypeError(f"config field '{f.name}' has no documentation: declare it with param(default, doc)")
+    return f.metadata["doc"]
 
 
 def read_section(path: Path | None, section: str, required: bool = True) -> dict:
@@ -217,7 +217,6 @@ def load_config(cls, section: str, params: Path | None, overrides: dict | None =
 
 def config_options(cls, skip: tuple[str, ...] = ()):
     """Click options for the scalar fields of `cls` (default None: the params file or default wins)."""
-    docs = field_docs(cls)
     hints = typing.get_type_hints(cls, include_extras=True)
 
     def decorate(command):
@@ -226,7 +225,7 @@ def config_options(cls, skip: tuple[str, ...] = ()):
             if f.name in skip or kind is None:
                 continue
             flag = f.name.replace("_", "-")
-            text = f"{docs.get(f.name, f.name)} [default: {f.default}]"
+            text = f"{field_doc(f)} [default: {f.default}]"
             if bounds is not None and bounds != FINITE:
                 text = f"{text[:-1]}; {bounds.describe()}]"
             if kind is bool:

@@ -1,33 +1,52 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.12 (lerobot 0.6.1 needs it) and install recap-data with its
-# dev extras. Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
+# Set up everything both README commands need, on a fresh machine or an existing one:
+#   1. Python 3.12 (lerobot 0.6.1 needs it), found on PATH, through pyenv, or given as PYTHON=;
+#   2. uv, at the version pyproject.toml requires, from PyPI into .tools/uv (or UV= one of yours);
+#   3. .venv with exactly the versions in uv.lock (`uv sync --frozen`; a no-op when nothing changed);
+#   4. a check that the environment really imports and that the GL libraries LIBERO renders with
+#      are there (installed with apt-get when run as root, else a one-line error naming them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RECAP_VENV:-.venv}
+UV_VERSION=$(sed -n 's/^required-version = "==\([0-9.]*\)".*/\1/p' pyproject.toml)
 
 find_python() {
-  for cand in "${PYTHON:-}" python3.12 "$(pyenv root 2>/dev/null)/versions/3.12"*/bin/python3.12 \
-              /root/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12; do
+  local cand
+  for cand in "${PYTHON:-}" python3.12 "$(command -v pyenv >/dev/null && pyenv root)"/versions/3.12*/bin/python3.12 \
+              /usr/bin/python3.12 /usr/local/bin/python3.12; do
     [ -n "$cand" ] || continue
     if "$cand" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-      echo "$cand"; return 0
+      command -v "$cand"; return 0
     fi
   done
   echo "bootstrap: no working python3.12 found; install Python 3.12 or set PYTHON=/path/to/python3.12" >&2
   return 1
 }
 
-if [ ! -x "$VENV/bin/python" ]; then
-  py=$(find_python)
-  echo "bootstrap: creating $VENV with $py"
-  "$py" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-fi
+find_uv() {
+  local cand
+  for cand in "${UV:-}" .tools/uv/bin/uv; do
+    if [ -n "$cand" ] && [ "$("$cand" --version 2>/dev/null | cut -d' ' -f2)" = "$UV_VERSION" ]; then
+      echo "$cand"; return 0
+    fi
+  done
+  echo "bootstrap: installing uv $UV_VERSION from PyPI into .tools/uv" >&2
+  rm -rf .tools/uv
+  "$1" -m pip install --quiet --disable-pip-version-check --target .tools/uv "uv==$UV_VERSION" >&2
+  echo .tools/uv/bin/uv
+}
 
-stamp="$VENV/.recap-data-installed"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "bootstrap: installing recap-data and its dependencies into $VENV (first time: ~5 minutes)"
-  "$VENV/bin/python" -m pip install --quiet --progress-bar off -e '.[dev]'
-  echo "$want" > "$stamp"
-fi
+py=$(find_python)
+uv=$(find_uv "$py")
+# --frozen: install uv.lock as it is, never re-resolve; `make test` checks the lock matches pyproject.toml.
+UV_PROJECT_ENVIRONMENT="$VENV" "$uv" sync --frozen --extra dev --python "$py" --quiet
+"$VENV/bin/python" scripts/check_env.py || {
+  missing=$("$VENV/bin/python" scripts/check_env.py --missing-gl-packages)
+  if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing the GL libraries LIBERO renders with: $missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    "$VENV/bin/python" scripts/check_env.py
+  else
+    exit 1
+  fi
+}

@@ -40,3 +40,49 @@ def test_cli_reference_in_docs_is_generated_from_help():
     assert docs.read_text() == reference(), (
         "docs/cli.md differs from the commands' --help: "
         "run `.venv/bin/python -m recap_data.cli.reference > docs/cli.md`")
+
+
+def test_config_help_comes_from_field_metadata_and_an_undocumented_field_is_refused():
+    from dataclasses import dataclass, field
+
+    import pytest
+
+    from recap_data.config import Count, config_options, param
+
+    @dataclass
+    class Documented:
+        steps: Count = param(5, "optimizer steps")
+        tags: list = param(["a"], "a list default is copied per instance")
+
+    @config_options(Documented)
+    @click.command()
+    def run(**_):
+        pass
+
+    (option,) = [p for p in run.params if p.name == "steps"]
+    assert option.help == "optimizer steps [default: 5; a number >= 1]"
+    first, second = Documented(), Documented()
+    first.tags.append("b")
+    assert second.tags == ["a"]
+
+    @dataclass
+    class Undocumented:
+        steps: Count = field(default=5)
+
+    with pytest.raises(TypeError, match="'steps' has no documentation"):
+        config_options(Undocumented)(click.command()(lambda **_: None))
+
+
+def test_missing_gl_libraries_are_one_line_errors_naming_the_debian_package(monkeypatch):
+    import pytest
+
+    from recap_data.errors import RecapError
+    from recap_data.sim import gl, libero
+
+    assert gl.missing_packages("glfw") == []  # a display the user set up: nothing to check
+    monkeypatch.setitem(gl.NEEDS, "egl", [*gl.NEEDS["egl"], (("libEGL_missing_for_test.so.1",), "libegl-test0")])
+    assert gl.missing_packages("egl")[-1] == "libegl-test0"
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    with pytest.raises(RecapError) as e:
+        libero.configure()  # the check runs before LIBERO is imported
+    assert "\n" not in str(e.value) and "apt-get install" in str(e.value) and "libegl-test0" in str(e.value)

@@ -10,6 +10,7 @@ demonstrations unless `success_column` names a per-frame success flag.
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from recap_data.config import param
 from recap_data.data.demo_data import DemoDataConfig
 from recap_data.errors import RecapError
 from recap_data.store.store import Manifest, ShardStore
@@ -19,9 +20,9 @@ from recap_data.store.store import Manifest, ShardStore
 class BaseDataConfig(DemoDataConfig):
     """Where the base shard comes from (params.yaml section `base`); the generator's fields apply to `demo`."""
 
-    source: str = "demo"  # demo: the embedded world's demonstrators; lerobot: import the dataset at `path`
-    path: str | None = None  # lerobot: a local LeRobot v3 dataset directory
-    success_column: str | None = None  # lerobot: per-frame success flag column (none: every episode succeeded)
+    source: str = param("demo", "demo: the embedded world's demonstrators; lerobot: import the dataset at `path`")
+    path: str | None = param(None, "lerobot: a local LeRobot v3 dataset directory")
+    success_column: str | None = param(None, "lerobot: per-frame success flag column (none: every episode succeeded)")
 
 
 def make_base(store: ShardStore, cfg: BaseDataConfig, progress: bool = True) -> Manifest:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from recap_data.config import Count, Fraction, Int, Seed, check_fields
+from recap_data.config import Count, Fraction, Int, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store.store import Manifest, ShardStore, validate_shard_id
@@ -31,19 +31,19 @@ MIN_DEMO_STEPS = 20
 class DemoDataConfig:
     """Parameters of the embedded base shard (params.yaml section `base`)."""
 
-    shard_id: str = "base"  # id of the shard to write
-    episodes: Count = 200  # number of episodes, tasks round-robin
-    tasks: Int(1, 10) = 10  # number of LIBERO-10 instructions (1-10), counted from first_task
-    first_task: Int(0, 9) = 0  # index of the first instruction (they wrap around: 8 with tasks 3 is 8, 9, 0)
-    max_steps: Int(20, 10_000) = 100  # the world's step cap (and its speed limit: 0.4 m / max_steps per step)
-    expert: Fraction = 0.4  # fraction of direct expert demonstrations
-    poor: Fraction = 0.3  # fraction of successes with detours, hesitation, overshoot or crawling
-    decoy: Fraction = 0.15  # fraction of failures that grasp the decoy
-    release: Fraction = 0.1  # fraction of failures that let go of the goal before the grasp holds
-    timeout: Fraction = 0.05  # fraction of failures that crawl and wander until the step cap
-    image_size: Int(16, 512) = 64  # camera height and width in pixels (LIBERO renders 256)
-    use_videos: bool = True  # cameras as mp4 videos (LeRobot's default) or PNG in parquet
-    seed: Seed = 0  # same seed, same data
+    shard_id: str = param("base", "id of the shard to write")
+    episodes: Count = param(200, "number of episodes, tasks round-robin")
+    tasks: Int(1, 10) = param(10, "number of LIBERO-10 instructions (1-10), counted from first_task")
+    first_task: Int(0, 9) = param(0, "index of the first instruction (they wrap around: 8 with tasks 3 is 8, 9, 0)")
+    max_steps: Int(20, 10_000) = param(100, "the world's step cap (and its speed limit: 0.4 m / max_steps per step)")
+    expert: Fraction = param(0.4, "fraction of direct expert demonstrations")
+    poor: Fraction = param(0.3, "fraction of successes with detours, hesitation, overshoot or crawling")
+    decoy: Fraction = param(0.15, "fraction of failures that grasp the decoy")
+    release: Fraction = param(0.1, "fraction of failures that let go of the goal before the grasp holds")
+    timeout: Fraction = param(0.05, "fraction of failures that crawl and wander until the step cap")
+    image_size: Int(16, 512) = param(64, "camera height and width in pixels (LIBERO renders 256)")
+    use_videos: bool = param(True, "cameras as mp4 videos (LeRobot's default) or PNG in parquet")
+    seed: Seed = param(0, "same seed, same data")
 
     def validate(self) -> "DemoDataConfig":
         check_fields(self, "base")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from recap_data.config import Count, Float, check_fields
+from recap_data.config import Count, Float, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, write_json
 from recap_data.store import paths
@@ -34,9 +34,10 @@ THRESHOLDS = ("per_task", "global")
 class LabelConfig:
     """Labeling (params.yaml section `label`)."""
 
-    positive_fraction: Float(0, 1, low_open=True, high_open=True) = 0.3  # target fraction of frames with A_t > epsilon
-    threshold: str = "per_task"  # per_task: one epsilon per task (the paper); global: one over all frames
-    batch_size: Count = 64  # frames per value-model batch (label only; relabel runs no model)
+    positive_fraction: Float(0, 1, low_open=True, high_open=True) = param(
+        0.3, "target fraction of frames with A_t > epsilon")
+    threshold: str = param("per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
+    batch_size: Count = param(64, "frames per value-model batch (label only; relabel runs no model)")
 
     def validate(self) -> "LabelConfig":
         check_fields(self, "label")

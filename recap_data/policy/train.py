@@ -16,7 +16,7 @@ runs data-parallel (bf16 on GPU). The checkpoint layout is in policy.py.
 from dataclasses import dataclass
 from pathlib import Path
 
-from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
+from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
@@ -30,28 +30,30 @@ MODES = ("on", "use", "ignore")  # conditioning.MODES; a test checks they agree
 class PolicyTrainConfig:
     """pi0 policy model and training (params.yaml section `policy`)."""
 
-    size: str = "tiny"  # tiny: a ~0.3M-parameter pi0 with random weights, for CPU; real: pi0 from pretrained_path
-    pretrained_path: str | None = None  # real: local copy of lerobot/pi0_base (config.json, model.safetensors)
-    tokenizer_path: str | None = None  # real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)
-    indicator_mode: str = "use"  # on: every frame positive (SFT); use: the label set's indicator; ignore: none
-    indicator_dropout: Float(0, 1, high_open=True) = 0.3  # share of samples without the indicator (paper: 0.3)
-    successes_only: bool = False  # filtered BC: draw training frames from successful episodes only
-    steps: Count = 200  # optimizer steps
-    batch_size: Count = 8  # samples per step and process
-    lr: Positive = 1e-3  # peak AdamW learning rate (tiny; pi0's own fine-tuning uses 2.5e-5)
-    weight_decay: NonNegative = 0.01  # AdamW weight decay
-    warmup_steps: Natural = 10  # linear warm-up steps, then cosine decay
-    grad_clip_norm: Positive = 1.0  # gradient norm clip (pi0's default)
-    chunk_size: Count = 10  # actions predicted per sample (pi0: 50)
-    n_action_steps: Count = 10  # actions executed per predicted chunk at inference
-    num_inference_steps: Count = 10  # Euler denoising steps at inference
-    image_size: Int(8, 1024) = 32  # tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)
-    tokenizer_max_length: Count = 48  # prompt limit in tokens; a longer prompt is an error, never cut
-    preload_mb: Natural = 4096  # decode all camera frames into memory once when they fit in this many MB
-    num_workers: Natural = 0  # DataLoader worker processes
-    log_every: Count = 10  # steps per row of loss.csv
-    seed: Seed = 0  # seeds the model, the sampler and the indicator dropout
-    bf16: bool = True  # bf16 mixed precision on GPU (CPU trains in float32)
+    size: str = param(
+        "tiny", "tiny: a ~0.3M-parameter pi0 with random weights, for CPU; real: pi0 from pretrained_path")
+    pretrained_path: str | None = param(None, "real: local copy of lerobot/pi0_base (config.json, model.safetensors)")
+    tokenizer_path: str | None = param(None, "real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)")
+    indicator_mode: str = param("use", "on: every frame positive (SFT); use: the label set's indicator; ignore: none")
+    indicator_dropout: Float(0, 1, high_open=True) = param(0.3, "share of samples without the indicator (paper: 0.3)")
+    successes_only: bool = param(False, "filtered BC: draw training frames from successful episodes only")
+    steps: Count = param(200, "optimizer steps")
+    batch_size: Count = param(8, "samples per step and process")
+    lr: Positive = param(1e-3, "peak AdamW learning rate (tiny; pi0's own fine-tuning uses 2.5e-5)")
+    weight_decay: NonNegative = param(0.01, "AdamW weight decay")
+    warmup_steps: Natural = param(10, "linear warm-up steps, then cosine decay")
+    grad_clip_norm: Positive = param(1.0, "gradient norm clip (pi0's default)")
+    chunk_size: Count = param(10, "actions predicted per sample (pi0: 50)")
+    n_action_steps: Count = param(10, "actions executed per predicted chunk at inference")
+    num_inference_steps: Count = param(10, "Euler denoising steps at inference")
+    image_size: Int(8, 1024) = param(
+        32, "tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)")
+    tokenizer_max_length: Count = param(48, "prompt limit in tokens; a longer prompt is an error, never cut")
+    preload_mb: Natural = param(4096, "decode all camera frames into memory once when they fit in this many MB")
+    num_workers: Natural = param(0, "DataLoader worker processes")
+    log_every: Count = param(10, "steps per row of loss.csv")
+    seed: Seed = param(0, "seeds the model, the sampler and the indicator dropout")
+    bf16: bool = param(True, "bf16 mixed precision on GPU (CPU trains in float32)")
 
     def validate(self) -> "PolicyTrainConfig":
         check_fields(self, "policy")

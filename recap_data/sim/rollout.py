@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recap_data.config import Count, Int, Natural, NonNegative, Seed, check_fields
+from recap_data.config import Count, Int, Natural, NonNegative, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store import paths
@@ -36,16 +36,17 @@ EVAL_SEED_OFFSET = 10**9  # evaluation seeds start here; rollout seeds stay belo
 class RolloutConfig:
     """Rollouts (params.yaml section `rollout`)."""
 
-    env: str = "embedded"  # embedded: the embedded world; libero: the LIBERO simulator
-    suite: str | None = None  # libero only: benchmark suite (default libero_10)
-    task: str = "8"  # task index or instruction (embedded: LIBERO-10's; libero: the suite's), 8: moka pots
-    episodes: Count = 4  # episodes to record
-    workers: Count = 1  # simulator processes (LIBERO: about 2 GB of memory each)
-    max_steps: Natural = 0  # step cap per episode; 0: the env's cap (embedded: the base shard's, 100; libero_10: 520)
-    seed: Seed = 0  # fixes the initial-state order, each episode's seed and the random policy
-    guidance: NonNegative = 1.0  # classifier-free guidance beta for a trained policy (1: plain conditioning)
-    render_size: Int(16, 1024) | None = None  # libero only: camera render size before resizing (default 256)
-    batch_size: Count = 50  # embedded only: episodes stepped together through one policy call
+    env: str = param("embedded", "embedded: the embedded world; libero: the LIBERO simulator")
+    suite: str | None = param(None, "libero only: benchmark suite (default libero_10)")
+    task: str = param("8", "task index or instruction (embedded: LIBERO-10's; libero: the suite's), 8: moka pots")
+    episodes: Count = param(4, "episodes to record")
+    workers: Count = param(1, "simulator processes (LIBERO: about 2 GB of memory each)")
+    max_steps: Natural = param(
+        0, "step cap per episode; 0: the env's cap (embedded: the base shard's, 100; libero_10: 520)")
+    seed: Seed = param(0, "fixes the initial-state order, each episode's seed and the random policy")
+    guidance: NonNegative = param(1.0, "classifier-free guidance beta for a trained policy (1: plain conditioning)")
+    render_size: Int(16, 1024) | None = param(None, "libero only: camera render size before resizing (default 256)")
+    batch_size: Count = param(50, "embedded only: episodes stepped together through one policy call")
 
     command = "rollout"  # names the command in errors (a class attribute, not a field)
 

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from recap_data.config import Positive, check_fields
+from recap_data.config import Positive, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store.store import ShardStore
@@ -30,9 +30,10 @@ INDEX_FORMAT = "recap-data/shard-index@1"
 class MixtureConfig:
     """Sampling weights of the shards an iteration trains on (params.yaml section `mixture`)."""
 
-    base: Positive = 1.0  # relative weight of each base (and imported) shard
-    rollouts: Positive = 1.0  # relative weight of each rollout shard
-    per: str = "shard"  # shard: a shard's draws follow its weight; frame: weight x frames (draws follow the frames)
+    base: Positive = param(1.0, "relative weight of each base (and imported) shard")
+    rollouts: Positive = param(1.0, "relative weight of each rollout shard")
+    per: str = param(
+        "shard", "shard: a shard's draws follow its weight; frame: weight x frames (draws follow the frames)")
 
     def validate(self) -> "MixtureConfig":
         check_fields(self, "mixture")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from recap_data.config import Count, Int, NonNegative, Positive, check_fields
+from recap_data.config import Count, Int, NonNegative, Positive, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.schema import EPISODE_KEY
 
@@ -35,11 +35,11 @@ ROUNDING = 1e-9  # float slack at the ends of [-1, 0]; anything further out is a
 class RewardConfig:
     """How returns are defined and binned (params.yaml section `reward`)."""
 
-    number_of_bins: Int(2, 100_000) = 201  # B equal-width bins over [-1, 0] for the distributional value
-    c_fail: NonNegative = 1000.0  # cost of failing, charged at the last frame of a failed episode
-    normalization: str = "per_task"  # per_task: by each task's largest return magnitude; global
-    reward_normalizer: Positive = 1600.0  # the divisor for `global` normalization
-    n_steps: Count = 50  # look-ahead N of the n-step return used by the advantage
+    number_of_bins: Int(2, 100_000) = param(201, "B equal-width bins over [-1, 0] for the distributional value")
+    c_fail: NonNegative = param(1000.0, "cost of failing, charged at the last frame of a failed episode")
+    normalization: str = param("per_task", "per_task: by each task's largest return magnitude; global")
+    reward_normalizer: Positive = param(1600.0, "the divisor for `global` normalization")
+    n_steps: Count = param(50, "look-ahead N of the n-step return used by the advantage")
 
     def __post_init__(self):  # 1000 and 1000.0 are the same config; store and compare floats
         object.__setattr__(self, "c_fail", float(self.c_fail))

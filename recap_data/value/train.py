@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields
+from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.schema import STATE_KEY, camera_keys
 from recap_data.store.store import ShardStore
@@ -34,25 +34,26 @@ from recap_data.value.returns import RewardConfig, compute_returns
 class ValueTrainConfig:
     """Value-function model and training (params.yaml section `value`)."""
 
-    size: str = "tiny"  # tiny: small random-weight transformers for CPU; real: pretrained local paths
-    vision_path: str | None = None  # real: local SigLIP directory
-    text_path: str | None = None  # real: local Gemma 3 directory (weights and tokenizer)
-    image_size: Int(8, 1024) = 32  # tiny: image pixels fed to the vision tower (real: the tower's own size)
-    max_text_tokens: Count = 48  # task text limit in tokens; a longer task is an error
-    tiny_width: Int(8, 4096) = 64  # tiny: hidden size of both towers
-    tiny_layers: Count = 2  # tiny: layers of each tower
-    steps: Count = 500  # optimizer steps
-    batch_size: Count = 32  # samples per step and process
-    lr: Positive = 1e-3  # peak AdamW learning rate (linear warm-up, cosine decay)
-    weight_decay: NonNegative = 0.01  # AdamW weight decay
-    warmup_steps: Natural = 20  # linear warm-up steps
-    holdout_fraction: Float(0, 1, high_open=True) = 0.1  # fraction of each task's episodes held out for evaluation
-    eval_batch_size: Count = 64  # samples per batch when evaluating
-    preload_mb: Natural = 4096  # decode all camera frames into memory once when they fit in this many MB
-    num_workers: Natural = 0  # DataLoader worker processes (0: main process, fastest for in-memory frames)
-    log_every: Count = 10  # steps per row of loss.csv
-    seed: Seed = 0  # seeds the model, the held-out split and the sampler
-    bf16: bool = True  # bf16 mixed precision on GPU (CPU always trains in float32)
+    size: str = param("tiny", "tiny: small random-weight transformers for CPU; real: pretrained local paths")
+    vision_path: str | None = param(None, "real: local SigLIP directory")
+    text_path: str | None = param(None, "real: local Gemma 3 directory (weights and tokenizer)")
+    image_size: Int(8, 1024) = param(32, "tiny: image pixels fed to the vision tower (real: the tower's own size)")
+    max_text_tokens: Count = param(48, "task text limit in tokens; a longer task is an error")
+    tiny_width: Int(8, 4096) = param(64, "tiny: hidden size of both towers")
+    tiny_layers: Count = param(2, "tiny: layers of each tower")
+    steps: Count = param(500, "optimizer steps")
+    batch_size: Count = param(32, "samples per step and process")
+    lr: Positive = param(1e-3, "peak AdamW learning rate (linear warm-up, cosine decay)")
+    weight_decay: NonNegative = param(0.01, "AdamW weight decay")
+    warmup_steps: Natural = param(20, "linear warm-up steps")
+    holdout_fraction: Float(0, 1, high_open=True) = param(
+        0.1, "fraction of each task's episodes held out for evaluation")
+    eval_batch_size: Count = param(64, "samples per batch when evaluating")
+    preload_mb: Natural = param(4096, "decode all camera frames into memory once when they fit in this many MB")
+    num_workers: Natural = param(0, "DataLoader worker processes (0: main process, fastest for in-memory frames)")
+    log_every: Count = param(10, "steps per row of loss.csv")
+    seed: Seed = param(0, "seeds the model, the held-out split and the sampler")
+    bf16: bool = param(True, "bf16 mixed precision on GPU (CPU always trains in float32)")
 
     def validate(self) -> "ValueTrainConfig":
         check_fields(self, "value")
