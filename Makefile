@@ -30,4 +30,5 @@ bench: venv
 	$(VENV)/bin/python bench/bench_rollout.py
 	$(VENV)/bin/python bench/bench_world.py
 	$(VENV)/bin/python bench/bench_recap.py
+	$(VENV)/bin/python bench/bench_pipeline.py
 	$(VENV)/bin/python bench/docs_tables.py

@@ -79,7 +79,8 @@ def bench_growth(work: Path, repeats: int, sizes=(1, 50, 200)) -> dict:
     times = {n: {"commit": [], "connect": [], "list": []} for n in sizes}
     for r in range(repeats):
         for n, store in (stores.items() if r % 2 == 0 else reversed(stores.items())):
-            times[n]["commit"].append(timed_commit(store, f"new-{r}", scratch.shard_path("prepared"), m))
+            times[n]["commit"].append(timed_commit(store, "new", scratch.shard_path("prepared"), m))
+            shutil.rmtree(store.shard_path("new"))  # so that every commit lands in a store of exactly n shards
             t = time.perf_counter()
             connect(store.root).close()
             times[n]["connect"].append(time.perf_counter() - t)

@@ -115,8 +115,8 @@ def labels_decoding(r: dict) -> str:
     return "\n".join(rows)
 
 
-SETTINGS = {"split": "split: the model on {t} torch thread(s), the decoder on the other core(s)",
-            "dedicated": "split: the model on {t} torch thread(s), the decoder on the other core(s)",
+SETTINGS = {"split": "split: the model on {t} torch thread(s), one core left to the decoder (not pinned)",
+            "dedicated": "split: the model on {t} torch thread(s), one core left to the decoder (not pinned)",
             "shared": "shared: {t} torch threads, decoding takes CPU time from the model",
             "gpu": "the model on the GPU, {t} CPU threads"}
 
@@ -223,11 +223,11 @@ def status(results: dict) -> str:
     first, *iters = pipe["policies"]
     arms, best = r["arms"], r["best_recap_arm"]
     return "\n".join([
-        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}): held-out success "
-        f"{first['success_rate']:.2f} [{first['ci_low']:.2f}, {first['ci_high']:.2f}] for the {first['name']} policy, "
-        + ", ".join(f"{i['success_rate']:.2f} [{i['ci_low']:.2f}, {i['ci_high']:.2f}]" for i in iters)
-        + f" after {len(iters)} RECAP iterations, one seed ([docs/pipeline.md](docs/pipeline.md)).",
-        f"- The controlled benchmark, {r['seeds']} seeds on held-out initial states: RECAP ({best}) "
+        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}), held-out success with 95% intervals: "
+        f"{first['name'].upper()} {first['success_rate']:.2f} [{first['ci_low']:.2f}, {first['ci_high']:.2f}], then "
+        + ", ".join(f"{i['name']} {i['success_rate']:.2f} [{i['ci_low']:.2f}, {i['ci_high']:.2f}]" for i in iters)
+        + " after each RECAP iteration; one seed ([docs/pipeline.md](docs/pipeline.md)).",
+        f"- The controlled benchmark, {r['seeds']} seeds on held-out initial states: {ARM_NAMES[best]}: "
         f"{arms[best]['success_mean']:.2f} against {arms['bc']['success_mean']:.2f} for behaviour cloning on the same "
         f"data and {arms['fbc']['success_mean']:.2f} for filtered BC; its value model's held-out MAE is "
         f"{r['value']['mae_ratio']:.2f}x lower than a constant's, for reasons measured there "
@@ -242,15 +242,40 @@ TABLES = {"recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json"
           "rollout": ("rollout.json", rollout), "world": ("world.json", world),
           "value-throughput": ("value.json", value_throughput), "pipeline": ("pipeline.json", pipeline),
           "status": (("pipeline.json", "recap.json"), status)}
-MARKED = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /bench:(?P=name) -->)", re.S)
+# A block: the opening marker at the start of a line (maybe indented, inside a list item), anything,
+# and its closing marker; the rendered figures get the opening marker's indentation.
+MARKED = re.compile(r"^(?P<indent>[ \t]*)<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)"
+                    r"^[ \t]*<!-- /bench:(?P=name) -->", re.S | re.M)
+OPENING = re.compile(r"^[ \t]*<!-- bench:([\w-]+) -->", re.M)  # (a marker quoted inside a line is text)
 
 
-def render(text: str) -> str:
+def render(text: str, where: str = "page") -> str:
+    """The page with every block's figures rendered from its results; an unknown block, an
+    opening marker without its closing one, or a block that renders empty is an error."""
+    opened = OPENING.findall(text)
+    blocks = [m["name"] for m in MARKED.finditer(text)]
+    if opened != blocks:
+        raise SystemExit(f"{where}: bench markers {sorted(set(opened) - set(blocks)) or opened} are not closed "
+                         "by `<!-- /bench:NAME -->` at the start of a line")
+    unknown = sorted(set(blocks) - set(TABLES))
+    if unknown:
+        raise SystemExit(f"{where}: unknown bench block {unknown[0]!r}; known: {', '.join(TABLES)}")
+
+    def load(file: str) -> dict:
+        if not (RESULTS / file).is_file():
+            raise SystemExit(f"{where}: bench block needs bench/results/{file}; run its benchmark "
+                             f"(bench/bench_{file.removesuffix('.json')}.py)")
+        return json.loads((RESULTS / file).read_text())
+
     def table(m):
         files, fn = TABLES[m["name"]]
-        if isinstance(files, tuple):  # figures from several results files
-            return m.group(1) + fn({f: json.loads((RESULTS / f).read_text()) for f in files}) + m.group(4)
-        return m.group(1) + fn(json.loads((RESULTS / files).read_text())) + m.group(4)
+        # figures from one results file, or from several (a dict of them)
+        body = fn({f: load(f) for f in files}) if isinstance(files, tuple) else fn(load(files))
+        if not body.strip():
+            raise SystemExit(f"{where}: bench block {m['name']!r} renders empty")
+        indent = m["indent"]
+        lines = "\n".join(indent + line if line else "" for line in body.splitlines())
+        return f"{indent}<!-- bench:{m['name']} -->\n{lines}\n{indent}<!-- /bench:{m['name']} -->"
 
     return MARKED.sub(table, text)
 
@@ -259,14 +284,20 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", action="store_true", help="exit 1 if a docs table differs from its results")
     args = parser.parse_args()
-    stale = []
+    stale, used = [], set()
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = page.read_text()
-        new = render(text)
+        used |= set(OPENING.findall(text))
+        new = render(text, str(page.relative_to(ROOT)))
         if new != text:
             stale.append(page.relative_to(ROOT))
             if not args.check:
                 page.write_text(new)
+    unused = sorted(set(TABLES) - used)
+    if unused:
+        print(f"bench blocks {', '.join(unused)} appear in no page; place them or remove them from TABLES",
+              file=sys.stderr)
+        return 1
     if args.check and stale:
         print(f"stale benchmark tables in {', '.join(map(str, stale))}: run python bench/docs_tables.py",
               file=sys.stderr)

@@ -195,6 +195,7 @@ def test_damaged_files_are_one_line_errors_and_nothing_is_written(labeled, tmp_p
     for args in (["sql", "SELECT count(*) FROM labels", "--labels", "raw"], ["relabel", "raw", "--out", "again"],
                  ["report", "raw", "--out", str(tmp_path / "r")]):
         assert_clean_error(run(store.root, args), args, naming="unreadable data")
+    assert root_state(store.root) == before
     data = next((store.root / "shards" / "more" / "data").glob("*/*.parquet"))
     data.write_bytes(data.read_bytes()[:200])
     before = root_state(store.root)

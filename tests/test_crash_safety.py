@@ -14,16 +14,16 @@ from recap_data.store.store import ShardStore
 from recap_data.store.verify import verify_shard
 from recap_data.train.checkpoint import directory_digest
 
-WRITER_ARGS = ["--episodes", "4", "--tasks", "2", "--max-steps", "20", "--image-size", "32"]
+WRITER_ARGS = ["--tasks", "2", "--max-steps", "20", "--image-size", "32"]
 
 
-def writer(root, shard_id, failpoint=None, seed=0) -> subprocess.Popen:
+def writer(root, shard_id, failpoint=None, seed=0, episodes: int = 4) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop(FAILPOINT_ENV, None)
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
     cmd = [PYTHON, "-m", "recap_data.cli.main", "--root", str(root), "make-demo-data", "--shard-id", shard_id,
-           "--seed", str(seed), *WRITER_ARGS]
+           "--seed", str(seed), *WRITER_ARGS, "--episodes", str(episodes)]
     # A session of its own, so that a test can also reap the LeRobot encoder processes it forks.
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -68,16 +68,18 @@ def test_writer_killed_at_any_point_leaves_no_shard(committed, tmp_path, failpoi
     assert_store_holds_exactly(store, ["base", "victim"])
 
 
-def test_writer_killed_at_a_random_moment_mid_write(committed, tmp_path):
+def test_writer_killed_from_outside_while_its_data_streams_to_disk(committed, tmp_path):
     import shutil
 
     root = tmp_path / "data"
     shutil.copytree(committed, root)
     store = ShardStore(root)
-    proc = writer(root, "victim")
+    proc = writer(root, "victim", episodes=40)  # long enough that the kill lands before the commit
     deadline = time.time() + 120
     while not list(store.tmp_dir.glob("victim.*/shard/data/*/*.parquet")) and time.time() < deadline:
         time.sleep(0.05)  # wait until the writer has streamed parquet data to disk
+    assert list(store.tmp_dir.glob("victim.*/shard/data/*/*.parquet")), "the writer wrote no parquet data in 120 s"
+    assert proc.poll() is None, "the writer finished before it could be killed mid-write"
     proc.send_signal(signal.SIGKILL)  # the writer alone, as the OOM killer would
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert_store_holds_exactly(store, ["base"])

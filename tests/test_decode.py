@@ -1,5 +1,6 @@
 """Sequential camera decoding (recap_data.store.decode): both decoders against LeRobot's own frames."""
 
+import re
 import subprocess
 
 import numpy as np
@@ -87,9 +88,10 @@ def test_a_damaged_video_is_a_one_line_error(store, make_shard, decoder):
                            (bytes(damaged), r"(the video ends after \d+ of \d+ frames|"  # a frame fails to decode
                                            r"the frame at position \d+ failed to decode)")]:
         video.write_bytes(content)
-        with pytest.raises(RecapError, match=rf"^{video}: {error}.*; run `recap-data shards verify`$"):
+        with pytest.raises(RecapError, match=rf"^{re.escape(str(video))}: {error}.*; run `recap-data shards verify`$"):
             decode_cameras(store.shard_path("base"), m.features, keys, m.frames, decoder=decoder)
-        assert ffmpeg_processes(store) == []
+        if decoder == "ffmpeg":  # its processes are reaped after the error (PyAV starts none)
+            assert ffmpeg_processes(store) == []
 
 
 def test_unknown_decoder_is_refused(store, make_shard):

@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
 from recap_data.errors import RecapError
 from recap_data.sim.evaluate import EvalConfig, evaluate, wilson_interval
 from recap_data.sim.rollout import EVAL_SEED_OFFSET, RolloutConfig, rollout
+from recap_data.store.db import connect
 from recap_data.world.env import SPLITS, TASKS, TRAIN_INIT_STATES
 
 
@@ -57,9 +59,16 @@ def test_trained_policy_rollout_with_workers_and_guidance_matches_one_process(st
     one, _ = rollout(store, "one", str(policy), RolloutConfig(episodes=3, guidance=1.5), progress=False)
     assert two.source["policy"]["digest"] == one.source["policy"]["digest"] is not None
     assert two.source["guidance"] == 1.5
-    # each episode draws its own noise: the batch it ran in does not change it
+    # each episode draws its own noise: the batch it ran in does not change it, so the actions match
     assert [(e["init_state"], e["seed"], e["length"], e["success"]) for e in two.source["episodes"]] == \
         [(e["init_state"], e["seed"], e["length"], e["success"]) for e in one.source["episodes"]]
+    con = connect(store.root)
+    actions = {shard: np.array(con.execute("SELECT action FROM frames WHERE shard = ? ORDER BY episode_index, "
+                                           "frame_index", [shard]).fetchnumpy()["action"].tolist())
+               for shard in ("one", "two")}
+    assert actions["one"].shape == (sum(e["length"] for e in one.source["episodes"]), 7)
+    assert np.abs(actions["one"]).max() > 0.01  # the policy acts: there is something to compare
+    np.testing.assert_allclose(actions["two"], actions["one"], atol=1e-4)
 
 
 def test_eval_uses_held_out_states_and_seeds_and_writes_metrics(store, make_shard, tmp_path):

@@ -188,6 +188,7 @@ def test_report_tables_and_plots(labeled, tmp_path):
                                               "advantage_histogram.png", "value_curves.csv", "value_curves.png"}
     m = read_manifest(store, "raw")
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["per_task"].keys() == m.per_task.keys() and m.per_task
     for task, row in summary["per_task"].items():
         assert row["epsilon"] == pytest.approx(m.per_task[task]["epsilon"])
         assert row["positive_fraction"] == pytest.approx(m.per_task[task]["positive_fraction"])
@@ -209,7 +210,10 @@ def test_export_is_a_lerobot_dataset_with_the_labels(labeled, tmp_path):
     dataset = LeRobotDataset("recap-data/raw", root=out)
     labels = read_labels(store, "raw")
     assert len(dataset) == len(labels) and dataset.meta.total_episodes == 16  # both shards, merged
-    assert not any(k.startswith(("observation.", "action")) for k in ("advantage", "indicator", "value"))
+    # the label columns come without `observation.`/`action` prefixes: the only prefixed features are the shard's
+    assert {"value", "advantage", "nstep_return", "epsilon", "indicator"} <= set(dataset.meta.features)
+    prefixed = {k for k in dataset.meta.features if k.startswith(("observation.", "action"))}
+    assert prefixed == {k for k in store.manifest("base").features if k.startswith(("observation.", "action"))}
     # frame 0 of the second shard's first episode: labels travel with their frame
     item = dataset[store.manifest("base").frames]
     row = labels[(labels["shard"] == "more") & (labels["index"] == 0)].iloc[0]

@@ -151,7 +151,7 @@ def test_refusals(world, tmp_path):
     with pytest.raises(RecapError, match="shard more changed since its values were computed"):
         train_policy(store, None, "stale", tmp_path / "x", PolicyTrainConfig(steps=1), progress=False)
     store2 = ShardStore(tmp_path / "other")
-    with pytest.raises(RecapError, match="label set"):
+    with pytest.raises(RecapError, match="no label set 'raw'"):
         train_policy(store2, None, "raw", tmp_path / "x", PolicyTrainConfig(steps=1), progress=False)
     with pytest.raises(RecapError, match="over policy.tokenizer_max_length=8.*never cut"):
         train_policy(store, {"base": 1.0}, None, tmp_path / "x",

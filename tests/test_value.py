@@ -88,8 +88,10 @@ def test_mixture_weights_and_specs():
     draws = torch.multinomial(torch.from_numpy(p), 20000, replacement=True, generator=torch.Generator().manual_seed(0))
     assert abs((draws >= 100).float().mean().item() - 0.75) < 0.02
     assert parse_mixture(["a", "b=3,c=0.5"]) == {"a": 1.0, "b": 3.0, "c": 0.5}
-    for bad in (["a=0"], ["a=x"], ["a", "a=2"], [""]):
-        with pytest.raises(RecapError):
+    for bad, message in ((["a=0"], "'a=0': the weight must be a positive number"),
+                         (["a=x"], "'a=x': the weight must be a positive number"),
+                         (["a", "a=2"], "shard 'a' is listed twice"), ([""], "no shards given")):
+        with pytest.raises(RecapError, match=message):
             parse_mixture(bad)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from recap_data.config import Count, Float, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, write_json
+from recap_data.labels import kernels
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, LABEL_COLUMNS, LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
@@ -72,7 +73,66 @@ def threshold(advantages: np.ndarray, fraction: float) -> float:
 
 def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
                  normalizers: dict[str, float]) -> tuple[pd.DataFrame, dict]:
-    """Label rows and per-task statistics from frames with keys, task, success, is_intervention, value."""
+    """Label rows and per-task statistics from frames with keys, task, success, is_intervention,
+    value: the compiled kernels (labels/kernels.py) on frames sorted by shard, episode and frame,
+    as label tables store them; reference_labels, which they match bit for bit, for anything
+    else (unsorted frames, and every input the kernels refuse, so that it names the problem)."""
+    cfg.validate()
+    reward.validate()
+    if frames.empty:
+        return reference_labels(frames, reward, cfg, normalizers)
+    shard_codes, _ = pd.factorize(frames["shard"], sort=True)  # (F,) shard order = string order, as the sort's
+    codes, tasks = pd.factorize(frames["task"], sort=True)  # (F,) task code per frame
+    if any(task not in normalizers for task in tasks):
+        return reference_labels(frames, reward, cfg, normalizers)
+    frame_index = frames["frame_index"].to_numpy(np.int64)
+    starts, status = kernels.episode_starts(shard_codes, frames["episode_index"].to_numpy(np.int64), frame_index)
+    if status != kernels.OK:
+        return reference_labels(frames, reward, cfg, normalizers)
+    value = frames["value"].to_numpy(np.float64)
+    n = len(frames)
+    out = {name: np.empty(n, np.float64) for name in
+           ("reward", "mc_return", "return_norm", "nstep_return", "value_next", "advantage", "epsilon")}
+    out["return_bin"] = np.empty(n, np.int64)
+    divisors = np.array([normalizers[task] for task in tasks], np.float64)  # (tasks,)
+    status = kernels.per_frame(starts, frames["success"].to_numpy(bool), codes, divisors, value, float(reward.c_fail),
+                               reward.n_steps, reward.number_of_bins, out["reward"], out["mc_return"],
+                               out["return_norm"], out["return_bin"], out["nstep_return"], out["value_next"],
+                               out["advantage"])
+    if status != kernels.OK:
+        return reference_labels(frames, reward, cfg, normalizers)
+    groups = codes if cfg.threshold == "per_task" else np.zeros(n, np.int64)
+    order, bounds = kernels.group_slices(groups, int(groups.max()) + 1)
+    epsilon_of = np.array([kernels.threshold(out["advantage"][order[lo:hi]], cfg.positive_fraction)
+                           for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    intervention = frames["is_intervention"].to_numpy(bool)
+    out["indicator"] = np.empty(n, bool)
+    kernels.indicators(out["advantage"], groups, epsilon_of, intervention, out["epsilon"], out["indicator"])
+    per_task = task_statistics(codes, tasks, frame_index, out["indicator"], intervention, epsilon_of, cfg)
+    # the computed columns, and the input's own (their dtypes kept, as the reference keeps them)
+    columns = {c: out[c] if c in out else frames[c].array for c in LABEL_COLUMNS}
+    return pd.DataFrame(columns, copy=False), per_task
+
+
+def task_statistics(codes: np.ndarray, tasks, frame_index: np.ndarray, indicator: np.ndarray,
+                    intervention: np.ndarray, epsilon_of: np.ndarray, cfg: LabelConfig) -> dict:
+    """Per task: epsilon, realised and target positive fraction, frames, episodes, interventions."""
+    n = len(tasks)
+    frames_per = np.bincount(codes, minlength=n)
+    positives = np.bincount(codes, weights=indicator, minlength=n)
+    episodes_per = np.bincount(codes[frame_index == 0], minlength=n)  # frame 0: once per episode
+    interventions = np.bincount(codes, weights=intervention, minlength=n)
+    task_eps = epsilon_of if cfg.threshold == "per_task" else np.full(n, epsilon_of[0])
+    return {str(task): {"epsilon": float(task_eps[i]), "positive_fraction": float(positives[i] / frames_per[i]),
+                        "target": cfg.positive_fraction, "frames": int(frames_per[i]),
+                        "episodes": int(episodes_per[i]), "interventions": int(interventions[i])}
+            for i, task in enumerate(tasks)}
+
+
+def reference_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
+                     normalizers: dict[str, float]) -> tuple[pd.DataFrame, dict]:
+    """build_labels in pandas and numpy, the formulas as written: the reference the compiled
+    kernels are tested against, and what names the frame when the kernels refuse an input."""
     cfg.validate()
     bad = ~np.isfinite(frames["value"].to_numpy(np.float64))
     if bad.any():
@@ -93,16 +153,7 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
     intervention = out["is_intervention"].to_numpy(bool)
     indicator = (advantage > eps) | intervention
     out = out.assign(epsilon=eps, indicator=indicator)
-    n = len(tasks)
-    frames_per = np.bincount(codes, minlength=n)
-    positives = np.bincount(codes, weights=indicator, minlength=n)
-    episodes_per = np.bincount(codes[out["frame_index"].to_numpy() == 0], minlength=n)  # frame 0: once per episode
-    interventions = np.bincount(codes, weights=intervention, minlength=n)
-    task_eps = epsilon_of if cfg.threshold == "per_task" else np.full(n, epsilon_of[0])
-    per_task = {str(task): {"epsilon": float(task_eps[i]), "positive_fraction": float(positives[i] / frames_per[i]),
-                            "target": cfg.positive_fraction, "frames": int(frames_per[i]),
-                            "episodes": int(episodes_per[i]), "interventions": int(interventions[i])}
-                for i, task in enumerate(tasks)}
+    per_task = task_statistics(codes, tasks, out["frame_index"].to_numpy(), indicator, intervention, epsilon_of, cfg)
     return out[LABEL_COLUMNS], per_task
 
 
@@ -110,7 +161,7 @@ def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task
                     shards: list[dict], reward: RewardConfig, cfg: LabelConfig, normalizers: dict,
                     parent: dict | None = None, force: bool = False) -> LabelManifest:
     """Write the tables and the manifest into a temporary directory, then rename it into place."""
-    counts = labels.groupby("shard").size()
+    counts = labels.groupby("shard", observed=True).size()
     for s in shards:  # every frame of every input shard has exactly one row
         if counts.get(s["id"], 0) != s["frames"] or labels.duplicated(KEY).any():
             raise RecapError(f"label set {name}: shard {s['id']} has {counts.get(s['id'], 0)} label rows for "
@@ -119,7 +170,7 @@ def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task
     with atomic_directory(target, force=force, what="label set") as tmp:
         tables = tmp / paths.LABEL_TABLES_DIR
         tables.mkdir()
-        for shard, rows in labels.groupby("shard", sort=True):
+        for shard, rows in labels.groupby("shard", sort=True, observed=True):
             rows.to_parquet(tables / f"{shard}.parquet", index=False)
         manifest = LabelManifest(
             name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), value_checkpoint=value_checkpoint,

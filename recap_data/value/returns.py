@@ -96,7 +96,7 @@ def episode_layout(frames: pd.DataFrame) -> pd.DataFrame:
     if frames.empty:
         raise RecapError("no frames to compute returns for: the input shards are empty")
     frames = frames.sort_values([*EPISODE_KEY, "frame_index"], kind="stable").reset_index(drop=True)
-    episode = frames.groupby(EPISODE_KEY, sort=False).ngroup().to_numpy()  # (F,) episode id per frame
+    episode = frames.groupby(EPISODE_KEY, sort=False, observed=True).ngroup().to_numpy()  # (F,) episode id per frame
     counts = np.bincount(episode)  # (E,)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # (E,) first row of each episode
     position = np.arange(len(frames)) - starts[episode]  # (F,) 0..T-1 within the episode
@@ -105,7 +105,7 @@ def episode_layout(frames: pd.DataFrame) -> pd.DataFrame:
         row = frames.iloc[int(np.argmax(bad))]
         raise RecapError(f"shard {row['shard']}: episode {row['episode_index']} has missing or duplicate "
                          f"frame_index values (expected 0..T-1); re-import the shard")
-    flips = frames.groupby(EPISODE_KEY, sort=False)["success"].nunique().to_numpy() > 1
+    flips = frames.groupby(EPISODE_KEY, sort=False, observed=True)["success"].nunique().to_numpy() > 1
     if flips.any():
         raise RecapError("an episode's `success` column differs between its frames; it must be the episode outcome")
     return frames.assign(length=counts[episode])

@@ -1,0 +1,87 @@
+"""The compiled label math (labels/kernels.py) against the reference formulas, bit for bit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recap_data.errors import RecapError
+from recap_data.labels import labelset
+from recap_data.labels.labelset import LabelConfig, build_labels, reference_labels
+from recap_data.value.returns import RewardConfig, compute_returns
+
+
+def random_frames(rng: np.random.Generator, n_episodes: int, categorical: bool) -> pd.DataFrame:
+    """Episodes of 1 to 120 frames over 3 shards and 4 tasks, sorted as label tables are; values on a
+    coarse grid so that advantages tie; a few interventions."""
+    rows = []
+    for shard in ("a", "b", "c"):
+        for episode in range(n_episodes):
+            length = int(rng.choice([1, 2, 3, int(rng.integers(4, 60)), int(rng.integers(60, 121))]))
+            rows.append(pd.DataFrame({
+                "shard": shard, "episode_index": episode, "frame_index": np.arange(length),
+                "task": f"task {rng.integers(4)}", "success": bool(rng.random() < 0.6),
+                "is_intervention": rng.random(length) < 0.05,
+                "value": np.round(rng.uniform(-1, 0, length) * 8) / 8}))
+    frames = pd.concat(rows, ignore_index=True)
+    frames["index"] = frames.groupby("shard").cumcount()
+    if categorical:
+        frames["shard"] = frames["shard"].astype("category")
+        frames["task"] = frames["task"].astype("category")
+    return frames
+
+
+def normalizers_for(frames: pd.DataFrame, reward: RewardConfig) -> dict:
+    return compute_returns(frames, reward)[1]
+
+
+def no_fallback(*args):
+    raise AssertionError("build_labels fell back to the reference on valid, sorted frames")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kernels_match_the_reference_bit_for_bit(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    frames = random_frames(rng, n_episodes=40, categorical=seed % 2 == 0)
+    reward = RewardConfig(n_steps=int(rng.choice([1, 5, 50])), normalization=["per_task", "global"][seed % 2],
+                          reward_normalizer=2000.0)
+    normalizers = normalizers_for(frames, reward)
+    for cfg in (LabelConfig(threshold="per_task", positive_fraction=float(rng.uniform(0.05, 0.95))),
+                LabelConfig(threshold="global", positive_fraction=0.3),
+                LabelConfig(positive_fraction=1e-6), LabelConfig(positive_fraction=0.999999)):  # k = 0 and k = n
+        with monkeypatch.context() as m:
+            m.setattr(labelset, "reference_labels", no_fallback)
+            fast, fast_tasks = build_labels(frames, reward, cfg, normalizers)
+        ref, ref_tasks = reference_labels(frames, reward, cfg, normalizers)
+        pd.testing.assert_frame_equal(fast, ref, check_exact=True)
+        assert fast_tasks == ref_tasks
+        assert fast["indicator"].any() and not fast["indicator"].all() or cfg.positive_fraction in (1e-6, 0.999999)
+
+
+def test_unsorted_frames_give_the_reference_result():
+    frames = random_frames(np.random.default_rng(7), n_episodes=10, categorical=False)
+    shuffled = frames.sample(frac=1.0, random_state=0)
+    reward, cfg = RewardConfig(n_steps=5), LabelConfig()
+    normalizers = normalizers_for(frames, reward)
+    fast, _ = build_labels(shuffled, reward, cfg, normalizers)
+    pd.testing.assert_frame_equal(fast, reference_labels(frames, reward, cfg, normalizers)[0], check_exact=True)
+
+
+def test_inputs_the_kernels_refuse_get_the_reference_error():
+    frames = random_frames(np.random.default_rng(8), n_episodes=10, categorical=True)
+    reward, cfg = RewardConfig(), LabelConfig()
+    normalizers = normalizers_for(frames, reward)
+    nan = frames.copy()
+    nan.loc[5, "value"] = np.nan
+    gap = frames.drop(index=3).reset_index(drop=True)
+    long = frames[frames["frame_index"] >= 1].copy()  # every episode starts at frame 1: positions are off
+    flip = frames.copy()
+    row = flip.index[flip["frame_index"] > 0][-1]  # inside an episode of at least two frames
+    flip.loc[row, "success"] = not flip.loc[row, "success"]
+    small = {task: 1.0 for task in normalizers}  # every return below -1
+    for bad, norms in ((nan, normalizers), (gap, normalizers), (long, normalizers), (flip, normalizers),
+                       (frames, small), (frames, {})):
+        with pytest.raises(RecapError) as fast:
+            build_labels(bad, reward, cfg, norms)
+        with pytest.raises(RecapError) as ref:
+            reference_labels(bad, reward, cfg, norms)
+        assert str(fast.value) == str(ref.value)
