@@ -14,13 +14,16 @@
    For the default tiny model, and (shared only) a wider one that costs more per frame.
 2. Decoding alone: both cameras of the shard, one decoder thread, ffmpeg versus PyAV: wall
    time and CPU seconds (the process's and its ffmpeg children's).
-3. Label math from stored values (what `relabel` runs) for 10M frames.
-4. Per-task advantage quantiles in DuckDB over a 10M-row label set.
+3. Label math from stored values in memory (what `relabel` runs) for 10M frames: the compiled
+   kernels (best of 5 and the first run, whose fresh memory costs page faults), plain numpy
+   and the pandas reference, in one run; the three answers are compared.
+4. Per-task advantage quantiles in DuckDB over that 10M-row label set.
 
-    .venv/bin/python bench/bench_labels.py [--frames 10000000] [--episodes 200]
+    .venv/bin/python bench/bench_labels.py [--frames 10000000] [--episodes 200] [--parts math]
 """
 
 import argparse
+import json
 import os
 import resource
 import tempfile
@@ -37,7 +40,13 @@ from common import machine_info, synthetic_frames, write_results  # noqa: E402
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
 from recap_data.data.frames import load_frames, load_states  # noqa: E402
 from recap_data.labels.infer import label  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set  # noqa: E402
+from recap_data.labels.labelset import (  # noqa: E402
+    LabelConfig,
+    build_labels,
+    reference_labels,
+    threshold,
+    write_label_set,
+)
 from recap_data.store.db import connect  # noqa: E402
 from recap_data.store.decode import decode_cameras, iter_episode_frames  # noqa: E402
 from recap_data.store.store import ShardStore  # noqa: E402
@@ -116,24 +125,84 @@ def bench_overhead(store: ShardStore, work: Path, width: int, layers: int, threa
 
 
 def synthetic_labels(n_frames: int) -> pd.DataFrame:
+    """Stored values as a label table holds them: sorted by (shard, episode, frame), shard and
+    task dictionary-encoded (categorical), a value per frame, 1% interventions."""
     rng = np.random.default_rng(0)
     frames = synthetic_frames(n_frames, rng)
-    return frames.assign(is_intervention=False, value=rng.uniform(-1, 0, len(frames)))
+    return frames.assign(shard=frames["shard"].astype("category"), is_intervention=rng.random(len(frames)) < 0.01,
+                         value=rng.uniform(-1, 0, len(frames)))
 
 
-def bench_math_and_query(work: Path, n_frames: int) -> dict:
+def numpy_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig, normalizers: dict) -> pd.DataFrame:
+    """The same formulas in plain numpy on sorted frames (vectorized, one np.partition per task; no
+    pandas, no compiled code): the baseline the issue names."""
+    shard, episode = frames["shard"].cat.codes.to_numpy(), frames["episode_index"].to_numpy()
+    t = frames["frame_index"].to_numpy()
+    n = len(t)
+    starts = np.flatnonzero(np.r_[True, (shard[1:] != shard[:-1]) | (episode[1:] != episode[:-1])])
+    lengths = np.diff(np.r_[starts, n])
+    length = np.repeat(lengths, lengths)  # (F,)
+    failed = ~frames["success"].to_numpy(bool)
+    codes, tasks = pd.factorize(frames["task"], sort=True)
+    divisor = np.array([normalizers[task] for task in tasks])[codes]  # (F,)
+    mc = -(length - 1 - t) - reward.c_fail * failed
+    norm = mc / divisor
+    ahead = t + reward.n_steps < length
+    nstep = np.where(ahead, -float(reward.n_steps), mc) / divisor
+    value = frames["value"].to_numpy()
+    value_next = np.where(ahead, value[np.minimum(np.arange(n) + reward.n_steps, n - 1)], 0.0)
+    advantage = nstep + value_next - value
+    eps = np.array([threshold(advantage[codes == g], cfg.positive_fraction) for g in range(len(tasks))])
+    return pd.DataFrame({"reward": np.where(t == length - 1, np.where(failed, -reward.c_fail, 0.0), -1.0),
+                         "mc_return": mc, "return_norm": norm,
+                         "return_bin": np.clip(np.floor((norm + 1) * reward.number_of_bins).astype(np.int64), 0,
+                                               reward.number_of_bins - 1),
+                         "nstep_return": nstep, "value_next": value_next, "advantage": advantage,
+                         "epsilon": eps[codes], "indicator": (advantage > eps[codes])
+                         | frames["is_intervention"].to_numpy(bool)}, copy=False)
+
+
+def bench_math(n_frames: int, repeats: int = 5) -> dict:
+    """Label math from stored values in memory: the compiled kernels (build_labels, what relabel
+    runs), plain numpy and today's pandas reference, one run, answers compared."""
     frames = synthetic_labels(n_frames)
-    reward = RewardConfig(normalization="global")
+    reward, cfg = RewardConfig(normalization="global"), LabelConfig()
+    normalizers = {t: 1600.0 for t in frames["task"].cat.categories}
+    build_labels(frames.head(1000), reward, cfg, normalizers)  # compile (or load numba's cache): not timed
+    kernel_s = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        labels, per_task = build_labels(frames, reward, cfg, normalizers)
+        kernel_s.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    labels, per_task = build_labels(frames, reward, LabelConfig(), {t: 1600.0 for t in frames["task"].cat.categories})
-    math_s = time.perf_counter() - t0
-    print(f"label math: {len(frames):,} frames in {math_s:.2f} s ({len(frames) / math_s / 1e6:.2f} M frames/s)")
+    plain = numpy_labels(frames, reward, cfg, normalizers)
+    numpy_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref, ref_tasks = reference_labels(frames, reward, cfg, normalizers)
+    reference_s = time.perf_counter() - t0
+    pd.testing.assert_frame_equal(labels, ref, check_exact=True)  # the kernels' answer is the reference's
+    assert ref_tasks == per_task
+    for c in plain.columns:
+        np.testing.assert_array_equal(plain[c].to_numpy(), ref[c].to_numpy())
+    rate = {"kernels_best": len(frames) / min(kernel_s), "kernels_first": len(frames) / kernel_s[0],
+            "plain_numpy": len(frames) / numpy_s, "reference_pandas": len(frames) / reference_s}
+    print(f"label math over {len(frames):,} frames: kernels {min(kernel_s):.3f} s best of {repeats} "
+          f"({rate['kernels_best'] / 1e6:.1f}M frames/s; first run {kernel_s[0]:.3f} s), plain numpy {numpy_s:.2f} s "
+          f"({rate['plain_numpy'] / 1e6:.1f}M/s), pandas reference {reference_s:.2f} s "
+          f"({rate['reference_pandas'] / 1e6:.2f}M/s)")
+    return {"frames": len(frames), "kernels_s": [round(x, 4) for x in kernel_s], "plain_numpy_s": round(numpy_s, 3),
+            "reference_s": round(reference_s, 3), "frames_per_s": {k: round(v) for k, v in rate.items()},
+            "target_frames_per_s": 20_000_000, "labels": labels, "per_task": per_task}
+
+
+def bench_query(work: Path, math: dict) -> dict:
+    labels, per_task, reward = math.pop("labels"), math.pop("per_task"), RewardConfig(normalization="global")
     store = ShardStore(work / "big")
     store.shards_dir.mkdir(parents=True)
     labels["task"] = labels["task"].astype(str)
     write_label_set(store, "big", labels, per_task, value_checkpoint={"path": "-", "digest": "-"},
-                    shards=[{"id": "base", "digest": "-", "episodes": int(frames["episode_index"].nunique()),
-                             "frames": len(frames)}], reward=reward, cfg=LabelConfig(), normalizers={})
+                    shards=[{"id": "base", "digest": "-", "episodes": int(labels["episode_index"].nunique()),
+                             "frames": len(labels)}], reward=reward, cfg=LabelConfig(), normalizers={})
     con = connect(store.root, labels="big")
     times = []
     for _ in range(3):
@@ -147,30 +216,40 @@ def bench_math_and_query(work: Path, n_frames: int) -> dict:
     np.testing.assert_allclose(quantiles, np.quantile(mine["advantage"], [0.05, 0.25, 0.5, 0.75, 0.95]), rtol=1e-9)
     assert abs(positive - mine["indicator"].mean()) < 1e-12 and len(rows) == labels["task"].nunique()
     print(f"DuckDB per-task advantage quantiles over {len(labels):,} labelled frames: {min(times):.2f} s")
-    return {"frames": len(frames), "label_math_s": round(math_s, 3),
-            "label_math_frames_per_s": round(len(frames) / math_s), "duckdb_quantiles_s": round(min(times), 3)}
+    return {"frames": len(labels), "duckdb_quantiles_s": round(min(times), 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000_000)
     parser.add_argument("--episodes", type=int, default=200)  # the default base shard: 14k frames
+    parser.add_argument("--parts", default="decoding,overhead,math",
+                        help="comma-separated parts to run; the others keep their figures in labels.json")
     args = parser.parse_args()
-    results = {"machine": machine_info()}
+    parts = set(args.parts.split(","))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and parts != {"decoding", "overhead", "math"} else {}
+    results["machine"] = machine_info()
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as work:
-        store = ShardStore(Path(work) / "data")
-        m = make_demo_data(store, DemoDataConfig(episodes=args.episodes), progress=False)  # the default, 64 px
-        results["decoding"] = bench_decoding(store, sorted(k for k, f in m.features.items() if f["dtype"] == "video"))
-        if torch.cuda.is_available():  # the model on the GPU: the CPU cores are the decoder's
-            runs = [(64, 2, CORES, "gpu", 5), (256, 4, CORES, "gpu", 2)]
-        else:  # the default tiny model, and a wider one
-            runs = [(64, 2, CORES, "shared", 5), (256, 4, CORES, "shared", 2)]
-            if CORES > 1:
-                runs.insert(0, (64, 2, CORES - 1, "split", 5))
-        results["overhead"] = [bench_overhead(store, Path(work), *run) for run in runs]
-        results["ten_million"] = bench_math_and_query(Path(work), args.frames)
+        if parts & {"decoding", "overhead"}:
+            store = ShardStore(Path(work) / "data")
+            m = make_demo_data(store, DemoDataConfig(episodes=args.episodes), progress=False)  # the default, 64 px
+        if "decoding" in parts:
+            results["decoding"] = bench_decoding(store, sorted(k for k, f in m.features.items()
+                                                               if f["dtype"] == "video"))
+        if "overhead" in parts:
+            if torch.cuda.is_available():  # the model on the GPU: the CPU cores are the decoder's
+                runs = [(64, 2, CORES, "gpu", 5), (256, 4, CORES, "gpu", 2)]
+            else:  # the default tiny model, and a wider one
+                runs = [(64, 2, CORES, "shared", 5), (256, 4, CORES, "shared", 2)]
+                if CORES > 1:
+                    runs.insert(0, (64, 2, CORES - 1, "split", 5))
+            results["overhead"] = [bench_overhead(store, Path(work), *run) for run in runs]
+        if "math" in parts:
+            results.pop("ten_million", None)  # the figures of the earlier, pandas-only label math
+            math = bench_math(args.frames)
+            results["query"] = bench_query(Path(work), math)
+            results["math"] = math
     write_results(RESULTS, results)
-
 
 if __name__ == "__main__":
     main()

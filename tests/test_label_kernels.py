@@ -85,3 +85,21 @@ def test_inputs_the_kernels_refuse_get_the_reference_error():
         with pytest.raises(RecapError) as ref:
             reference_labels(bad, reward, cfg, norms)
         assert str(fast.value) == str(ref.value)
+
+
+@pytest.mark.parametrize("kind", ["ties", "one value", "wide range", "signed zeros", "one frame"])
+def test_selected_thresholds_equal_the_sorted_reference(kind):
+    from recap_data.labels import kernels
+    from recap_data.labels.labelset import threshold
+
+    rng = np.random.default_rng(len(kind))
+    n = 1 if kind == "one frame" else 5000
+    values = {"ties": np.round(rng.normal(size=n) * 4) / 4, "one value": np.full(n, 0.25),
+              "wide range": rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n),
+              "signed zeros": rng.choice([-0.0, 0.0, 1e-300, -1e-300, 2.0], n), "one frame": np.array([-0.5])}[kind]
+    groups = rng.integers(0, 3, n).astype(np.int8) if n > 1 else np.zeros(1, np.int8)
+    n_groups = int(groups.max()) + 1
+    for fraction in (1e-9, 0.3, 0.5, 0.999999999):
+        got = kernels.thresholds(values, groups, n_groups, fraction)
+        want = [threshold(values[groups == g], fraction) for g in range(n_groups)]
+        assert got.tolist() == want, (kind, fraction)

@@ -89,7 +89,7 @@ def test_every_frame_labelled_once_with_the_models_values(labeled):
         assert abs(stats["positive_fraction"] * n - 0.3 * n) <= 1, (task, stats)
     # The streamed, batched values equal the model on frames decoded by LeRobot itself.
     loaded = load_value_checkpoint(ckpt)
-    some = rows.groupby("shard").sample(5, random_state=0).reset_index(drop=True)
+    some = rows.groupby("shard", observed=True).sample(5, random_state=0).reset_index(drop=True)
     frames = load_frames(store, ["base", "more"]).merge(some[["shard", "index"]], on=["shard", "index"])
     frames = frames.assign(return_bin=0, return_norm=0.0).sort_values(["shard", "index"], ignore_index=True)
     dataset = ShardFrames(store, frames, loaded.model.cfg.camera_keys)  # no preloading: LeRobotDataset.__getitem__

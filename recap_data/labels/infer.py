@@ -4,7 +4,7 @@ Value inference streams each shard episode by episode (camera videos decoded fro
 one episode in memory), in batches, with a progress bar. Under `accelerate launch` (or
 torchrun) every process takes every k-th episode and the main process gathers the values, so
 the label set is the same as one process's. The rest (returns, advantages, thresholds,
-indicators) is vectorized in labelset.build_labels; `recap-data relabel` redoes only that part.
+indicators) is labelset.build_labels (compiled kernels); `recap-data relabel` redoes only that part.
 """
 
 from pathlib import Path

@@ -24,22 +24,26 @@ ROUNDING = 1e-9  # the same slack as value.returns.ROUNDING
 @numba.njit(cache=True, nogil=True)
 def episode_starts(shard_code, episode_index, frame_index):
     """(starts (E+1,), status): the first row of each episode and the end; status is OK, UNSORTED
-    (keys not increasing) or BAD_POSITION (a frame_index that is not its position 0..T-1)."""
+    (keys not increasing) or BAD_POSITION (a frame_index that is not its position 0..T-1).
+    Two passes over the keys, so that only E+1 starts are allocated, not F."""
     n = len(frame_index)
-    starts = np.empty(n + 1, np.int64)
-    e = 0
+    n_episodes = 0
     for i in range(n):
-        new = i == 0 or shard_code[i] != shard_code[i - 1] or episode_index[i] != episode_index[i - 1]
-        if new:
+        if i == 0 or shard_code[i] != shard_code[i - 1] or episode_index[i] != episode_index[i - 1]:
             if i > 0 and (shard_code[i] < shard_code[i - 1]
                           or (shard_code[i] == shard_code[i - 1] and episode_index[i] < episode_index[i - 1])):
-                return starts[:1], UNSORTED
+                return np.zeros(1, np.int64), UNSORTED
+            n_episodes += 1
+    starts = np.empty(n_episodes + 1, np.int64)
+    e = 0
+    for i in range(n):
+        if i == 0 or shard_code[i] != shard_code[i - 1] or episode_index[i] != episode_index[i - 1]:
             starts[e] = i
             e += 1
         if frame_index[i] != i - starts[e - 1]:
             return starts[:1], BAD_POSITION
-    starts[e] = n
-    return starts[:e + 1], OK
+    starts[n_episodes] = n
+    return starts, OK
 
 
 @numba.njit(parallel=True, cache=True)
@@ -79,32 +83,110 @@ def per_frame(starts, success, task_code, divisors, value, c_fail, n_steps, numb
 
 
 @numba.njit(cache=True, nogil=True)
-def group_slices(groups, n_groups):
-    """(order (F,), bounds (G+1,)): rows grouped by group, each group's rows a slice of order."""
-    counts = np.zeros(n_groups + 1, np.int64)
-    for g in groups:
-        counts[g + 1] += 1
-    bounds = np.cumsum(counts)
-    fill = bounds[:-1].copy()
-    order = np.empty(len(groups), np.int64)
-    for i in range(len(groups)):
-        g = groups[i]
-        order[fill[g]] = i
-        fill[g] += 1
-    return order, bounds
+def counts(codes, n):
+    """(n,) occurrences of each code 0..n-1 (np.bincount without converting the codes to intp)."""
+    out = np.zeros(n, np.int64)
+    for c in codes:
+        out[c] += 1
+    return out
 
 
-def threshold(advantages: np.ndarray, fraction: float) -> float:
-    """labelset.threshold by selection instead of a sort: the same epsilon, in linear time."""
-    n = len(advantages)
-    k = int(round(fraction * n))
-    if k == 0:
-        return float(advantages.max())
-    if k >= n:
-        return float(np.nextafter(advantages.min(), -np.inf))
-    # ascending s: the reference's descending ordered[k-1] is s[n-k], ordered[k] is s[n-k-1]
-    s = np.partition(advantages, (n - k - 1, n - k))
-    return float((s[n - k] + s[n - k - 1]) / 2)
+KEY_BITS = 16  # the selection's histogram has 2**16 bins per group
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_key(bits):
+    """From a float64's bits, a uint64 whose unsigned order is the floats' order (finite floats):
+    negatives have every bit flipped, positives only the sign bit."""
+    flip = np.uint64(0x8000000000000000) if bits >> np.uint64(63) == 0 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    return bits ^ flip
+
+
+@numba.njit(cache=True, nogil=True)
+def select(values, groups, n_groups, positions):
+    """(G, J): the value at ascending position positions[g, j] among group g's values, exactly,
+    by a radix selection: one pass builds each group's histogram of the top KEY_BITS bits of the
+    sort key, a second collects only the values in the bins holding a wanted position, which
+    are then sorted. Memory is the histogram and those candidates, never a copy of every value."""
+    bits = values.view(np.uint64)  # (F,) the same memory, read as integers
+    shift = np.uint64(64 - KEY_BITS)
+    n_bins = 1 << KEY_BITS
+    hist = np.zeros((n_groups, n_bins), np.int64)
+    for i in range(len(values)):
+        hist[groups[i], _sort_key(bits[i]) >> shift] += 1
+    n_wanted = positions.shape[1]
+    wanted_bin = np.zeros((n_groups, n_wanted), np.int64)  # the bin of each wanted position
+    below = np.zeros((n_groups, n_wanted), np.int64)  # how many of the group's values lie in lower bins
+    for g in range(n_groups):
+        for j in range(n_wanted):
+            seen = 0
+            for b in range(n_bins):
+                if seen + hist[g, b] > positions[g, j]:
+                    wanted_bin[g, j], below[g, j] = b, seen
+                    break
+                seen += hist[g, b]
+    slot = -np.ones((n_groups, n_bins), np.int64)  # (group, bin) -> its candidate list, or -1
+    n_lists = 0
+    for g in range(n_groups):
+        for j in range(n_wanted):
+            if slot[g, wanted_bin[g, j]] < 0:
+                slot[g, wanted_bin[g, j]] = n_lists
+                n_lists += 1
+    sizes = np.zeros(n_lists + 1, np.int64)
+    for g in range(n_groups):
+        for b in range(n_bins):
+            if slot[g, b] >= 0:
+                sizes[slot[g, b] + 1] = hist[g, b]
+    offsets = np.cumsum(sizes)
+    fill = offsets[:-1].copy()
+    candidates = np.empty(offsets[-1], values.dtype)
+    for i in range(len(values)):
+        owner = slot[groups[i], _sort_key(bits[i]) >> shift]
+        if owner >= 0:
+            candidates[fill[owner]] = values[i]
+            fill[owner] += 1
+    for lst in range(n_lists):
+        candidates[offsets[lst]:offsets[lst + 1]].sort()
+    out = np.empty((n_groups, n_wanted), values.dtype)
+    for g in range(n_groups):
+        for j in range(n_wanted):
+            lst = slot[g, wanted_bin[g, j]]
+            out[g, j] = candidates[offsets[lst] + positions[g, j] - below[g, j]]
+    return out
+
+
+def thresholds(advantage: np.ndarray, groups: np.ndarray, n_groups: int, fraction: float) -> np.ndarray:
+    """labelset.threshold for every group at once, the same epsilon: the mean of the k-th and
+    (k+1)-th largest advantage, k = round(fraction * n); the largest for k = 0; just below the
+    smallest for k = n. By selection (select) instead of a sort."""
+    n = counts(groups, n_groups)  # (G,)
+    k = np.array([int(round(fraction * m)) for m in n], np.int64)  # Python's round, as the reference's
+    # ascending positions of the reference's descending ordered[k-1] and ordered[k], then the
+    # largest and the smallest (clipped where k = 0 or k = n, which use only those)
+    positions = np.stack([np.clip(n - k, 0, n - 1), np.clip(n - k - 1, 0, n - 1), n - 1, np.zeros_like(n)], axis=1)
+    picked = select(advantage, groups, n_groups, positions)  # (G, 4)
+    eps = np.empty(n_groups)
+    for g in range(n_groups):
+        if k[g] == 0:
+            eps[g] = picked[g, 2]
+        elif k[g] >= n[g]:
+            eps[g] = np.nextafter(picked[g, 3], -np.inf)
+        else:
+            eps[g] = (picked[g, 0] + picked[g, 1]) / 2
+    return eps
+
+
+@numba.njit(cache=True, nogil=True)
+def task_counts(codes, n_tasks, frame_index, indicator, intervention):
+    """(4, tasks): frames, positive frames, episodes (their frame 0) and interventions per task."""
+    out = np.zeros((4, n_tasks), np.int64)
+    for i in range(len(codes)):
+        c = codes[i]
+        out[0, c] += 1
+        out[1, c] += indicator[i]
+        out[2, c] += frame_index[i] == 0
+        out[3, c] += intervention[i]
+    return out
 
 
 @numba.njit(parallel=True, cache=True)

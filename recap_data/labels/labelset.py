@@ -81,8 +81,8 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
     reward.validate()
     if frames.empty:
         return reference_labels(frames, reward, cfg, normalizers)
-    shard_codes, _ = pd.factorize(frames["shard"], sort=True)  # (F,) shard order = string order, as the sort's
-    codes, tasks = pd.factorize(frames["task"], sort=True)  # (F,) task code per frame
+    shard_codes, _ = sorted_codes(frames["shard"])  # (F,) shard order = string order, as the sort's
+    codes, tasks = sorted_codes(frames["task"])  # (F,) task code per frame
     if any(task not in normalizers for task in tasks):
         return reference_labels(frames, reward, cfg, normalizers)
     frame_index = frames["frame_index"].to_numpy(np.int64)
@@ -101,28 +101,39 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
                                out["advantage"])
     if status != kernels.OK:
         return reference_labels(frames, reward, cfg, normalizers)
-    groups = codes if cfg.threshold == "per_task" else np.zeros(n, np.int64)
-    order, bounds = kernels.group_slices(groups, int(groups.max()) + 1)
-    epsilon_of = np.array([kernels.threshold(out["advantage"][order[lo:hi]], cfg.positive_fraction)
-                           for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    groups = codes if cfg.threshold == "per_task" else np.zeros(n, np.int8)
+    epsilon_of = kernels.thresholds(out["advantage"], groups, int(groups.max()) + 1, cfg.positive_fraction)
     intervention = frames["is_intervention"].to_numpy(bool)
     out["indicator"] = np.empty(n, bool)
     kernels.indicators(out["advantage"], groups, epsilon_of, intervention, out["epsilon"], out["indicator"])
-    per_task = task_statistics(codes, tasks, frame_index, out["indicator"], intervention, epsilon_of, cfg)
+    per_task = task_statistics(kernels.task_counts(codes, len(tasks), frame_index, out["indicator"], intervention),
+                               tasks, epsilon_of, cfg)
     # the computed columns, and the input's own (their dtypes kept, as the reference keeps them)
     columns = {c: out[c] if c in out else frames[c].array for c in LABEL_COLUMNS}
     return pd.DataFrame(columns, copy=False), per_task
 
 
-def task_statistics(codes: np.ndarray, tasks, frame_index: np.ndarray, indicator: np.ndarray,
-                    intervention: np.ndarray, epsilon_of: np.ndarray, cfg: LabelConfig) -> dict:
-    """Per task: epsilon, realised and target positive fraction, frames, episodes, interventions."""
-    n = len(tasks)
-    frames_per = np.bincount(codes, minlength=n)
-    positives = np.bincount(codes, weights=indicator, minlength=n)
-    episodes_per = np.bincount(codes[frame_index == 0], minlength=n)  # frame 0: once per episode
-    interventions = np.bincount(codes, weights=intervention, minlength=n)
-    task_eps = epsilon_of if cfg.threshold == "per_task" else np.full(n, epsilon_of[0])
+def sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(codes (F,), values): pd.factorize(column, sort=True), without hashing every string when the
+    column is categorical (as label tables read them)."""
+    if isinstance(column.dtype, pd.CategoricalDtype) and not column.isna().any():
+        categories, codes = column.cat.categories, column.cat.codes.to_numpy()
+        present = kernels.counts(codes, len(categories)) > 0
+        if present.all() and categories.is_monotonic_increasing:
+            return codes, categories  # as they are (int8 for a few categories): no copy
+        order = np.argsort(categories.to_numpy(), kind="stable")
+        order = order[present[order]]  # the categories that occur, in sorted order
+        remap = np.full(len(categories), -1, np.int64)
+        remap[order] = np.arange(len(order))
+        return remap[codes], categories[order]
+    return pd.factorize(column, sort=True)
+
+
+def task_statistics(counts: np.ndarray, tasks, epsilon_of: np.ndarray, cfg: LabelConfig) -> dict:
+    """Per task: epsilon, realised and target positive fraction, frames, episodes, interventions,
+    from counts (4, tasks) of frames, positive frames, episodes and interventions."""
+    frames_per, positives, episodes_per, interventions = counts
+    task_eps = epsilon_of if cfg.threshold == "per_task" else np.full(len(tasks), epsilon_of[0])
     return {str(task): {"epsilon": float(task_eps[i]), "positive_fraction": float(positives[i] / frames_per[i]),
                         "target": cfg.positive_fraction, "frames": int(frames_per[i]),
                         "episodes": int(episodes_per[i]), "interventions": int(interventions[i])}
@@ -153,7 +164,12 @@ def reference_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfi
     intervention = out["is_intervention"].to_numpy(bool)
     indicator = (advantage > eps) | intervention
     out = out.assign(epsilon=eps, indicator=indicator)
-    per_task = task_statistics(codes, tasks, out["frame_index"].to_numpy(), indicator, intervention, epsilon_of, cfg)
+    n = len(tasks)
+    frame_zero = out["frame_index"].to_numpy() == 0  # once per episode
+    counts = np.stack([np.bincount(codes, minlength=n), np.bincount(codes, weights=indicator, minlength=n),
+                       np.bincount(codes[frame_zero], minlength=n),
+                       np.bincount(codes, weights=intervention, minlength=n)])
+    per_task = task_statistics(counts, tasks, epsilon_of, cfg)
     return out[LABEL_COLUMNS], per_task
 
 

@@ -24,7 +24,7 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
     cfg = build_config(LabelConfig, "label", {**parent.label, **label_overrides}, "relabel")
     given = {} if n_steps is None else {"n_steps": n_steps}  # 0 is refused, not taken as "not given"
     reward = build_config(RewardConfig, "reward", {**parent.reward, **given}, "relabel")
-    frames = read_labels(store, source)[VALUE_COLUMNS]
+    frames = read_labels(store, source, VALUE_COLUMNS)[VALUE_COLUMNS]
     labels, per_task = build_labels(frames, reward, cfg, parent.return_normalizers)
     return write_label_set(store, name, labels, per_task, value_checkpoint=parent.value_checkpoint,
                            shards=parent.shards, reward=reward, cfg=cfg, normalizers=parent.return_normalizers,

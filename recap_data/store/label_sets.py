@@ -12,6 +12,7 @@ Only valid names are label sets: a writer's staging and aside directories are hi
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
@@ -71,18 +72,32 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
         raise RecapError(f"{path}: unreadable label set manifest ({e}); {fix}") from None
 
 
-def read_labels(store: ShardStore, name: str) -> pd.DataFrame:
-    """All label rows of a label set, sorted by shard, episode, frame."""
+def read_labels(store: ShardStore, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The label rows of a label set (all columns, or `columns` and the key), sorted by shard,
+    episode, frame; `shard` and `task` as categoricals (as parquet stores them: a dictionary)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from recap_data.store.db import LABELS_FIX, unreadable  # db reads label sets too: import when used
 
-    files = sorted((label_set_path(store, name) / paths.LABEL_TABLES_DIR).glob("*.parquet"))
+    tables_dir = label_set_path(store, name) / paths.LABEL_TABLES_DIR
+    files = sorted(tables_dir.glob("*.parquet"), key=lambda f: f.stem)  # shard order, as the key sorts
     if not files:
-        raise RecapError(f"{label_set_path(store, name) / paths.LABEL_TABLES_DIR}: no label tables; {LABELS_FIX}")
+        raise RecapError(f"{tables_dir}: no label tables; {LABELS_FIX}")
+    wanted = None if columns is None else list(dict.fromkeys([*KEY, *columns]))
     tables = []
     for f in files:
         with unreadable(str(f), LABELS_FIX):
-            tables.append(pd.read_parquet(f))
-    return pd.concat(tables, ignore_index=True).sort_values(KEY, ignore_index=True)
+            tables.append(pq.read_table(f, columns=wanted, read_dictionary=["shard", "task"]))
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    episode, position = frame["episode_index"].to_numpy(), frame["frame_index"].to_numpy()
+    shard = frame["shard"].cat.codes.to_numpy()
+    in_order = len(frame) < 2 or bool(np.all(
+        (np.diff(shard) > 0) | ((np.diff(shard) == 0) & ((np.diff(episode) > 0)
+                                                         | ((np.diff(episode) == 0) & (np.diff(position) > 0))))))
+    if not in_order or not frame["shard"].cat.categories.is_monotonic_increasing:
+        frame = frame.sort_values(KEY, ignore_index=True)
+    return frame
 
 
 def check_shards_unchanged(store: ShardStore, manifest: LabelManifest) -> None:
