@@ -1,23 +1,31 @@
 """Benchmarks of the shard store (not tests): prints figures and writes bench/results/store.json.
 
-1. What grows with the store, in stores of 1, 50 and 200 shards, timed in one run, interleaved:
+1. What grows with the store, in stores of 1, 100 and 1,000 shards with 1, 10 and 100 label sets
+   (each over every shard of its store), timed in one run, interleaved:
    - the commit of a ready-made 20-episode shard (ShardWriter's open and commit: the store's
      schema check, stale-staging cleanup, verification, digests, manifest, rename and fsync),
      without its video encoding, which costs the same in any store and whose noise would hide
      the store's share; copying the prepared files into staging is not timed;
-   - `db.connect` (one view over every shard's files) and `shards list` (every manifest read).
-   The commit should not grow with the store; connect and list read every shard, so they do.
+   - `db.connect` (views over every shard's files, the shards and label_sets tables from every
+     manifest) and reading every shard manifest (what `shards list` does);
+   - the commands as a user runs them, Python's start included: `recap-data shards list` and
+     `recap-data sql "SELECT count(*) FROM frames"`.
+   Shards are copies of one tiny shard and label sets copies of one label set (with fake
+   values), so that set-up takes seconds.
 2. Query: DuckDB over the `frames` view of a store holding 1M frames in 4 shards (state-only
    schema, and shards 2-4 are copies of shard 1 under other ids, so that set-up takes minutes,
    not hours of video encoding; the query reads all four).
 
-    .venv/bin/python bench/bench_store.py [--frames 1000000] [--repeats 5]
+    .venv/bin/python bench/bench_store.py [--frames 1000000] [--repeats 5] [--parts growth]
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +37,13 @@ from common import machine_info, write_results  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set  # noqa: E402
 from recap_data.store import paths  # noqa: E402
 from recap_data.store.db import connect  # noqa: E402
 from recap_data.store.schema import OUTCOME_FEATURES  # noqa: E402
 from recap_data.store.store import Manifest, ShardStore  # noqa: E402
 from recap_data.store.writer import ShardWriter  # noqa: E402
+from recap_data.value.returns import RewardConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "store.json"
 SMALL = {"tasks": 10, "max_steps": 20, "image_size": 32}
@@ -72,11 +82,45 @@ def timed_commit(store: ShardStore, shard_id: str, prepared: Path, m: Manifest) 
     return opened + time.perf_counter() - t0
 
 
-def bench_growth(work: Path, repeats: int, sizes=(1, 50, 200)) -> dict:
+def add_label_sets(store: ShardStore, count: int) -> None:
+    """`count` label sets over every shard of the store: one labelled with fake values (the value
+    model does not matter here), the others copies of it under their own names."""
+    from recap_data.store.label_sets import label_set_path
+
+    con = connect(store.root, label_sets=False)
+    frames = con.execute("SELECT shard, episode_index, frame_index, index, task, success, is_intervention "
+                         "FROM frames ORDER BY shard, episode_index, frame_index").df().assign(value=-0.5)
+    reward = RewardConfig(normalization="global", reward_normalizer=2000.0)
+    normalizers = {t: 2000.0 for t in frames["task"].unique()}
+    labels, per_task = build_labels(frames, reward, LabelConfig(), normalizers)
+    shards = [{"id": m.shard_id, "digest": m.digest, "episodes": m.episodes, "frames": m.frames}
+              for m in store.manifests()]
+    write_label_set(store, "ls-000", labels, per_task, value_checkpoint={"path": "-", "digest": "-"}, shards=shards,
+                    reward=reward, cfg=LabelConfig(), normalizers=normalizers)
+    for i in range(1, count):
+        dst = label_set_path(store, f"ls-{i:03d}")
+        shutil.copytree(label_set_path(store, "ls-000"), dst)
+        manifest = json.loads((dst / paths.MANIFEST).read_text())
+        (dst / paths.MANIFEST).write_text(json.dumps({**manifest, "name": f"ls-{i:03d}"}))
+
+
+def cli_seconds(root: Path, *args: str) -> float:
+    """Wall seconds of one `recap-data` command in a fresh process (Python's start included)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "recap_data.cli.main", "--root", str(root), *args], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return time.perf_counter() - t
+
+
+def bench_growth(work: Path, repeats: int, sizes=((1, 1), (100, 10), (1000, 100))) -> dict:
     scratch = ShardStore(work / "prepared")
     m = make_demo_data(scratch, DemoDataConfig(shard_id="prepared", episodes=20, **SMALL), progress=False)
-    stores = {n: fill_store(work / f"store-{n}", n) for n in sizes}
-    times = {n: {"commit": [], "connect": [], "list": []} for n in sizes}
+    stores = {}
+    for n, label_sets in tqdm(sizes, desc="filling stores"):
+        stores[n] = fill_store(work / f"store-{n}", n)
+        add_label_sets(stores[n], label_sets)
+    timed = ("commit", "connect", "manifests", "cli_shards_list", "cli_sql_count")
+    times = {n: {k: [] for k in timed} for n in stores}
     for r in range(repeats):
         for n, store in (stores.items() if r % 2 == 0 else reversed(stores.items())):
             times[n]["commit"].append(timed_commit(store, "new", scratch.shard_path("prepared"), m))
@@ -86,12 +130,16 @@ def bench_growth(work: Path, repeats: int, sizes=(1, 50, 200)) -> dict:
             times[n]["connect"].append(time.perf_counter() - t)
             t = time.perf_counter()
             store.manifests()
-            times[n]["list"].append(time.perf_counter() - t)
+            times[n]["manifests"].append(time.perf_counter() - t)
+            times[n]["cli_shards_list"].append(cli_seconds(store.root, "shards", "list"))
+            times[n]["cli_sql_count"].append(cli_seconds(store.root, "sql", "SELECT count(*) FROM frames"))
     med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
-    small, large = min(sizes), max(sizes)
-    return {"shard_episodes": 20, "shard_frames": m.frames, "repeats": repeats, "store_shards": list(sizes),
+    small, large = min(stores), max(stores)
+    return {"shard_episodes": 20, "shard_frames": m.frames, "repeats": repeats,
+            "stores": [{"shards": n, "label_sets": ls} for n, ls in sizes],
             "median_s": {str(n): {k: round(v, 4) for k, v in t.items()} for n, t in med.items()},
             f"commit_ratio_{large}_over_{small}": round(med[large]["commit"] / med[small]["commit"], 3),
+            "target_s": 1.0, "target_commit_ratio": 1.1,
             "commit_s_all": {str(n): [round(x, 4) for x in t["commit"]] for n, t in times.items()}}
 
 
@@ -143,17 +191,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--parts", default="growth,query",
+                    help="comma-separated parts to run; the others keep their figures in store.json")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and parts != {"growth", "query"} else {}
+    results["machine"] = machine_info()
     with tempfile.TemporaryDirectory(prefix="recap-bench-") as tmp:
         work = Path(tmp)
-        results = {"machine": machine_info(),
-                   "growth": bench_growth(work, args.repeats),
-                   "query": bench_query(work, args.frames)}
+        if "growth" in parts:
+            results["growth"] = bench_growth(work, args.repeats)
+        if "query" in parts:
+            results["query"] = bench_query(work, args.frames)
     write_results(RESULTS, results)
     g, q = results["growth"], results["query"]
     for n, t in g["median_s"].items():
-        print(f"store of {n:>3} shards: commit of a ready {g['shard_frames']}-frame shard {t['commit']:.3f} s, "
-              f"connect {t['connect']:.3f} s, shards list {t['list']:.3f} s")
+        print(f"store of {n:>4} shards: commit of a ready {g['shard_frames']}-frame shard {t['commit']:.3f} s, "
+              f"connect {t['connect']:.3f} s, manifests {t['manifests']:.3f} s; commands: shards list "
+              f"{t['cli_shards_list']:.2f} s, sql count {t['cli_sql_count']:.2f} s")
     print(f"frames query over {q['frames']} frames: count {q['count_seconds_median']} s, grouped "
           f"{q['per_task_success_and_state_mean_seconds_median']} s ({q['frames_per_second_grouped_query']} frames/s)")
 

@@ -82,15 +82,21 @@ def machine(r: dict) -> str:
 
 def store_growth(r: dict) -> str:
     g = r["growth"]
+    label_sets = {str(x["shards"]): x["label_sets"] for x in g["stores"]}
     rows = [f"Measured on {machine(r)}, medians of {g['repeats']} interleaved runs; the shard committed has "
-            f"{g['shard_episodes']} episodes ({g['shard_frames']} frames).", "",
-            "| shards in the store | commit of a ready shard | `db.connect` | `shards list` (manifests read) |",
-            "| --- | --- | --- | --- |"]
+            f"{g['shard_episodes']} episodes ({g['shard_frames']} frames); commands timed as a user runs them, "
+            "Python's start included.", "",
+            "| shards (label sets) | commit of a ready shard | `db.connect` | manifests read | `shards list` "
+            "| `sql \"SELECT count(*) FROM frames\"` |", "| --- | --- | --- | --- | --- | --- |"]
     for n, t in g["median_s"].items():
-        rows.append(f"| {n} | {t['commit']:.3f} s | {t['connect']:.3f} s | {t['list']:.3f} s |")
+        rows.append(f"| {int(n):,} ({label_sets[n]}) | {t['commit']:.3f} s | {t['connect']:.3f} s | "
+                    f"{t['manifests']:.3f} s | {t['cli_shards_list']:.2f} s | {t['cli_sql_count']:.2f} s |")
     (key,) = [k for k in g if k.startswith("commit_ratio_")]
     large, small = key.removeprefix("commit_ratio_").split("_over_")
-    rows += ["", f"Commit in a store of {large} shards against {small}: {g[key]:.2f}x."]
+    slowest = max(g["median_s"][large][k] for k in ("connect", "cli_shards_list", "cli_sql_count"))
+    rows += ["", f"Commit in a store of {int(large):,} shards against {small}: {g[key]:.2f}x (target "
+             f"{g['target_commit_ratio']:g}x); connect, `shards list` and the count in the largest store against "
+             f"their {g['target_s']:g} s target: {'met' if slowest <= g['target_s'] else 'missed'}."]
     return "\n".join(rows)
 
 

@@ -12,21 +12,25 @@ epsilon (the frame's threshold) and indicator = A_t > epsilon, always true on in
 A label set is written once, atomically; --force replaces it atomically; it is never edited.
 """
 
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from recap_data.config import Count, Float, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, write_json
-from recap_data.labels import kernels
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, LABEL_COLUMNS, LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
 from recap_data.train.checkpoint import directory_digest
 from recap_data.value.returns import RewardConfig, compute_returns
+
+if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
+    import pandas as pd
 
 THRESHOLDS = ("per_task", "global")
 
@@ -40,7 +44,7 @@ class LabelConfig:
     threshold: str = param("per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
     batch_size: Count = param(64, "frames per value-model batch (label only; relabel runs no model)")
 
-    def validate(self) -> "LabelConfig":
+    def validate(self) -> LabelConfig:
         check_fields(self, "label")
         if self.threshold not in THRESHOLDS:
             raise RecapError(f"label: field 'threshold' = {self.threshold!r} is invalid: use one of "
@@ -77,6 +81,10 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
     value: the compiled kernels (labels/kernels.py) on frames sorted by shard, episode and frame,
     as label tables store them; reference_labels, which they match bit for bit, for anything
     else (unsorted frames, and every input the kernels refuse, so that it names the problem)."""
+    import pandas as pd
+
+    from recap_data.labels import kernels  # numba: imported when labels are built, not with the CLI
+
     cfg.validate()
     reward.validate()
     if frames.empty:
@@ -116,6 +124,10 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig,
 def sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """(codes (F,), values): pd.factorize(column, sort=True), without hashing every string when the
     column is categorical (as label tables read them)."""
+    import pandas as pd
+
+    from recap_data.labels import kernels
+
     if isinstance(column.dtype, pd.CategoricalDtype) and not column.isna().any():
         categories, codes = column.cat.categories, column.cat.codes.to_numpy()
         present = kernels.counts(codes, len(categories)) > 0
@@ -144,6 +156,7 @@ def reference_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfi
                      normalizers: dict[str, float]) -> tuple[pd.DataFrame, dict]:
     """build_labels in pandas and numpy, the formulas as written: the reference the compiled
     kernels are tested against, and what names the frame when the kernels refuse an input."""
+    import pandas as pd
     cfg.validate()
     bad = ~np.isfinite(frames["value"].to_numpy(np.float64))
     if bad.any():

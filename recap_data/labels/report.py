@@ -12,12 +12,13 @@ Writes into --out (atomically, replacing an earlier report of the same directory
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, atomic_write_text, write_json
-from recap_data.store.db import connect
+from recap_data.store.db import connect, query_error
 from recap_data.store.label_sets import check_shards_unchanged, read_manifest
 from recap_data.store.store import ShardStore
 
@@ -120,9 +121,12 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
     manifest = read_manifest(store, name)
     check_shards_unchanged(store, manifest)  # labels joined to other frames would be a wrong report
     con = connect(store.root, labels=name)
-    summary = per_task_summary(con, manifest)
-    hist = histogram(con, bins)
-    curves = value_curves(con, episodes_per_outcome)
+    try:  # the views read their files here: a damaged one is a one-line error naming it
+        summary = per_task_summary(con, manifest)
+        hist = histogram(con, bins)
+        curves = value_curves(con, episodes_per_outcome)
+    except duckdb.Error as e:
+        raise query_error(e) from None
     result = {"label_set": name, "digest": manifest.digest, "frames": manifest.frames,
               "positive_fraction": manifest.positive_fraction, "threshold": manifest.label["threshold"],
               "per_task": {r["task"]: {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "task"}

@@ -9,16 +9,21 @@ rows (the label math and the writer are in recap_data.labels).
 Only valid names are label sets: a writer's staging and aside directories are hidden.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store import paths
 from recap_data.store.store import SHARD_ID_RE, ShardStore
+
+if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
+    import pandas as pd
 
 LABEL_FORMAT = "recap-data/label-set@1"
 KEY = ["shard", "episode_index", "frame_index"]

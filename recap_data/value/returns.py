@@ -15,14 +15,19 @@ measured in cost, T_max - 1, plus c_fail when it failed. Either way no return ma
 naming the smallest normalizer that works, never a silently clamped bin.
 """
 
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from recap_data.config import Count, Int, NonNegative, Positive, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.schema import EPISODE_KEY
+
+if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
+    import pandas as pd
 
 NORMALIZATIONS = ("global", "per_task")
 # The fields that define a value model's targets; n_steps only shapes the advantage, so a
@@ -45,7 +50,7 @@ class RewardConfig:
         object.__setattr__(self, "c_fail", float(self.c_fail))
         object.__setattr__(self, "reward_normalizer", float(self.reward_normalizer))
 
-    def validate(self) -> "RewardConfig":
+    def validate(self) -> RewardConfig:
         check_fields(self, "reward")
         if self.normalization not in NORMALIZATIONS:
             raise RecapError(f"reward: field 'normalization' = {self.normalization!r} is invalid: use one of "
@@ -113,6 +118,7 @@ def episode_layout(frames: pd.DataFrame) -> pd.DataFrame:
 
 def task_normalizers(frames: pd.DataFrame, cfg: RewardConfig) -> dict[str, float]:
     """Per task, the largest return magnitude |R_0| (at least 1), for `per_task` normalization."""
+    import pandas as pd
     episodes = frames.drop_duplicates(EPISODE_KEY)
     cost = episodes["length"].to_numpy() - 1 + cfg.c_fail * ~episodes["success"].to_numpy(bool)
     by_task = pd.Series(cost, index=episodes["task"].to_numpy()).groupby(level=0).max()
@@ -127,6 +133,7 @@ def compute_returns(frames: pd.DataFrame, cfg: RewardConfig,
     they come from `cfg` and the data. Returns the frames (sorted by shard, episode, frame)
     and the normalizers used.
     """
+    import pandas as pd
     cfg.validate()
     frames = episode_layout(frames)
     t = frames["frame_index"].to_numpy(np.int64)

@@ -12,11 +12,13 @@ One process by default; `accelerate launch --config_file pipelines/accelerate/mu
 -m recap_data.cli.main train value ...` runs data-parallel on many GPUs (bf16 there).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
@@ -25,6 +27,9 @@ from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
 from recap_data.train.loop import run_provenance, start_run, train_loop
 from recap_data.value.returns import RewardConfig, compute_returns
+
+if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
+    import pandas as pd
 
 # torch, transformers and LeRobot are imported inside train_value(): the CLI builds its options
 # from ValueTrainConfig and must start fast.
@@ -55,7 +60,7 @@ class ValueTrainConfig:
     seed: Seed = param(0, "seeds the model, the held-out split and the sampler")
     bf16: bool = param(True, "bf16 mixed precision on GPU (CPU always trains in float32)")
 
-    def validate(self) -> "ValueTrainConfig":
+    def validate(self) -> ValueTrainConfig:
         check_fields(self, "value")
         if self.tiny_width % 2:
             raise RecapError(f"value: field 'tiny_width' = {self.tiny_width} is invalid: use an even number "
