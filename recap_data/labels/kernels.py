@@ -103,20 +103,22 @@ def _sort_key(bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def select(values, groups, n_groups, positions):
-    """(G, J): the value at ascending position positions[g, j] among group g's values, exactly,
-    by a radix selection: one pass builds each group's histogram of the top KEY_BITS bits of the
-    sort key, a second collects only the values in the bins holding a wanted position, which
-    are then sorted. Memory is the histogram and those candidates, never a copy of every value."""
+def histogram(values, groups, hist):
+    """Add each value to its group's histogram (G, 2**KEY_BITS) of the top KEY_BITS bits of its sort key."""
     bits = values.view(np.uint64)  # (F,) the same memory, read as integers
     shift = np.uint64(64 - KEY_BITS)
-    n_bins = 1 << KEY_BITS
-    hist = np.zeros((n_groups, n_bins), np.int64)
     for i in range(len(values)):
         hist[groups[i], _sort_key(bits[i]) >> shift] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def locate(hist, positions):
+    """For each group g and wanted ascending position positions[g, j]: (bin holding it, values
+    of the group in lower bins, slot (G, bins) -> candidate list or -1, sizes of those lists)."""
+    n_groups, n_bins = hist.shape
     n_wanted = positions.shape[1]
-    wanted_bin = np.zeros((n_groups, n_wanted), np.int64)  # the bin of each wanted position
-    below = np.zeros((n_groups, n_wanted), np.int64)  # how many of the group's values lie in lower bins
+    wanted_bin = np.zeros((n_groups, n_wanted), np.int64)
+    below = np.zeros((n_groups, n_wanted), np.int64)
     for g in range(n_groups):
         for j in range(n_wanted):
             seen = 0
@@ -125,48 +127,77 @@ def select(values, groups, n_groups, positions):
                     wanted_bin[g, j], below[g, j] = b, seen
                     break
                 seen += hist[g, b]
-    slot = -np.ones((n_groups, n_bins), np.int64)  # (group, bin) -> its candidate list, or -1
+    slot = -np.ones((n_groups, n_bins), np.int64)
     n_lists = 0
     for g in range(n_groups):
         for j in range(n_wanted):
             if slot[g, wanted_bin[g, j]] < 0:
                 slot[g, wanted_bin[g, j]] = n_lists
                 n_lists += 1
-    sizes = np.zeros(n_lists + 1, np.int64)
+    sizes = np.zeros(n_lists, np.int64)
     for g in range(n_groups):
         for b in range(n_bins):
             if slot[g, b] >= 0:
-                sizes[slot[g, b] + 1] = hist[g, b]
-    offsets = np.cumsum(sizes)
-    fill = offsets[:-1].copy()
-    candidates = np.empty(offsets[-1], values.dtype)
+                sizes[slot[g, b]] = hist[g, b]
+    return wanted_bin, below, slot, sizes
+
+
+@numba.njit(cache=True, nogil=True)
+def collect(values, groups, slot):
+    """(candidates, list): the values that fall in a located bin, and the candidate list of each."""
+    bits = values.view(np.uint64)
+    shift = np.uint64(64 - KEY_BITS)
+    count = 0
     for i in range(len(values)):
-        owner = slot[groups[i], _sort_key(bits[i]) >> shift]
-        if owner >= 0:
-            candidates[fill[owner]] = values[i]
-            fill[owner] += 1
-    for lst in range(n_lists):
-        candidates[offsets[lst]:offsets[lst + 1]].sort()
-    out = np.empty((n_groups, n_wanted), values.dtype)
-    for g in range(n_groups):
-        for j in range(n_wanted):
-            lst = slot[g, wanted_bin[g, j]]
-            out[g, j] = candidates[offsets[lst] + positions[g, j] - below[g, j]]
+        count += slot[groups[i], _sort_key(bits[i]) >> shift] >= 0
+    candidates = np.empty(count, values.dtype)
+    owner = np.empty(count, np.int64)
+    fill = 0
+    for i in range(len(values)):
+        lst = slot[groups[i], _sort_key(bits[i]) >> shift]
+        if lst >= 0:
+            candidates[fill], owner[fill] = values[i], lst
+            fill += 1
+    return candidates, owner
+
+
+def pick(candidates: np.ndarray, owner: np.ndarray, wanted_bin, below, slot, positions) -> np.ndarray:
+    """(G, J): the wanted values, from every part's collected candidates (sorted per list)."""
+    order = np.lexsort((candidates, owner))  # by list, then value
+    candidates, owner = candidates[order], owner[order]
+    starts = np.searchsorted(owner, np.arange(slot.max() + 1))
+    out = np.empty(positions.shape)
+    for g in range(positions.shape[0]):
+        for j in range(positions.shape[1]):
+            out[g, j] = candidates[starts[slot[g, wanted_bin[g, j]]] + positions[g, j] - below[g, j]]
     return out
 
 
-def thresholds(advantage: np.ndarray, groups: np.ndarray, n_groups: int, fraction: float) -> np.ndarray:
-    """labelset.threshold for every group at once, the same epsilon: the mean of the k-th and
-    (k+1)-th largest advantage, k = round(fraction * n); the largest for k = 0; just below the
-    smallest for k = n. By selection (select) instead of a sort."""
-    n = counts(groups, n_groups)  # (G,)
+def select(values: np.ndarray, groups: np.ndarray, n_groups: int, positions: np.ndarray) -> np.ndarray:
+    """(G, J): the value at ascending position positions[g, j] among group g's values, exactly,
+    by a radix selection: a histogram of the top KEY_BITS bits of each value's sort key per group,
+    then a sort of only the values in the bins that hold a wanted position. The same steps run
+    over parts of a label set too large for memory (labels/relabel.py)."""
+    hist = np.zeros((n_groups, 1 << KEY_BITS), np.int64)
+    histogram(values, groups, hist)
+    wanted_bin, below, slot, _ = locate(hist, positions)
+    candidates, owner = collect(values, groups, slot)
+    return pick(candidates, owner, wanted_bin, below, slot, positions)
+
+
+def positions_of(n: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(k, positions (G, 4)): k = round(fraction * n) per group, and the ascending positions of the
+    reference's descending ordered[k-1] and ordered[k], the largest and the smallest (clipped
+    where k = 0 or k = n, which use only those)."""
     k = np.array([int(round(fraction * m)) for m in n], np.int64)  # Python's round, as the reference's
-    # ascending positions of the reference's descending ordered[k-1] and ordered[k], then the
-    # largest and the smallest (clipped where k = 0 or k = n, which use only those)
-    positions = np.stack([np.clip(n - k, 0, n - 1), np.clip(n - k - 1, 0, n - 1), n - 1, np.zeros_like(n)], axis=1)
-    picked = select(advantage, groups, n_groups, positions)  # (G, 4)
-    eps = np.empty(n_groups)
-    for g in range(n_groups):
+    return k, np.stack([np.clip(n - k, 0, n - 1), np.clip(n - k - 1, 0, n - 1), n - 1, np.zeros_like(n)], axis=1)
+
+
+def epsilons(k: np.ndarray, n: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """labelset.threshold from the selected values: the mean of the k-th and (k+1)-th largest;
+    the largest for k = 0; just below the smallest for k = n."""
+    eps = np.empty(len(n))
+    for g in range(len(n)):
         if k[g] == 0:
             eps[g] = picked[g, 2]
         elif k[g] >= n[g]:
@@ -174,6 +205,13 @@ def thresholds(advantage: np.ndarray, groups: np.ndarray, n_groups: int, fractio
         else:
             eps[g] = (picked[g, 0] + picked[g, 1]) / 2
     return eps
+
+
+def thresholds(advantage: np.ndarray, groups: np.ndarray, n_groups: int, fraction: float) -> np.ndarray:
+    """labelset.threshold for every group at once, the same epsilon, by selection instead of a sort."""
+    n = counts(groups, n_groups)  # (G,)
+    k, positions = positions_of(n, fraction)
+    return epsilons(k, n, select(advantage, groups, n_groups, positions))
 
 
 @numba.njit(cache=True, nogil=True)

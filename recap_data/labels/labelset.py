@@ -191,8 +191,9 @@ def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task
                     parent: dict | None = None, force: bool = False) -> LabelManifest:
     """Write the tables and the manifest into a temporary directory, then rename it into place."""
     counts = labels.groupby("shard", observed=True).size()
+    duplicated = labels.duplicated(KEY).any()  # once, not once per shard
     for s in shards:  # every frame of every input shard has exactly one row
-        if counts.get(s["id"], 0) != s["frames"] or labels.duplicated(KEY).any():
+        if counts.get(s["id"], 0) != s["frames"] or duplicated:
             raise RecapError(f"label set {name}: shard {s['id']} has {counts.get(s['id'], 0)} label rows for "
                              f"{s['frames']} frames; nothing was written")
     target = label_set_path(store, validate_shard_id(name, "label set name"))
