@@ -51,24 +51,28 @@ def recap_value(r: dict) -> str:
     return "\n".join(rows)
 
 
+def verdict(met: bool) -> str:
+    return "met" if met else "missed"
+
+
 def recap_findings(r: dict) -> str:
     arms, v, b = r["arms"], r["value"], r["value"]["bounds_on_heldout_rollouts"]
     best = r["best_recap_arm"]
     beta0, recap = arms["recap beta 0"]["success_mean"], arms["recap"]["success_mean"]
-    met = {True: "met", False: "missed"}
+
+    def points(key: str) -> str:  # a success difference in points, against its target
+        return (f"{r[key] * 100:+.1f} points (target {r['targets'][key] * 100:+.0f}: "
+                f"{verdict(r[key] >= r['targets'][key])})")
+
     return "\n".join([
-        f"- RECAP against BC on the same data: the best arm ({best}) by {r['best_recap_minus_bc'] * 100:+.1f} points "
-        f"(target {r['targets']['best_recap_minus_bc'] * 100:+.0f}: "
-        f"{met[r['best_recap_minus_bc'] >= r['targets']['best_recap_minus_bc']]}).",
-        f"- RECAP against filtered BC: {r['best_recap_minus_fbc'] * 100:+.1f} points "
-        f"(target {r['targets']['best_recap_minus_fbc'] * 100:+.0f}: "
-        f"{met[r['best_recap_minus_fbc'] >= r['targets']['best_recap_minus_fbc']]}).",
+        f"- RECAP against BC on the same data: the best arm ({best}) by {points('best_recap_minus_bc')}.",
+        f"- RECAP against filtered BC: {points('best_recap_minus_fbc')}.",
         f"- The conditioning is used: the RECAP models without the indicator (beta 0) score {beta0:.3f} "
         f"(BC: {arms['bc']['success_mean']:.3f}); \"Advantage: positive\" (beta 1) adds "
         f"{(recap - beta0) * 100:.0f} points.",
         f"- Value model: held-out MAE {v['heldout_value_mae']:.3f} against {v['heldout_constant_mae']:.3f} for the "
         f"best constant ({v['mae_ratio']:.2f}x lower; target {r['targets']['mae_ratio']:g}x: "
-        f"{met[v['mae_ratio'] >= r['targets']['mae_ratio']]}); AUC of V(o_0) for success on "
+        f"{verdict(v['mae_ratio'] >= r['targets']['mae_ratio'])}); AUC of V(o_0) for success on "
         f"{v['heldout_rollout_episodes']} held-out rollouts {v['auc_v0_heldout_rollouts']:.2f}. On those rollouts: "
         f"value model {b['value_model_mae']:.3f}, constant {b['constant_mae']:.3f}, state MLP {b['state_mlp_mae']:.3f} "
         f"({b['constant_mae'] / b['state_mlp_mae']:.2f}x), told the outcome {b['outcome_oracle_mae']:.3f} "
@@ -96,7 +100,7 @@ def store_growth(r: dict) -> str:
     slowest = max(g["median_s"][large][k] for k in ("connect", "cli_shards_list", "cli_sql_count"))
     rows += ["", f"Commit in a store of {int(large):,} shards against {small}: {g[key]:.2f}x (target "
              f"{g['target_commit_ratio']:g}x); connect, `shards list` and the count in the largest store against "
-             f"their {g['target_s']:g} s target: {'met' if slowest <= g['target_s'] else 'missed'}."]
+             f"their {g['target_s']:g} s target: {verdict(slowest <= g['target_s'])}."]
     return "\n".join(rows)
 
 

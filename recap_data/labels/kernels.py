@@ -9,16 +9,17 @@ reference implementation raise its one-line error for it.
 
 Frames come sorted by (shard, episode, frame), as label tables store them, so an episode is a
 run of rows and o_{t+N} is row + N. Episodes are independent, so the per-frame kernel runs in
-parallel over them (numba's prange); the thresholds need one selection per task (np.partition,
-linear time) instead of a sort.
+parallel over them (numba's prange); the thresholds need one radix selection per task (select)
+instead of a sort.
 """
 
 import numba
 import numpy as np
 
+from recap_data.value.returns import ROUNDING  # the reference's slack at the ends of [-1, 0]
+
 # Why a kernel refused its input (the reference implementation then names the frame).
 OK, UNSORTED, BAD_POSITION, OUTCOME_FLIP, OVERFLOW, NOT_FINITE = range(6)
-ROUNDING = 1e-9  # the same slack as value.returns.ROUNDING
 
 
 @numba.njit(cache=True, nogil=True)
@@ -114,7 +115,7 @@ def histogram(values, groups, hist):
 @numba.njit(cache=True, nogil=True)
 def locate(hist, positions):
     """For each group g and wanted ascending position positions[g, j]: (bin holding it, values
-    of the group in lower bins, slot (G, bins) -> candidate list or -1, sizes of those lists)."""
+    of the group in lower bins, slot (G, bins) -> candidate list or -1)."""
     n_groups, n_bins = hist.shape
     n_wanted = positions.shape[1]
     wanted_bin = np.zeros((n_groups, n_wanted), np.int64)
@@ -134,12 +135,7 @@ def locate(hist, positions):
             if slot[g, wanted_bin[g, j]] < 0:
                 slot[g, wanted_bin[g, j]] = n_lists
                 n_lists += 1
-    sizes = np.zeros(n_lists, np.int64)
-    for g in range(n_groups):
-        for b in range(n_bins):
-            if slot[g, b] >= 0:
-                sizes[slot[g, b]] = hist[g, b]
-    return wanted_bin, below, slot, sizes
+    return wanted_bin, below, slot
 
 
 @numba.njit(cache=True, nogil=True)
@@ -180,7 +176,7 @@ def select(values: np.ndarray, groups: np.ndarray, n_groups: int, positions: np.
     over parts of a label set too large for memory (labels/relabel.py)."""
     hist = np.zeros((n_groups, 1 << KEY_BITS), np.int64)
     histogram(values, groups, hist)
-    wanted_bin, below, slot, _ = locate(hist, positions)
+    wanted_bin, below, slot = locate(hist, positions)
     candidates, owner = collect(values, groups, slot)
     return pick(candidates, owner, wanted_bin, below, slot, positions)
 

@@ -30,18 +30,21 @@ def _loads(name: str) -> bool:
     return True
 
 
+def _backend(backend: str | None) -> str:
+    return (backend or os.environ.get("MUJOCO_GL") or "egl").lower()
+
+
 def missing_packages(backend: str | None = None) -> list[str]:
     """Debian packages of the GL libraries `backend` (default: $MUJOCO_GL, else egl) needs and
     this machine cannot load; [] for a backend not listed (glfw: a display the user set up)."""
-    backend = (backend or os.environ.get("MUJOCO_GL") or "egl").lower()
-    return [package for names, package in NEEDS.get(backend, []) if not any(_loads(n) for n in names)]
+    return [package for names, package in NEEDS.get(_backend(backend), []) if not any(_loads(n) for n in names)]
 
 
 def check_gl(backend: str | None = None) -> None:
     """Refuse to start a simulator whose renderer cannot load, naming the packages to install."""
     missing = missing_packages(backend)
     if missing:
-        backend = (backend or os.environ.get("MUJOCO_GL") or "egl").lower()
+        backend = _backend(backend)
         raise RecapError(f"LIBERO renders with MUJOCO_GL={backend}, whose system libraries are missing: "
                          f"install the Debian packages {' '.join(missing)} (apt-get install {' '.join(missing)}) "
                          "or run `make venv` as root")

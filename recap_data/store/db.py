@@ -142,15 +142,20 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
 _DAMAGED_FILE = re.compile(r"""file ['"]([^'"]+\.parquet)['"]""")
 
 
-def query_error(e: duckdb.Error) -> RecapError:
-    """DuckDB's message as one line: a store file it could not read (views read their files only
-    when a query runs) as 'unreadable data' naming the file and the fix, anything else as an SQL error."""
+def damaged_file_error(e: duckdb.Error) -> RecapError | None:
+    """A store file DuckDB could not read (views read their files only when a query runs) as
+    'unreadable data' naming the file and the fix; None for any other error."""
     message = first_line(e)
     damaged = _DAMAGED_FILE.search(message)
-    if damaged:
-        fix = LABELS_FIX if f"/{paths.LABELS_DIR}/" in damaged[1] else SHARD_FIX
-        return RecapError(f"{damaged[1]}: unreadable data ({message}); {fix}")
-    return RecapError(f"SQL error: {message}")
+    if damaged is None:
+        return None
+    fix = LABELS_FIX if f"/{paths.LABELS_DIR}/" in damaged[1] else SHARD_FIX
+    return RecapError(f"{damaged[1]}: unreadable data ({message}); {fix}")
+
+
+def query_error(e: duckdb.Error) -> RecapError:
+    """DuckDB's message as one line: a damaged store file named with its fix, else an SQL error."""
+    return damaged_file_error(e) or RecapError(f"SQL error: {first_line(e)}")
 
 
 def run_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:
@@ -190,9 +195,7 @@ def write_result(rel: duckdb.DuckDBPyRelation, fmt: str, output: Path | None) ->
         os.replace(tmp, output)
     except duckdb.Error as e:
         tmp.unlink(missing_ok=True)
-        error = query_error(e)
-        raise (error if "unreadable data" in str(error) else RecapError(f"{output}: cannot write ({first_line(e)})")) \
-            from None
+        raise damaged_file_error(e) or RecapError(f"{output}: cannot write ({first_line(e)})") from None
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise RecapError(f"{output}: cannot write ({first_line(e)})") from None

@@ -95,11 +95,9 @@ def read_labels(store: ShardStore, name: str, columns: list[str] | None = None) 
         with unreadable(str(f), LABELS_FIX):
             tables.append(pq.read_table(f, columns=wanted, read_dictionary=["shard", "task"]))
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    episode, position = frame["episode_index"].to_numpy(), frame["frame_index"].to_numpy()
-    shard = frame["shard"].cat.codes.to_numpy()
-    in_order = len(frame) < 2 or bool(np.all(
-        (np.diff(shard) > 0) | ((np.diff(shard) == 0) & ((np.diff(episode) > 0)
-                                                         | ((np.diff(episode) == 0) & (np.diff(position) > 0))))))
+    d_shard = np.diff(frame["shard"].cat.codes.to_numpy())  # (F-1,) steps of the key between rows
+    d_episode, d_frame = np.diff(frame["episode_index"].to_numpy()), np.diff(frame["frame_index"].to_numpy())
+    in_order = bool(np.all((d_shard > 0) | ((d_shard == 0) & ((d_episode > 0) | ((d_episode == 0) & (d_frame > 0))))))
     if not in_order or not frame["shard"].cat.categories.is_monotonic_increasing:
         frame = frame.sort_values(KEY, ignore_index=True)
     return frame

@@ -94,12 +94,16 @@ class ShardStore:
     def shard_path(self, shard_id: str) -> Path:
         return self.shards_dir / shard_id
 
-    def shard_ids(self) -> list[str]:
-        """Ids of committed shards (directories with a manifest), sorted."""
+    def _valid_names(self) -> list[str]:
+        """Sorted names under shards/ that are valid ids (staging names are not), without a stat."""
         if not self.shards_dir.is_dir():
             return []
-        return sorted(p.name for p in self.shards_dir.iterdir()
-                      if SHARD_ID_RE.match(p.name) and (p / paths.MANIFEST).is_file())
+        with os.scandir(self.shards_dir) as entries:
+            return sorted(e.name for e in entries if SHARD_ID_RE.match(e.name))
+
+    def shard_ids(self) -> list[str]:
+        """Ids of committed shards (directories with a manifest), sorted."""
+        return [n for n in self._valid_names() if self.exists(n)]
 
     def exists(self, shard_id: str) -> bool:
         return (self.shard_path(shard_id) / paths.MANIFEST).is_file()
@@ -116,11 +120,7 @@ class ShardStore:
 
     def first_shard_id(self) -> str | None:
         """shard_ids()[0] without a stat of every shard's manifest (a commit asks this in any store)."""
-        if not self.shards_dir.is_dir():
-            return None
-        with os.scandir(self.shards_dir) as entries:
-            names = sorted(e.name for e in entries if SHARD_ID_RE.match(e.name))
-        return next((n for n in names if self.exists(n)), None)
+        return next((n for n in self._valid_names() if self.exists(n)), None)
 
     def check_compatible(self, features: dict, fps: int, what: str) -> None:
         """Refuse a schema or fps that differs from the store's (that of any committed shard)."""
