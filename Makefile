@@ -10,22 +10,26 @@ export PYOPENGL_PLATFORM ?= egl
 .PHONY: venv repro test lint bench
 
 venv:
-	@bash scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh $(BOOTSTRAP_FLAGS)
 
 repro: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
+# `make test` also installs Debian's chromium for the HTML report's browser test (as root, where missing)
+test: BOOTSTRAP_FLAGS = --browser
 test: venv
 	$(UV) lock --check  # uv.lock matches pyproject.toml
 	$(VENV)/bin/ruff check recap_data tests bench scripts
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python bench/docs_tables.py --check
-	$(VENV)/bin/python -m pytest -q --durations=15 tests
+	$(VENV)/bin/python -m pytest -q -rs --durations=15 tests  # -rs: each skipped test's reason
 
 bench: venv
 	$(VENV)/bin/python bench/bench_store.py
 	$(VENV)/bin/python bench/bench_value.py
 	$(VENV)/bin/python bench/bench_labels.py
+	$(VENV)/bin/python bench/bench_scale.py
+	$(VENV)/bin/python bench/bench_report.py
 	$(VENV)/bin/python bench/bench_policy.py
 	$(VENV)/bin/python bench/bench_rollout.py
 	$(VENV)/bin/python bench/bench_world.py

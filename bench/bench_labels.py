@@ -12,8 +12,13 @@
              share, are different;
      shared  torch runs on every core, so decoding takes CPU time from the model.
    For the default tiny model, and (shared only) a wider one that costs more per frame.
-2. Decoding alone: both cameras of the shard, one decoder thread, ffmpeg versus PyAV: wall
-   time and CPU seconds (the process's and its ffmpeg children's).
+2. Decoding alone: iter_episode_frames over every episode of the shard, both cameras, as the
+   labeler and the trainers consume it (timestamps demuxed, runs planned, decoder jobs started,
+   seeking, decoding, colour conversion, pipes read into arrays, episodes delivered in order;
+   the consumer does nothing with them), with a pool of 1 and 2 decoder processes (ffmpeg) and,
+   for comparison, PyAV on 1 and 2 threads: wall time and CPU seconds (the process's and its
+   ffmpeg children's), best of 3, the settings interleaved. Then the same with ffmpeg on a small
+   shard of 224-px cameras (12 episodes), for the per-core rate at a real model's image size.
 3. Label math from stored values in memory (what `relabel` runs) for 10M frames: the compiled
    kernels (best of 5 and the first run, whose fresh memory costs page faults), plain numpy
    and the pandas reference, in one run; the three answers are compared.
@@ -48,7 +53,7 @@ from recap_data.labels.labelset import (  # noqa: E402
     write_label_set,
 )
 from recap_data.store.db import connect  # noqa: E402
-from recap_data.store.decode import decode_cameras, iter_episode_frames  # noqa: E402
+from recap_data.store.decode import RUN_BYTES, decode_cameras, iter_episode_frames  # noqa: E402
 from recap_data.store.store import ShardStore  # noqa: E402
 from recap_data.value.model import load_value_checkpoint  # noqa: E402
 from recap_data.value.returns import RewardConfig  # noqa: E402
@@ -64,20 +69,42 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def bench_decoding(store: ShardStore, keys: list[str], repeats: int = 3) -> dict:
-    m = store.manifest("base")
-    out = {"frames": m.frames, "cameras": len(keys)}
-    for decoder in ("ffmpeg", "pyav"):
-        runs = []
-        for _ in range(repeats):
+def decode_rates(store: ShardStore, shard: str, settings: list[tuple[str, int]], repeats: int) -> dict:
+    """Every episode of `shard` through iter_episode_frames under each (decoder, workers) setting."""
+    m = store.manifest(shard)
+    keys = sorted(k for k, f in m.features.items() if f["dtype"] == "video")
+    runs: dict = {s: [] for s in settings}
+    for _ in range(repeats):  # interleaved, so that drift in machine load hits every setting alike
+        for decoder, workers in settings:
             t0, c0 = time.perf_counter(), cpu_seconds()
-            for _ in iter_episode_frames(store.shard_path("base"), m.features, keys, threads=1, decoder=decoder):
+            for _ in iter_episode_frames(store.shard_path(shard), m.features, keys, decoder=decoder, workers=workers):
                 pass
-            runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
-        wall, cpu = min(runs)
-        out[decoder] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "frames_per_s": round(m.frames / wall)}
-        print(f"decoding {m.frames} frames x {len(keys)} cameras with {decoder}: {wall:.2f} s, {cpu:.2f} CPU s")
+            runs[decoder, workers].append((time.perf_counter() - t0, cpu_seconds() - c0))
+    images = m.frames * len(keys)
+    out = {"shard": shard, "episodes": m.episodes, "frames": m.frames, "cameras": len(keys),
+           "image_size": int(m.features[keys[0]]["shape"][0]),
+           "run_frames": RUN_BYTES // int(np.prod(m.features[keys[0]]["shape"])), "settings": []}
+    for (decoder, workers), times in runs.items():
+        wall, cpu = min(times)
+        out["settings"].append({"decoder": decoder, "workers": workers, "wall_s": round(wall, 3),
+                                "cpu_s": round(cpu, 3), "frames_per_s": round(m.frames / wall),
+                                "camera_frames_per_s": round(images / wall),
+                                "camera_frames_per_cpu_s": round(images / cpu)})
+        print(f"decoding {shard}: {m.frames} frames x {len(keys)} cameras of {out['image_size']} px, {decoder}, "
+              f"{workers} worker(s): {wall:.2f} s, {cpu:.2f} CPU s, {images / wall:,.0f} camera frames/s, "
+              f"{images / cpu:,.0f} per CPU second")
     return out
+
+
+def bench_decoding(store: ShardStore, work: Path, repeats: int = 3) -> dict:
+    """The base shard (64 px) with 1 and 2 ffmpeg processes and PyAV threads; then a small shard of
+    224-px cameras (pi0's size; in a store of its own, as a store holds one schema) with 1 and 2
+    ffmpeg processes, for the per-core rate at a size that a real value model takes."""
+    wide = ShardStore(work / "wide")
+    make_demo_data(wide, DemoDataConfig(shard_id="wide", episodes=12, image_size=224), progress=False)
+    shards = [decode_rates(store, "base", [("ffmpeg", 1), ("ffmpeg", 2), ("pyav", 1), ("pyav", 2)], repeats),
+              decode_rates(wide, "wide", [("ffmpeg", 1), ("ffmpeg", 2)], repeats)]
+    return {"repeats": repeats, "shards": shards}
 
 
 def bench_overhead(store: ShardStore, work: Path, width: int, layers: int, threads: int, setting: str,
@@ -232,10 +259,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as work:
         if parts & {"decoding", "overhead"}:
             store = ShardStore(Path(work) / "data")
-            m = make_demo_data(store, DemoDataConfig(episodes=args.episodes), progress=False)  # the default, 64 px
+            make_demo_data(store, DemoDataConfig(episodes=args.episodes), progress=False)  # the default, 64 px
         if "decoding" in parts:
-            results["decoding"] = bench_decoding(store, sorted(k for k, f in m.features.items()
-                                                               if f["dtype"] == "video"))
+            results["decoding"] = bench_decoding(store, Path(work))
         if "overhead" in parts:
             if torch.cuda.is_available():  # the model on the GPU: the CPU cores are the decoder's
                 runs = [(64, 2, CORES, "gpu", 5), (256, 4, CORES, "gpu", 2)]

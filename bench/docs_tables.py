@@ -10,6 +10,7 @@ on. After a benchmark run:
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -118,10 +119,47 @@ def store_query(r: dict) -> str:
 
 def labels_decoding(r: dict) -> str:
     d = r["decoding"]
-    rows = [f"Both cameras of {d['frames']:,} frames front to back, one decoder thread ({machine(r)}):", "",
-            "| decoder | wall | CPU (its processes included) | camera frames/s |", "| --- | --- | --- | --- |"]
-    for name in ("ffmpeg", "pyav"):
-        rows.append(f"| {name} | {d[name]['wall_s']:.2f} s | {d[name]['cpu_s']:.2f} s | {d[name]['frames_per_s']:,} |")
+    shards = "; ".join(f"`{x['shard']}`: {x['episodes']} episodes, {x['frames']:,} frames, {x['cameras']} cameras of "
+                       f"{x['image_size']} px, jobs of up to {x['run_frames']:,} frames" for x in d["shards"])
+    rows = [f"Every episode of a shard delivered in order by `iter_episode_frames`, as the labeler and the trainers "
+            f"take them ({shards}); best of {d['repeats']}, settings interleaved ({machine(r)}; CPU includes the "
+            "ffmpeg processes):", "",
+            "| shard | decoder | workers | wall | CPU | frames/s (all cameras) | camera frames/s "
+            "| camera frames per CPU second |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for x in d["shards"]:
+        for s in x["settings"]:
+            one, many = ("process", "processes") if s["decoder"] == "ffmpeg" else ("thread", "threads")
+            what = one if s["workers"] == 1 else many
+            rows.append(f"| {x['shard']} | {s['decoder']} | {s['workers']} {what} | {s['wall_s']:.2f} s | "
+                        f"{s['cpu_s']:.2f} s | {s['frames_per_s']:,} | {s['camera_frames_per_s']:,} | "
+                        f"{s['camera_frames_per_cpu_s']:,} |")
+    return "\n".join(rows)
+
+
+def labels_sizing(r: dict) -> str:
+    d = r["decoding"]
+    # CPU seconds per camera frame at each measured size: the pool's (ffmpeg's) lower rate
+    rate = {x["image_size"]: min(s["camera_frames_per_cpu_s"] for s in x["settings"] if s["decoder"] == "ffmpeg")
+            for x in d["shards"]}
+    (small, large), k = sorted(rate), d["shards"][0]["cameras"]
+    # Estimate between and beyond them: a fixed cost per frame plus one per pixel, through both points.
+    per_pixel = (1 / rate[large] - 1 / rate[small]) / (large**2 - small**2)
+    per_frame = max(0.0, 1 / rate[small] - per_pixel * small**2)
+    sizes = sorted({small, large, 128, 448})
+
+    def cost(p: int) -> float:
+        return 1 / rate[p] if p in rate else per_frame + per_pixel * p**2
+
+    rows = [f"Decoder cores for a value model that takes {k} cameras per frame, from the ffmpeg pool's rates per "
+            "CPU second above (the lower of its 1- and 2-process runs: "
+            + ", ".join(f"{rate[p]:,} camera frames at {p} px" for p in sorted(rate)) + f"; {machine(r)}). Columns "
+            "marked estimate are not measured: they take a camera frame's CPU cost as a fixed part plus a part "
+            f"proportional to its pixels, through the two measured sizes ({per_frame * 1e6:.0f} us per frame plus "
+            f"{per_pixel * 1e9:.1f} ns per pixel).", "",
+            "| value model | " + " | ".join(f"cores at {p} px" + ("" if p in rate else " (estimate)") for p in sizes)
+            + " |", "| --- |" + " --- |" * len(sizes)]
+    for fps in (1_000, 5_000, 20_000):
+        rows.append(f"| {fps:,} frames/s | " + " | ".join(f"{math.ceil(fps * k * cost(p)):,}" for p in sizes) + " |")
     return "\n".join(rows)
 
 
@@ -157,6 +195,74 @@ def labels_math(r: dict) -> str:
         f"| pandas reference (`reference_labels`) | {m['reference_s']:.2f} | {rate['reference_pandas'] / 1e6:.2f}M |",
         "", f"Per-task advantage quantiles and positive fraction in DuckDB over those frames: "
         f"{q['duckdb_quantiles_s']:.2f} s."])
+
+
+def labels_report(r: dict) -> str:
+    names = [s["setting"] for s in r["label_sets"][0]["settings"]]
+    title = {"tables": "tables and plots", "html": "and report.html, no videos"}
+    rows = [f"`recap-data report` on label sets the size of the default pipeline's (params.yaml's base shard and "
+            "100 episodes per iteration from the same generator standing in for its rollouts), in-process, best of "
+            f"{r['repeats']}, settings interleaved ({machine(r)}); for the page: its size and its videos:", "",
+            "| label set | episodes | frames | " + " | ".join(
+                title[n] if n in title else f"and report.html, `--videos {n.split()[1]}`" for n in names)
+            + " | `report --html` end to end (a fresh process) |", "| --- |" + " --- |" * (len(names) + 3)]
+    for x in r["label_sets"]:
+        cells = []
+        for s in x["settings"]:
+            page = (f" ({s['html_bytes'] / 1e3:,.0f} kB" + (f", {s['videos']} videos of {s['video_frames']:,} frames"
+                                                           if s["videos"] else "") + ")") if s["html"] else ""
+            cells.append(f"{s['best_s']:.2f} s{page}")
+        rows.append(f"| {x['name']} ({', '.join(x['shards'])}) | {x['episodes']} | {x['frames']:,} | "
+                    + " | ".join(cells) + f" | {x['cli_default_html_s']:.1f} s |")
+    return "\n".join(rows)
+
+
+def scale_relabel(r: dict) -> str:
+    rel, q = r["relabel"], r["quantiles"]
+    runs = ", ".join(f"{t:.2f}" for t in q["connect_and_query_s"])
+    return "\n".join([
+        f"Measured by `bench/bench_scale.py` on {machine(r)}: a synthetic label set of {rel['frames']:,} frames in "
+        f"{rel['shards']} shards ({rel['parts']} parts, {rel['table_bytes'] / 1e9:.2f} GB of parquet).", "",
+        "| what | measured | target |", "| --- | --- | --- |",
+        f"| `recap-data relabel` of {rel['frames'] / 1e6:.0f}M frames, as a command | {rel['wall_s']:.1f} s "
+        f"({rel['frames'] / rel['wall_s'] / 1e6:.1f}M frames/s) | {rel['target_wall_s']} s: "
+        f"{verdict(rel['wall_s'] <= rel['target_wall_s'])} |",
+        f"| its peak memory (RSS) | {rel['peak_rss_mb']:,} MB | {rel['target_peak_mb']:,} MB: "
+        f"{verdict(rel['peak_rss_mb'] <= rel['target_peak_mb'])} |",
+        f"| the same with `--memory-limit-mb 1`: refused after the scan, nothing written | "
+        f"{rel['refused_at_1_mb']['wall_s']:.1f} s | - |",
+        f"| per-task advantage quantiles in DuckDB (`connect` + one query), best of {len(q['connect_and_query_s'])} "
+        f"({runs} s) | {q['best_s']:.2f} s | {q['target_s']:g} s: {verdict(q['best_s'] <= q['target_s'])} |",
+        "", f"Relabel's own estimate of its peak (what `--memory-limit-mb` is checked against) was "
+        f"{rel['refused_at_1_mb']['estimate_mb']:,} MB, from parts of up to about 1M rows and "
+        f"{rel['refused_at_1_mb']['candidates']:,} threshold candidates: "
+        f"{'above' if rel['refused_at_1_mb']['estimate_mb'] >= rel['peak_rss_mb'] else 'BELOW'} the measured peak."])
+
+
+def scale_projection(results: dict) -> str:
+    """1.8 billion frames, projected linearly from the measured rates (one node, this machine)."""
+    r, math = results["scale.json"], results["labels.json"]["math"]
+    rel, q, target = r["relabel"], r["quantiles"], 1.8e9
+    factor = target / rel["frames"]
+    kernels = math["frames_per_s"]["kernels_best"]
+    return "\n".join([
+        f"Projected to 1.8 billion frames (10,000 hours at 50 Hz) from the figures above, linearly, on the same "
+        f"{machine(r)} (a projection, not a measurement):", "",
+        "| step | measured | at 1.8 billion frames, one such node |", "| --- | --- | --- |",
+        f"| label math in memory (compiled kernels) | {kernels / 1e6:.1f}M frames/s | {target / kernels:.0f} s of "
+        f"compute, but {target * 150 / 1e9:.0f} GB of rows in memory: out of core instead |",
+        f"| out-of-core `relabel` | {rel['wall_s']:.0f} s for {rel['frames'] / 1e6:.0f}M frames, "
+        f"{rel['peak_rss_mb']:,} MB | about {rel['wall_s'] * factor / 60:.0f} min; the same memory but for the "
+        f"threshold candidates ({rel['refused_at_1_mb']['candidates'] * factor / 1e6:.0f}M, about "
+        f"{rel['refused_at_1_mb']['candidates'] * factor * 48 / 2**20:,.0f} MB while sorted); a "
+        f"{target * 12 / 1e9:.0f} GB scratch file |",
+        f"| per-task quantiles in DuckDB | {q['best_s']:.1f} s for {q['frames'] / 1e6:.0f}M frames | about "
+        f"{q['best_s'] * factor / 60:.1f} min |",
+        f"| label tables on disk | {rel['table_bytes'] / rel['frames']:.1f} bytes a frame | "
+        f"{rel['table_bytes'] * factor / 1e9:.0f} GB |",
+        "", "Reading and writing parquet is most of relabel's time; the writing runs in one thread per core, so a "
+        "node with more cores should take less (not measured). Past one node, the engines above split the same "
+        "work by parts."])
 
 
 def policy_data(r: dict) -> str:
@@ -252,13 +358,36 @@ def status(results: dict) -> str:
         "([docs/results.md](docs/results.md))."])
 
 
+def view(r: dict) -> str:
+    s, f, p, v = r["shard"], r["frames_per_s"], r["parts"], r["video"]
+    frames = s["frames"]
+    workers = f"{r['decoder_workers']} decoder process" + ("es" if r["decoder_workers"] > 1 else "")
+    return "\n".join([
+        f"Measured by `bench/bench_view.py` on {machine(r)}: every episode of a demo shard ({s['episodes']} episodes, "
+        f"{frames:,} frames, {s['cameras']} cameras of {s['image_size']} px), best of {r['repeats']}, the two "
+        "interleaved:", "",
+        "| what | seconds | frames/s |", "| --- | --- | --- |",
+        f"| decoding alone: `iter_episode_frames`, {workers}, frames dropped | {min(r['decoding_s']):.2f} | "
+        f"{f['decoding']:,} |",
+        f"| `view` end to end: decoding, figures, compositing, encoding ({v['codec']}, {v['width']}x{v['height']}), "
+        f"contact sheets | {min(r['view_s']):.2f} | {f['view']:,.0f} ({f['decoding'] / f['view']:.0f}x slower) |",
+        "", f"Each part of `view` alone over the same frames (decoded beforehand): the figures, one per episode for "
+        f"its video and its contact sheet, {p['figures_s']:.2f} s ({p['figures_s'] / s['episodes'] * 1000:.0f} ms "
+        f"an episode); compositing every frame {p['compose_s']:.2f} s ({frames / p['compose_s']:,.0f} frames/s); "
+        f"encoding {p['encode_s']:.2f} s ({frames / p['encode_s']:,.0f} frames/s)."])
+
 TABLES = {"recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value),
           "recap-findings": ("recap.json", recap_findings),
           "store-growth": ("store.json", store_growth), "store-query": ("store.json", store_query),
-          "labels-decoding": ("labels.json", labels_decoding), "labels-overhead": ("labels.json", labels_overhead),
+          "labels-decoding": ("labels.json", labels_decoding), "labels-sizing": ("labels.json", labels_sizing),
+          "labels-overhead": ("labels.json", labels_overhead),
           "labels-math": ("labels.json", labels_math), "policy-data": ("policy.json", policy_data),
+          "labels-report": ("report.json", labels_report),
           "rollout": ("rollout.json", rollout), "world": ("world.json", world),
           "value-throughput": ("value.json", value_throughput), "pipeline": ("pipeline.json", pipeline),
+          "scale-relabel": ("scale.json", scale_relabel),
+          "view": ("view.json", view),
+          "scale-projection": (("scale.json", "labels.json"), scale_projection),
           "status": (("pipeline.json", "recap.json"), status)}
 # A block: the opening marker at the start of a line (maybe indented, inside a list item), anything,
 # and its closing marker; the rendered figures get the opening marker's indentation.

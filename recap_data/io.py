@@ -204,3 +204,45 @@ def read_json(path: Path, fmt: str | None = None, *, what: str, fix: str) -> dic
     if fmt is not None and data.get("format") != fmt:
         raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {fmt!r}; {fix}")
     return data
+
+
+def prefetch(items, depth: int = 4):
+    """Iterate `items` in a background thread, `depth` items ahead, so that reading the next ones
+    overlaps with the work on this one (the thread mostly waits on ffmpeg's pipes or in parquet
+    decoding, without the GIL). Exceptions are re-raised in the consumer. When the consumer
+    stops early, the thread finishes the item in hand and closes `items` (a generator's cleanup,
+    such as killing its decoder processes, runs then, not at exit)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                q.put(item)
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 (handed to the consumer)
+            q.put(e)
+        finally:
+            if hasattr(items, "close"):
+                items.close()
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put on a full queue, until the thread has closed `items`
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass

@@ -189,7 +189,7 @@ def test_damaged_files_are_one_line_errors_and_nothing_is_written(labeled, tmp_p
     assert_clean_error(run(store.root, args), args, naming="--n-steps")
 
     # A label table and a data parquet file damaged on disk.
-    table = next((store.root / "labels" / "raw" / "tables").glob("*.parquet"))
+    table = next((store.root / "labels" / "raw" / "tables").glob("*/*.parquet"))
     table.write_bytes(b"PAR1 not really")
     before = root_state(store.root)
     for args in (["sql", "SELECT count(*) FROM labels", "--labels", "raw"], ["relabel", "raw", "--out", "again"],

@@ -37,7 +37,9 @@ def test_embedded_rollout_records_a_shard_that_verifies(store, make_shard, tmp_p
     episodes = m.source["episodes"]
     assert len({e["init_state"] for e in episodes}) == 4 and all(e["init_state"] < TRAIN_INIT_STATES for e in episodes)
     assert all(e["seed"] < EVAL_SEED_OFFSET for e in episodes) and m.source["policy"]["path"] == "random"
-    assert m.frames == sum(e["length"] for e in episodes) == json.loads((tmp_path / "r.json").read_text())["frames"]
+    assert m.frames == sum(e["length"] for e in episodes)
+    metrics = json.loads((tmp_path / "r.json").read_text())  # the headline only (docs/pipeline.md)
+    assert metrics == {"success_rate": sum(e["success"] for e in episodes) / 4}
     verified = run_cli("shards", "verify", "iter1", root=store.root)
     assert verified.exit_code == 0 and "iter1: ok" in verified.output
 
@@ -73,13 +75,16 @@ def test_trained_policy_rollout_with_workers_and_guidance_matches_one_process(st
 
 def test_eval_uses_held_out_states_and_seeds_and_writes_metrics(store, make_shard, tmp_path):
     make_shard("base")
-    out = tmp_path / "eval.json"
+    out, record = tmp_path / "eval.json", tmp_path / "record" / "eval_record.json"
     result = run_cli("eval", "--policy", "random", "--episodes", "12", "--seed", "2", "--metrics", str(out),
-                     root=store.root)
+                     "--record", str(record), root=store.root)
     assert result.exit_code == 0, result.output
     assert "success 0/12" in result.output and "95% CI 0.000-0.242" in result.output
-    m = json.loads(out.read_text())
+    # the metrics: the headline, numbers only; the record: everything
+    assert json.loads(out.read_text()) == {"success_rate": 0.0, "ci_low": 0.0, "ci_high": 0.2425}
+    m = json.loads(record.read_text())
     assert m["episodes"] == 12 and m["success_rate"] == 0.0 and m["mean_episode_length"] == 20
+    assert m["success_ci95"] == [0.0, 0.2425] and m["policy"]["path"] == "random"
     assert m["init_states"] == [100, 199] == [SPLITS["validation"][0], SPLITS["validation"][1] - 1]
     assert m["seeds"][0] >= EVAL_SEED_OFFSET and m["split"] == "validation"
     test = evaluate(store, "random", EvalConfig(episodes=3, split="test"), progress=False)

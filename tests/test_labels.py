@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,20 +218,70 @@ def test_export_is_a_lerobot_dataset_with_the_labels(labeled, tmp_path):
     # frame 0 of the second shard's first episode: labels travel with their frame
     item = dataset[store.manifest("base").frames]
     row = labels[(labels["shard"] == "more") & (labels["index"] == 0)].iloc[0]
-    assert bool(item["indicator"]) == bool(row["indicator"])
+    assert int(item["indicator"]) == int(row["indicator"])
     assert float(item["advantage"]) == pytest.approx(row["advantage"], abs=1e-6)
+    assert item["value"].dtype == item["advantage"].dtype == torch.float32
+    assert item["indicator"].dtype in (torch.int32, torch.int64)  # an int32 column; LeRobot's tensor of it is int64
     again = run_cli("export", "raw", "--out", str(out), root=store.root)
     assert again.exit_code == 2 and "already exists" in again.output
 
 
+def test_export_columns_are_what_the_lerobot_visualizer_charts(labeled, tmp_path):
+    """float32 and int32 of shape (1,) in meta/info.json and in the parquet, equal to the label set's values;
+    LeRobot's own `lerobot-edit-dataset info` reads the export offline."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recap_data.labels.export import EXPORTED
+
+    store, _ = labeled
+    out = tmp_path / "export"
+    assert run_cli("export", "raw", "--out", str(out), root=store.root).exit_code == 0
+    charted = {"value", "advantage", "nstep_return", "epsilon", "mc_return", "return_norm", "value_next"}
+    assert {c for c, d in EXPORTED.items() if d == "float32"} == charted
+    assert {c for c, d in EXPORTED.items() if d == "int32"} == {"indicator", "return_bin"}
+    features = json.loads((out / "meta" / "info.json").read_text())["features"]
+    for column, dtype in EXPORTED.items():
+        assert features[column]["dtype"] == dtype and features[column]["shape"] == [1], (column, features[column])
+    table = pa.concat_tables(pq.read_table(p) for p in sorted((out / "data").rglob("*.parquet")))
+    kinds = {"float32": pa.float32(), "int32": pa.int32()}
+    for column, dtype in EXPORTED.items():
+        assert table.schema.field(column).type == kinds[dtype], (column, table.schema.field(column).type)
+    # every frame: the export's global index runs over the shards in the label set's order
+    exported = table.to_pandas().sort_values("index").reset_index(drop=True)
+    order = {s["id"]: i for i, s in enumerate(read_manifest(store, "raw").shards)}
+    labels = read_labels(store, "raw")
+    labels = labels.assign(o=labels["shard"].map(order).astype(int)).sort_values(["o", "index"])
+    assert len(exported) == len(labels) and (exported["index"].to_numpy() == np.arange(len(labels))).all()
+    assert (exported["episode_index"].to_numpy() == labels["episode_index"].to_numpy()
+            + np.where(labels["o"] > 0, 8, 0)).all()  # 8 episodes in the first shard
+    for column, dtype in EXPORTED.items():
+        if dtype == "float32":  # the label set's float64, rounded once
+            np.testing.assert_array_equal(exported[column].to_numpy(), labels[column].to_numpy().astype(np.float32))
+    assert set(np.unique(exported["indicator"])) <= {0, 1}
+    np.testing.assert_array_equal(exported["indicator"].to_numpy(), labels["indicator"].to_numpy().astype(np.int32))
+    np.testing.assert_array_equal(exported["return_bin"].to_numpy(), labels["return_bin"].to_numpy())
+    assert 0 < exported["indicator"].mean() < 1
+
+    proc = subprocess.run([str(Path(PYTHON).parent / "lerobot-edit-dataset"), "--repo_id", "recap-data/raw", "--root",
+                           str(out), "--operation.type", "info", "--operation.show_features", "true"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"Total frame(Actual Count): {len(labels)}({len(labels)})" in proc.stdout
+    shown = json.loads(proc.stdout.split("Features:\n", 1)[1])
+    assert {c: (shown[c]["dtype"], shown[c]["shape"]) for c in EXPORTED} == {c: (d, [1]) for c, d in EXPORTED.items()}
+
+
 def test_split_inference_gives_the_same_label_set(labeled):
-    """torchrun with 2 processes: each scores every other episode; the main one gathers and writes."""
+    """torchrun with 2 processes: each scores every other episode (decoded by 2 decoder processes);
+    the main one gathers and writes."""
     from pathlib import Path
 
     store, ckpt = labeled
     torchrun = Path(PYTHON).parent / "torchrun"
     cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "label",
-           "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", "split", "--batch-size", "5"]
+           "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", "split", "--batch-size", "5",
+           "--decode-workers", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote label set split") == 1

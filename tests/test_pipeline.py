@@ -26,6 +26,22 @@ SMALL = {  # the whole loop in a few minutes on 2 cores
 }
 
 
+TERMINAL = 120  # columns: what `dvc metrics show` and `dvc metrics diff` must fit in
+HEADLINE = {  # the keys of each kind of metrics file: the same for every iteration and any number of tasks
+    "eval.json": {"success_rate", "ci_low", "ci_high"}, "rollout.json": {"success_rate"},
+    "value.json": {"mae", "constant_mae", "loss"}, "labels.json": {"positive_fraction"},
+    "policy.json": {"loss", "positive_fraction"},
+}
+
+
+def expected_metrics(cwd: Path) -> dict[str, set[str]]:
+    """Every metrics file the pipeline declares, with its headline keys."""
+    iterations = yaml.safe_load((cwd / "params.yaml").read_text())["iterations"]
+    names = {"sft": ("eval.json", "policy.json"), "value_pre": ("value.json",),
+             **{k: ("rollout.json", "value.json", "labels.json", "policy.json", "eval.json") for k in iterations}}
+    return {f"metrics/{name}/{file}": HEADLINE[file] for name, files in names.items() for file in files}
+
+
 def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -111,15 +127,19 @@ def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path
 
     # Metrics and plots read back through DVC.
     shown = json.loads(run([dvc, "metrics", "show", "--json"], cwd).stdout)
-    files = next(iter(shown.values()))["data"]
-    assert files["metrics/iter2/rollout.json"]["data"]["episodes"] == 2
-    assert store.manifest("iter2").source["env"] == "embedded"
+    files = {path: f["data"] for path, f in next(iter(shown.values()))["data"].items()}
+    assert {path: set(data) for path, data in files.items()} == expected_metrics(cwd)
+    assert store.manifest("iter2").episodes == 2 and store.manifest("iter2").source["env"] == "embedded"
     for name in ("sft", "iter1", "iter2"):  # every policy on the same held-out episodes
-        assert files[f"metrics/{name}/eval.json"]["data"]["episodes"] == 6
-        ev = json.loads((cwd / f"metrics/{name}/eval.json").read_text())
-        assert ev["init_states"] == [100, 199] and ev["seeds"][0] >= 10**9 and len(ev["success_ci95"]) == 2
-    assert abs(files["metrics/iter1/labels.json"]["data"]["positive_fraction"] - 0.3) < 0.02
-    assert "value_mae" in files["metrics/iter1/value.json"]["data"]["holdout"]
+        ev = json.loads((cwd / f"metrics/{name}/eval_record.json").read_text())
+        assert ev["episodes"] == 6 and ev["success_ci95"] == [files[f"metrics/{name}/eval.json"][k]
+                                                              for k in ("ci_low", "ci_high")]
+        assert ev["init_states"] == [100, 199] and ev["seeds"][0] >= 10**9
+    assert abs(files["metrics/iter1/labels.json"]["positive_fraction"] - 0.3) < 0.02
+    assert files["metrics/iter1/value.json"]["mae"] > 0
+    # `dvc metrics show` fits a terminal: one row per file, one column per key of all files together
+    table = run([dvc, "metrics", "show"], cwd).stdout.splitlines()
+    assert len(table) == 1 + len(files) and max(map(len, table)) <= TERMINAL, "\n".join(table)
     summary = (cwd / "plots/success_rate.csv").read_text().splitlines()
     assert summary[0].startswith("iteration,name,success_rate,ci_low,ci_high") and len(summary) == 4
     assert [line.split(",")[1] for line in summary[1:]] == ["sft", "iter1", "iter2"]
@@ -146,6 +166,14 @@ def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path
     assert {"label@iter1", "policy@iter1"} <= ran and not ran & {"value_pre", "value@iter1", "infer@iter1"}
     assert directory_digest(cwd / "models/value-iter1") == before
     assert abs(json.loads((cwd / "metrics/iter1/labels.json").read_text())["positive_fraction"] - 0.4) < 0.02
+    # `dvc metrics diff` against the baseline: the same keys on both sides, every number compared
+    diff = json.loads(run([dvc, "metrics", "diff", "--all", "--json"], cwd).stdout)
+    assert {path: set(d) for path, d in diff.items()} == expected_metrics(cwd)
+    assert all("diff" in d for file in diff.values() for d in file.values())
+    label = diff["metrics/iter1/labels.json"]["positive_fraction"]
+    assert abs(label["old"] - 0.3) < 0.02 and abs(label["new"] - 0.4) < 0.02
+    table = run([dvc, "metrics", "diff", "--all"], cwd).stdout.splitlines()
+    assert max(map(len, table)) <= TERMINAL, "\n".join(table)
 
 
 @pytest.mark.parametrize("preset", sorted((ROOT / "pipelines").glob("params-*.yaml")))

@@ -60,8 +60,7 @@ def test_random_rollout_records_a_shard(store, make_shard, tmp_path):
     rows = connect(store.root).execute(
         "SELECT episode_index, length, success, task FROM episodes WHERE shard = 'iter1' ORDER BY 1").fetchall()
     assert rows == [(0, 4, False, MOKA), (1, 4, False, MOKA)]
-    metrics = json.loads(metrics_path.read_text())
-    assert metrics["episodes"] == 2 and metrics["frames"] == 8 and metrics["success_rate"] == 0.0
+    assert json.loads(metrics_path.read_text()) == {"success_rate": 0.0}  # the headline; the manifest has the rest
 
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 

@@ -130,7 +130,12 @@ def test_cli_train_value_with_params_file(store, two_shards, tmp_path):
                      "--steps", "3", "--metrics", str(metrics), root=store.root)
     assert result.exit_code == 0, result.output
     assert "wrote value checkpoint" in result.output
-    assert json.loads(metrics.read_text())["train"]["steps"] == 3  # the option overrides the file
+    full = json.loads((out / "metrics.json").read_text())
+    assert full["train"]["steps"] == 3  # the option overrides the file
+    # the copy for DVC: the headline alone, flat (the checkpoint's metrics.json has everything)
+    assert json.loads(metrics.read_text()) == {"mae": full["holdout"]["value_mae"],
+                                               "constant_mae": full["holdout"]["constant_mae"],
+                                               "loss": full["train"]["final_loss"]}
     assert json.loads((out / "reward.json").read_text())["number_of_bins"] == 11
     again = run_cli("train", "value", "--shard", "base", "--out", str(out), "--params", str(params), root=store.root)
     assert again.exit_code == 2 and "already exists" in again.output

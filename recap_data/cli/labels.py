@@ -1,4 +1,4 @@
-"""The label-set verbs of `recap-data`: label, relabel, report, export (registered in cli.py)."""
+"""The label-set verbs of `recap-data`: label, relabel, report, export, view (registered in cli.py)."""
 
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from recap_data.value.returns import RewardConfig
 @click.option("--params", type=InputFile,
               help="params.yaml to read the `label` and `reward` sections from (options override it).")
 @click.option("--metrics", type=OutputFile,
-              help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
+              help="Write the realised positive fraction as JSON here (each task's is in the report).")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @config_options(LabelConfig)
 @config_options(RewardConfig)
@@ -54,14 +54,13 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
 
 
 def _label_metrics(m, path: Path | None) -> None:
-    """A label set's thresholds as a small metrics JSON (for `dvc metrics show`)."""
+    """A label set's headline for `dvc metrics show`: the realised positive fraction, one key whatever the
+    tasks (each task's epsilon and fraction are in its manifest and `recap-data report`'s per_task.csv)."""
     if path is None:
         return
     from recap_data.io import write_json
 
-    write_json(path, {"label_set": m.name, "frames": m.frames, "positive_fraction": round(m.positive_fraction, 4),
-                      "per_task": {t: {"epsilon": round(v["epsilon"], 6), "positive_fraction":
-                                       round(v["positive_fraction"], 4)} for t, v in m.per_task.items()}})
+    write_json(path, {"positive_fraction": round(m.positive_fraction, 4)})
 
 
 @click.command("relabel")
@@ -71,19 +70,22 @@ def _label_metrics(m, path: Path | None) -> None:
               help="params.yaml to read the `label` section from (default: the source's label params).")
 @click.option("--n-steps", type=Bounded(int, Range(1)), help="Look-ahead N of the advantage (default: the source's).")
 @click.option("--metrics", type=OutputFile,
-              help="Write the realised positive fraction and each task's epsilon and fraction as JSON here.")
+              help="Write the realised positive fraction as JSON here (each task's is in the report).")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
-@config_options(LabelConfig, skip=("batch_size",))
+@click.option("--memory-limit-mb", type=Bounded(int, Range(1)), default=4096, show_default=True,
+              help="Refuse, before writing anything, a relabel whose estimated peak memory is larger.")
+@config_options(LabelConfig, skip=("batch_size", "decode_workers"))
 @click.pass_obj
 def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, n_steps: int | None,
-                metrics: Path | None, force: bool, **options):
+                metrics: Path | None, force: bool, memory_limit_mb: int, **options):
     """Write a new label set from SOURCE's stored values with other label params; no model run."""
     from recap_data.labels.relabel import relabel
 
     from_file = {k: v for k, v in read_section(params, "label", required=False).items()
-                 if k != "batch_size"}  # batch_size is value inference's, which relabel does not run
+                 if k not in ("batch_size", "decode_workers")}  # value inference's, which relabel does not run
     overrides = {**from_file, **{k: v for k, v in pick(options, LabelConfig).items() if v is not None}}
-    m = relabel(store, source, name, overrides, n_steps=n_steps, force=force)
+    m = relabel(store, source, name, overrides, n_steps=n_steps, force=force, memory_limit_mb=memory_limit_mb,
+                progress=True)
     _label_metrics(m, metrics)
     click.echo(_label_summary(m))
 
@@ -91,24 +93,33 @@ def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, 
 @click.command("report")
 @click.argument("labels")
 @click.option("--out", type=OutputDir,
-              help="Directory for the report (default: reports/LABELS); an earlier report there is replaced.")
+              help="Directory for the report (default: reports/LABELS).")
 @click.option("--bins", type=Bounded(int, Range(1, 1000)), default=40, show_default=True,
               help="Advantage histogram bins.")
 @click.option("--episodes", type=Bounded(int, Range(0, 1000)), default=3, show_default=True,
               help="Successful and failed episodes each in the value curves.")
+@click.option("--html", is_flag=True,
+              help="Also write report.html: tables, plots, episode videos and lineage on one self-contained page.")
+@click.option("--videos", type=Bounded(int, Range(0, 100)),
+              help="With --html: embed the videos of the N best, N worst and N most-wrong episodes [default: 1].")
+@click.option("--force", is_flag=True, help="Replace an existing report at --out (atomically).")
 @click.pass_obj
-def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int):
+def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int, html: bool,
+               videos: int | None, force: bool):
     """Per-task epsilon, positive fraction, advantage quantiles and start values; histograms and value curves."""
     from recap_data.labels.report import report
 
     out = out or Path(paths.REPORTS_DIR) / labels
-    result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes)
+    result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes, html=html,
+                    videos=(1 if html else 0) if videos is None else videos, force=force, progress=True)
     click.echo(f"{'task':60s} {'epsilon':>9s} {'positive':>9s} {'V0 succ':>8s} {'V0 fail':>8s}")
     for task, r in result["per_task"].items():
         v0s, v0f = (f"{v:8.3f}" if v is not None else f"{'-':>8s}" for v in
                     (r["start_value_success"], r["start_value_failure"]))
         click.echo(f"{task[:60]:60s} {r['epsilon']:9.4f} {r['positive_fraction']:9.3f} {v0s} {v0f}")
-    click.echo(f"wrote report {out}: summary.json, per_task.csv, advantage_histogram.csv/.png, value_curves.csv/.png")
+    page = f", report.html ({len(result['videos'])} episode videos)" if html else ""
+    click.echo(f"wrote report {out}: summary.json, per_task.csv, advantage_histogram.csv/.png, value_curves.csv/.png"
+               f"{page}")
 
 
 @click.command("export")
@@ -125,10 +136,38 @@ def export_cmd(store: ShardStore, labels: str, out: Path, force: bool):
     click.echo(f"wrote LeRobot dataset {out} (label set {labels}); load it with LeRobotDataset(repo_id, root='{out}')")
 
 
+@click.command("view")
+@click.argument("labels")
+@click.option("--out", type=OutputDir, help="Directory for the videos and contact sheets (default: "
+              "reports/LABELS-episodes, beside the report).")
+@click.option("--episode", "episodes", multiple=True, help="An episode to render, as SHARD:EPISODE (repeatable).")
+@click.option("--best", type=Bounded(int, Range(0, 1000)), default=0, help="Also the N episodes of highest "
+              "mean advantage.")
+@click.option("--worst", type=Bounded(int, Range(0, 1000)), default=0, help="Also the N of lowest mean advantage.")
+@click.option("--most-wrong", type=Bounded(int, Range(0, 1000)), default=0, help="Also the N whose start value "
+              "is furthest from their actual return (the value model's error about the outcome).")
+@click.option("--force", is_flag=True, help="Replace an existing directory at --out (atomically).")
+@click.pass_obj
+def view_cmd(store: ShardStore, labels: str, out: Path | None, episodes, best: int, worst: int, most_wrong: int,
+             force: bool):
+    """Render episodes as mp4 videos and PNG contact sheets: the cameras above value, advantage, epsilon and
+    indicator. Without a selection: the best, the worst and the most wrong episode."""
+    from recap_data.labels.view import view
+
+    out = out or Path(paths.REPORTS_DIR) / f"{labels}-episodes"
+    facts = view(store, labels, out, episodes=episodes, best=best, worst=worst, most_wrong=most_wrong, force=force)
+    for f in facts:
+        click.echo(f"{f['mp4']}: {f['shard']}:{f['episode_index']} ({', '.join(f['chosen'])}), "
+                   f"{'success' if f['success'] else 'failure'}, {f['frames']} frames, mean advantage "
+                   f"{f['mean_advantage']:.4f}, V(o_0) {f['start_value']:.3f} against return {f['start_return']:.3f}")
+    codec = f" ({facts[0]['codec']})" if facts else ""
+    click.echo(f"wrote {len(facts)} episode videos{codec} and contact sheets to {out}")
+
+
 def _label_summary(m) -> str:
     eps = ", ".join(f"{s['positive_fraction']:.3f}" for s in m.per_task.values())
     return (f"wrote label set {m.name}: {m.frames} frames, {m.positive_fraction:.3f} positive "
             f"(target {m.label['positive_fraction']}; per task {eps}), {m.digest[:19]}")
 
 
-LABEL_COMMANDS = [label_cmd, relabel_cmd, report_cmd, export_cmd]
+LABEL_COMMANDS = [label_cmd, relabel_cmd, report_cmd, export_cmd, view_cmd]

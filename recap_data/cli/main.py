@@ -195,7 +195,8 @@ def training_outputs(command):
     """--metrics, --loss-csv and --force, as every trainer takes them."""
     for decorate in reversed([
         click.option("--metrics", type=OutputFile,
-                     help="Also write metrics JSON here (the checkpoint always holds metrics.json)."),
+                     help="Also write the headline metrics as JSON here (the checkpoint's metrics.json holds "
+                          "them all)."),
         click.option("--loss-csv", type=OutputFile,
                      help="Also write the loss curve CSV here (the checkpoint always holds loss.csv)."),
         click.option("--force", is_flag=True, help="Replace an existing checkpoint at --out (atomically).")]):
@@ -280,7 +281,8 @@ def policy_run_options(section: str, metrics_help: str):
 
 @cli.command("rollout")
 @click.option("--out", "shard_id", required=True, help="Id of the new rollout shard.")
-@policy_run_options("rollout", "Write success rate, mean episode length, episodes, frames and wall time as JSON here.")
+@policy_run_options("rollout", "Write the rollouts' success rate as JSON here (the shard's manifest has every "
+                               "episode).")
 @config_options(RolloutConfig)
 @click.pass_obj
 def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | None, metrics: Path | None,
@@ -295,15 +297,19 @@ def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | No
 
 
 @cli.command("eval")
-@policy_run_options("eval", "Write success rate, its 95% Wilson interval and the mean episode length as JSON here.")
+@policy_run_options("eval", "Write the success rate and its 95% Wilson interval (ci_low, ci_high) as JSON here.")
+@click.option("--record", type=OutputFile,
+              help="Write the whole evaluation as JSON here: policy and digest, env, task, guidance, episodes, "
+                   "successes, episode lengths, initial states, seeds, config.")
 @config_options(EvalConfig)
 @click.pass_obj
-def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path | None, **options):
+def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path | None, record: Path | None,
+             **options):
     """Success rate of a policy on held-out initial states and seeds (nothing is recorded)."""
     from recap_data.sim.evaluate import evaluate
 
     cfg = load_config(EvalConfig, "eval", params, pick(options, EvalConfig))
-    m = evaluate(store, policy, cfg, metrics_path=metrics)
+    m = evaluate(store, policy, cfg, metrics_path=metrics, record_path=record)
     low, high = m["success_ci95"]
     click.echo(f"{policy}: success {m['successes']}/{m['episodes']} = {m['success_rate']:.3f} "
                f"(95% CI {low:.3f}-{high:.3f}), mean episode length {m['mean_episode_length']:.1f}")

@@ -124,18 +124,20 @@ def mixture_weights(shards: np.ndarray, mixture: dict[str, float]) -> np.ndarray
     return weights / weights.sum()
 
 
-def preload_cameras(store: ShardStore, shard_ids, keys: list[str], budget_mb: int,
-                    progress: bool = True) -> dict[str, dict[str, np.ndarray]] | None:
-    """Decode every camera frame of the shards into memory if they fit in `budget_mb` (else None)."""
+def preload_cameras(store: ShardStore, shard_ids, keys: list[str], budget_mb: int, progress: bool = True,
+                    workers: int = 0) -> dict[str, dict[str, np.ndarray]] | None:
+    """Decode every camera frame of the shards into memory if they fit in `budget_mb` (else None),
+    with `workers` decoder processes at once (0: one per core; the model does not run yet)."""
     from tqdm import tqdm
 
-    from recap_data.store.decode import camera_bytes, decode_cameras
+    from recap_data.store.decode import camera_bytes, decode_cameras, pool_size
 
     manifests = [store.manifest(s) for s in shard_ids]
     need = sum(camera_bytes(m.features, keys, m.frames) for m in manifests)
     if need > budget_mb * 2**20:
         return None
-    return {m.shard_id: decode_cameras(store.shard_path(m.shard_id), m.features, keys, m.frames)
+    workers = pool_size(workers, reserved=0)
+    return {m.shard_id: decode_cameras(store.shard_path(m.shard_id), m.features, keys, m.frames, workers=workers)
             for m in tqdm(manifests, desc=f"decoding frames ({need / 2**20:.0f} MB)", unit="shard",
                           disable=not progress)}
 

@@ -1,9 +1,12 @@
 """`recap-data export LABELS --out DIR`: a LeRobot v3 dataset of the label set's shards with the labels added.
 
 For tools that read only LeRobot datasets (lerobot-train and friends): every frame gains the
-label columns (no `observation.`/`action` prefix, so policies do not take them as inputs).
-Each shard is copied with LeRobot's dataset_tools.add_features; several shards are then merged
-with merge_datasets. Written into a temporary directory and renamed into place.
+label columns (no `observation.`/`action` prefix, so policies do not take them as inputs), each
+of shape (1,) and float32 or int32, the dtypes LeRobot's dataset visualizer charts beside the
+video (it skips bool, int64 and float64 columns): the indicator as 0/1, the return bin as int32,
+every float as float32. Each shard is copied with LeRobot's dataset_tools.add_features; several
+shards are then merged with merge_datasets. Written into a temporary directory and renamed into
+place.
 """
 
 import shutil
@@ -16,10 +19,10 @@ from recap_data.io import atomic_directory
 from recap_data.store.label_sets import check_shards_unchanged, read_labels, read_manifest
 from recap_data.store.store import ShardStore
 
-# label column -> LeRobot dtype; all of shape (1,)
-EXPORTED = {"mc_return": "float32", "return_norm": "float32", "return_bin": "int64", "nstep_return": "float32",
-            "value": "float32", "value_next": "float32", "advantage": "float64", "epsilon": "float64",
-            "indicator": "bool"}
+# label column -> LeRobot dtype, all of shape (1,): what the visualizer charts (float32, int32)
+EXPORTED = {"mc_return": "float32", "return_norm": "float32", "return_bin": "int32", "nstep_return": "float32",
+            "value": "float32", "value_next": "float32", "advantage": "float32", "epsilon": "float32",
+            "indicator": "int32"}
 
 
 def export(store: ShardStore, name: str, out: Path, force: bool = False) -> Path:

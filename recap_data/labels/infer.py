@@ -1,7 +1,8 @@
 """`recap-data label --value-ckpt CKPT`: run the value model once over every frame, then label.
 
-Value inference streams each shard episode by episode (camera videos decoded front to back,
-one episode in memory), in batches, with a progress bar. Under `accelerate launch` (or
+Value inference streams each shard episode by episode, in order (camera videos decoded in runs
+of episodes by a pool of `decode_workers` decoder processes, a few runs in memory; see
+store/decode.py), in batches, with a progress bar. Under `accelerate launch` (or
 torchrun) every process takes every k-th episode and the main process gathers the values, so
 the label set is the same as one process's. The rest (returns, advantages, thresholds,
 indicators) is labelset.build_labels (compiled kernels); `recap-data relabel` redoes only that part.
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
-from recap_data.io import refuse_existing
+from recap_data.io import prefetch, refuse_existing
 from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set
 from recap_data.store.label_sets import LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
@@ -35,38 +36,6 @@ def _batches(episodes, keys: list[str], batch_size: int):
         yield np.concatenate(indices), np.concatenate(images)
 
 
-def prefetch(items, depth: int = 4):
-    """Iterate `items` in a background thread, `depth` items ahead, so that reading the next frames
-    overlaps with the model (the thread mostly waits on ffmpeg's pipes, without the GIL).
-    Exceptions are re-raised in the consumer."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put(item)
-            q.put(done)
-        except BaseException as e:  # noqa: BLE001 (handed to the consumer)
-            q.put(e)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def predict_values(ckpt, images: np.ndarray, state, ids, mask, device) -> np.ndarray:
     """Expected normalized return (n,) float64 for images (n, K, H, W, 3) uint8, state (n, S) and
     tokenized task texts ids, mask (n, max_text_tokens)."""
@@ -80,18 +49,21 @@ def predict_values(ckpt, images: np.ndarray, state, ids, mask, device) -> np.nda
 
 
 def infer_values(ckpt, store: ShardStore, frames: pd.DataFrame, batch_size: int, progress: bool = True,
-                 rank: int = 0, world: int = 1, device="cpu") -> pd.DataFrame:
+                 rank: int = 0, world: int = 1, device="cpu", decode_workers: int = 0) -> pd.DataFrame:
     """(shard, index, value) for this process's share of episodes: every `world`-th, from `rank`.
 
     `frames` (load_frames: shard, index, task, ...) names the shards, in order, and each frame's task.
+    decode_workers: camera decoder processes at once (0: one per core the model leaves free:
+    all but torch's threads on CPU, all but this process's thread beside a GPU).
     """
     import torch
     from tqdm import tqdm
 
     from recap_data.data.frames import load_states
-    from recap_data.store.decode import episode_table, iter_episode_frames
+    from recap_data.store.decode import episode_table, iter_episode_frames, pool_size
 
     ckpt.model.to(device).eval()
+    workers = pool_size(decode_workers, torch.get_num_threads() if torch.device(device).type == "cpu" else 1)
     keys = ckpt.model.cfg.camera_keys
     work = []  # (shard, episodes of this process)
     for shard in pd.unique(frames["shard"]):
@@ -112,7 +84,7 @@ def infer_values(ckpt, store: ShardStore, frames: pd.DataFrame, batch_size: int,
         code_of = np.empty(len(states), dtype=np.int64)  # task code by dataset index
         code_of[rows_of_shard["index"].to_numpy()] = task_codes
         episodes = iter_episode_frames(store.shard_path(shard), store.manifest(shard).features, keys, mine,
-                                       threads=1)
+                                       threads=1, workers=workers)
         for rows, images in prefetch(_batches(episodes, keys, batch_size)):
             codes = torch.from_numpy(code_of[rows])
             values = predict_values(ckpt, images, states[rows], task_ids[codes], task_mask[codes], device)
@@ -141,7 +113,7 @@ def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, 
     before = shard_digests(store, shard_ids)
     frames = load_frames(store, shard_ids, with_state=False)
     values = infer_values(ckpt, store, frames, cfg.batch_size, progress and state.is_main_process,
-                          state.process_index, state.num_processes, state.device)
+                          state.process_index, state.num_processes, state.device, cfg.decode_workers)
     gathered = gather_object([values]) if state.num_processes > 1 else [values]
     if not state.is_main_process:
         return None

@@ -2,8 +2,10 @@
 
     <root>/labels/<name>/
       manifest.json          value checkpoint digest, shard digests, reward and label params,
-                             epsilon and realised positive fraction per task, counts, time
-      tables/<shard>.parquet one row per frame, keyed by (shard, episode_index, frame_index)
+                             epsilon and realised positive fraction per task, counts, time, parts
+      tables/<shard>/part-NNNNN.parquet
+                             one row per frame, keyed by (shard, episode_index, frame_index), in
+                             parts of whole episodes (labels/parts.py)
 
 Label columns (no `observation.`/`action` prefix, so no LeRobot policy takes them as inputs):
 reward, mc_return, return_norm, return_bin, nstep_return, value = V(o_t), value_next =
@@ -20,13 +22,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recap_data.config import Count, Float, check_fields, param
+from recap_data.config import Count, Float, Natural, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, write_json
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, LABEL_COLUMNS, LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
-from recap_data.train.checkpoint import directory_digest
 from recap_data.value.returns import RewardConfig, compute_returns
 
 if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
@@ -43,6 +44,8 @@ class LabelConfig:
         0.3, "target fraction of frames with A_t > epsilon")
     threshold: str = param("per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
     batch_size: Count = param(64, "frames per value-model batch (label only; relabel runs no model)")
+    decode_workers: Natural = param(
+        0, "camera decoder processes at once (label only); 0: one per core left free by the model")
 
     def validate(self) -> LabelConfig:
         check_fields(self, "label")
@@ -189,23 +192,39 @@ def reference_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfi
 def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task: dict, *, value_checkpoint: dict,
                     shards: list[dict], reward: RewardConfig, cfg: LabelConfig, normalizers: dict,
                     parent: dict | None = None, force: bool = False) -> LabelManifest:
-    """Write the tables and the manifest into a temporary directory, then rename it into place."""
-    counts = labels.groupby("shard", observed=True).size()
-    duplicated = labels.duplicated(KEY).any()  # once, not once per shard
-    for s in shards:  # every frame of every input shard has exactly one row
-        if counts.get(s["id"], 0) != s["frames"] or duplicated:
-            raise RecapError(f"label set {name}: shard {s['id']} has {counts.get(s['id'], 0)} label rows for "
-                             f"{s['frames']} frames; nothing was written")
+    """Write the table parts and the manifest into a temporary directory, then rename it into place."""
+    from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table
+
+    check_rows(name, labels.groupby("shard", observed=True).size().to_dict(), shards,
+               duplicated=bool(labels.duplicated(KEY).any()))  # once, not once per shard
     target = label_set_path(store, validate_shard_id(name, "label set name"))
     with atomic_directory(target, force=force, what="label set") as tmp:
-        tables = tmp / paths.LABEL_TABLES_DIR
-        tables.mkdir()
-        for shard, rows in labels.groupby("shard", sort=True, observed=True):
-            rows.to_parquet(tables / f"{shard}.parquet", index=False)
-        manifest = LabelManifest(
-            name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), value_checkpoint=value_checkpoint,
-            shards=shards, reward=reward.to_dict(), label=asdict(cfg), return_normalizers=normalizers,
-            per_task=per_task, frames=len(labels), positive_fraction=float(labels["indicator"].mean()),
-            parent=parent, digest=directory_digest(tables))
+        with PartWriter(tmp / paths.LABEL_TABLES_DIR) as writer:
+            for shard, rows in labels.groupby("shard", sort=True, observed=True):
+                for lo, hi in episode_cuts(rows["episode_index"].to_numpy()):
+                    writer.submit(str(shard), frame_to_table(rows.iloc[lo:hi]))
+            digest = writer.finish()
+        manifest = label_manifest(name, shards, per_task, value_checkpoint=value_checkpoint, reward=reward, cfg=cfg,
+                                  normalizers=normalizers, frames=len(labels),
+                                  positives=int(labels["indicator"].sum()), parent=parent, digest=digest,
+                                  parts=writer.parts)
         write_json(tmp / paths.MANIFEST, asdict(manifest))
     return manifest
+
+
+def check_rows(name: str, rows_per_shard: dict, shards: list[dict], duplicated: bool = False) -> None:
+    """Every frame of every input shard has exactly one label row; else nothing is written."""
+    for s in shards:
+        if rows_per_shard.get(s["id"], 0) != s["frames"] or duplicated:
+            raise RecapError(f"label set {name}: shard {s['id']} has {rows_per_shard.get(s['id'], 0)} label rows for "
+                             f"{s['frames']} frames; nothing was written")
+
+
+def label_manifest(name: str, shards: list[dict], per_task: dict, *, value_checkpoint: dict, reward: RewardConfig,
+                   cfg: LabelConfig, normalizers: dict, frames: int, positives: int, parent: dict | None,
+                   digest: str, parts: list[dict]) -> LabelManifest:
+    return LabelManifest(
+        name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), value_checkpoint=value_checkpoint,
+        shards=shards, reward=reward.to_dict(), label=asdict(cfg), return_normalizers=normalizers,
+        per_task=per_task, frames=frames, positive_fraction=positives / frames if frames else 0.0,
+        parent=parent, digest=digest, parts=parts)

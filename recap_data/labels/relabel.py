@@ -1,32 +1,220 @@
 """`recap-data relabel LABELS`: a new label set from a label set's stored values, no model run.
 
 Changes the label params (positive fraction, per-task or global threshold) or n_steps; the
-returns, advantages and thresholds are recomputed from the stored V(o_t) of every frame, in
-seconds. The shards must be unchanged since those values were computed.
+returns, advantages and thresholds are recomputed from the stored V(o_t) of every frame. The
+shards must be unchanged since those values were computed.
+
+Out of core: memory holds a few parts of the label set (labels/parts.py) at a time, never all
+of its rows, so a label set of any size relabels in bounded memory. Three passes:
+  1. scan    read each part's keys, outcomes and values, compute the advantages (kernels.per_frame),
+             add them to each group's histogram (kernels.histogram: the top 16 bits of each
+             value's sort key), and spill them to a scratch file in the staging directory;
+  2. select  locate the histogram bins that hold each group's wanted positions, read the spilled
+             advantages back and collect the few in those bins; a sort of those alone gives each
+             epsilon exactly (kernels.locate, collect, pick: the steps of kernels.select);
+  3. write   read each part again, compute every column and the indicators, write the new parts
+             in a pool of threads (PartWriter).
+After pass 1 the memory the rest needs is known; beyond `memory_limit_mb` the relabel stops
+with nothing written. The answer is build_labels' bit for bit (tests/test_relabel.py).
 """
 
+from __future__ import annotations
+
 from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
 
 from recap_data.config import build_config
-from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set
-from recap_data.store.label_sets import LabelManifest, check_shards_unchanged, read_labels, read_manifest
-from recap_data.store.store import ShardStore
+from recap_data.errors import RecapError
+from recap_data.io import atomic_directory, prefetch, write_json
+from recap_data.labels.labelset import LabelConfig, check_rows, label_manifest, reference_labels, task_statistics
+from recap_data.store import paths
+from recap_data.store.label_sets import (
+    LABELS_FIX,
+    LabelManifest,
+    check_shards_unchanged,
+    label_set_path,
+    read_manifest,
+    table_parts,
+)
+from recap_data.store.store import ShardStore, validate_shard_id
 from recap_data.value.returns import RewardConfig
 
-VALUE_COLUMNS = ["shard", "episode_index", "frame_index", "index", "task", "success", "is_intervention", "value"]
+SCAN_COLUMNS = ["episode_index", "frame_index", "task", "success", "value"]
+WRITE_COLUMNS = [*SCAN_COLUMNS, "index", "is_intervention"]
+DEFAULT_MEMORY_LIMIT_MB = 4096
+# Bytes a row of a part costs while it is written (inputs, 10 computed columns, the arrow table
+# and parquet's encoded pages), and how many parts can be in memory at once (one being read
+# ahead, one computed, 2 x writer threads waiting or being written): bench/bench_scale.py checks
+# this estimate against the measured peak.
+BYTES_PER_ROW, BASE_MB = 260, 400
 
 
 def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_steps: int | None = None,
-            force: bool = False) -> LabelManifest:
+            force: bool = False, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+            progress: bool = False) -> LabelManifest:
     """Relabel `source` into `name`; label params default to the source's, overridden by `label_overrides`."""
+    from recap_data.labels import kernels
+    from recap_data.labels.parts import PartWriter
+
     parent = read_manifest(store, source)
     check_shards_unchanged(store, parent)
     cfg = build_config(LabelConfig, "label", {**parent.label, **label_overrides}, "relabel")
     given = {} if n_steps is None else {"n_steps": n_steps}  # 0 is refused, not taken as "not given"
     reward = build_config(RewardConfig, "reward", {**parent.reward, **given}, "relabel")
-    frames = read_labels(store, source, VALUE_COLUMNS)[VALUE_COLUMNS]
-    labels, per_task = build_labels(frames, reward, cfg, parent.return_normalizers)
-    return write_label_set(store, name, labels, per_task, value_checkpoint=parent.value_checkpoint,
-                           shards=parent.shards, reward=reward, cfg=cfg, normalizers=parent.return_normalizers,
-                           parent={"name": parent.name, "digest": parent.digest, "label": asdict(LabelConfig(
-                               **parent.label))}, force=force)
+    parts = table_parts(store, source, parent)
+    tasks = sorted(parent.per_task)
+    missing = [t for t in tasks if t not in parent.return_normalizers]
+    if missing:
+        raise RecapError(f"{label_set_path(store, source) / paths.MANIFEST}: task {missing[0]!r} has no return "
+                         f"normalizer; {LABELS_FIX}")
+    math = _Math(reward, cfg, np.array([parent.return_normalizers[t] for t in tasks], np.float64), tasks)
+    target = label_set_path(store, validate_shard_id(name, "label set name"))
+    with atomic_directory(target, force=force, what="label set") as tmp:
+        scratch = tmp / "advantages.scratch"  # removed with the staging directory
+        hist, largest = _scan(parts, tasks, math, scratch, _bar(parent.frames, "relabel: scan", progress))
+        n = hist.sum(axis=1)  # (G,) frames per group
+        k, positions = kernels.positions_of(n, cfg.positive_fraction)
+        wanted_bin, below, slot = kernels.locate(hist, positions)
+        candidates = int(hist[slot >= 0].sum())
+        _check_memory(largest, candidates, memory_limit_mb)
+        picked = _select(scratch, slot, wanted_bin, below, positions, math.n_groups)
+        scratch.unlink()
+        math.epsilon_of = kernels.epsilons(k, n, picked)
+        with PartWriter(tmp / paths.LABEL_TABLES_DIR) as writer:
+            counts, rows = _write(parts, tasks, math, writer, _bar(parent.frames, "relabel: write", progress))
+            digest = writer.finish()
+        check_rows(name, rows, parent.shards)
+        per_task = task_statistics(counts, tasks, math.epsilon_of, cfg)
+        manifest = label_manifest(
+            name, parent.shards, per_task, value_checkpoint=parent.value_checkpoint, reward=reward, cfg=cfg,
+            normalizers=parent.return_normalizers, frames=int(counts[0].sum()), positives=int(counts[1].sum()),
+            parent={"name": parent.name, "digest": parent.digest, "label": asdict(LabelConfig(**parent.label))},
+            digest=digest, parts=writer.parts)
+        write_json(tmp / paths.MANIFEST, asdict(manifest))
+    return manifest
+
+
+class _Math:
+    """The per-chunk label math of build_labels (kernels.per_frame), on the chunks of iter_chunks."""
+
+    def __init__(self, reward: RewardConfig, cfg: LabelConfig, divisors: np.ndarray, tasks: list[str]):
+        self.reward, self.cfg, self.divisors, self.tasks = reward, cfg, divisors, tasks
+        self.n_groups = len(tasks) if cfg.threshold == "per_task" else 1
+        self.epsilon_of: np.ndarray | None = None
+
+    def columns(self, part: dict, chunk: dict) -> dict:
+        """Every computed column (F,) of a chunk of whole episodes; a chunk the kernels refuse is
+        handed to the reference implementation, whose error names the frame."""
+        from recap_data.labels import kernels
+
+        n = len(chunk["value"])
+        shard_code = np.zeros(n, np.int8)
+        starts, status = kernels.episode_starts(shard_code, chunk["episode_index"], chunk["frame_index"])
+        out = {c: np.empty(n, np.float64) for c in
+               ("reward", "mc_return", "return_norm", "nstep_return", "value_next", "advantage")}
+        out["return_bin"] = np.empty(n, np.int64)
+        if status == kernels.OK:
+            status = kernels.per_frame(
+                starts, chunk["success"], chunk["task"], self.divisors, chunk["value"], float(self.reward.c_fail),
+                self.reward.n_steps, self.reward.number_of_bins, out["reward"], out["mc_return"], out["return_norm"],
+                out["return_bin"], out["nstep_return"], out["value_next"], out["advantage"])
+        if status != kernels.OK:
+            self._refused(part, chunk)
+        out["group"] = chunk["task"] if self.cfg.threshold == "per_task" else np.zeros(n, np.int32)
+        return out
+
+    def _refused(self, part: dict, chunk: dict) -> None:
+        import pandas as pd
+
+        frames = pd.DataFrame({"shard": part["shard"], **chunk, "task": np.array(self.tasks)[chunk["task"]],
+                               "is_intervention": chunk.get("is_intervention", False)})
+        reference_labels(frames, self.reward, self.cfg, dict(zip(self.tasks, self.divisors, strict=True)))
+        raise RecapError(f"{part['path']}: label rows out of (episode_index, frame_index) order, or a frame "
+                         f"missing or repeated; {LABELS_FIX}")
+
+
+def _scan(parts: list[dict], tasks: list[str], math: _Math, scratch: Path, bar) -> tuple[np.ndarray, int]:
+    """Pass 1: (histogram (G, 2**16) of the advantages per group, rows of the largest chunk);
+    advantages (float64) and groups (int32) spilled to `scratch`, chunk after chunk."""
+    from recap_data.labels import kernels
+    from recap_data.labels.parts import iter_chunks
+
+    hist = np.zeros((math.n_groups, 1 << kernels.KEY_BITS), np.int64)
+    largest = 0
+    with open(scratch, "wb") as f:
+        for part, chunk in prefetch(iter_chunks(parts, SCAN_COLUMNS, tasks), depth=1):
+            out = math.columns(part, chunk)
+            kernels.histogram(out["advantage"], out["group"], hist)
+            n = len(chunk["value"])
+            np.array([n], np.int64).tofile(f)
+            out["advantage"].tofile(f)
+            out["group"].astype(np.int32).tofile(f)
+            largest = max(largest, n)
+            bar.update(n)
+    bar.close()
+    return hist, largest
+
+
+def _select(scratch: Path, slot, wanted_bin, below, positions, n_groups: int) -> np.ndarray:
+    """Pass 2: (G, 4) the advantages at the wanted positions, from the spilled chunks."""
+    from recap_data.labels import kernels
+
+    found, owners = [], []
+    with open(scratch, "rb") as f:
+        while len(header := np.fromfile(f, np.int64, 1)):
+            n = int(header[0])
+            advantage, group = np.fromfile(f, np.float64, n), np.fromfile(f, np.int32, n)
+            candidates, owner = kernels.collect(advantage, group, slot)
+            found.append(candidates)
+            owners.append(owner)
+    return kernels.pick(np.concatenate(found), np.concatenate(owners), wanted_bin, below, slot, positions)
+
+
+def _write(parts: list[dict], tasks: list[str], math: _Math, writer, bar) -> tuple[np.ndarray, dict]:
+    """Pass 3: every column of every chunk, written as parts; (counts (4, tasks) as
+    kernels.task_counts, label rows per shard)."""
+    import pyarrow as pa
+
+    from recap_data.labels import kernels
+    from recap_data.labels.parts import iter_chunks, table_of
+
+    counts = np.zeros((4, len(tasks)), np.int64)
+    rows: dict[str, int] = {}
+    task_dictionary = pa.array(tasks)
+    for part, chunk in prefetch(iter_chunks(parts, WRITE_COLUMNS, tasks), depth=1):
+        out = math.columns(part, chunk)
+        n = len(chunk["value"])
+        out["epsilon"], out["indicator"] = np.empty(n, np.float64), np.empty(n, bool)
+        kernels.indicators(out["advantage"], out["group"], math.epsilon_of, chunk["is_intervention"],
+                           out["epsilon"], out["indicator"])
+        counts += kernels.task_counts(chunk["task"], len(tasks), chunk["frame_index"], out["indicator"],
+                                      chunk["is_intervention"])
+        rows[part["shard"]] = rows.get(part["shard"], 0) + n
+        columns = {**chunk, **out,
+                   "shard": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([part["shard"]])),
+                   "task": pa.DictionaryArray.from_arrays(chunk["task"], task_dictionary)}
+        writer.submit(part["shard"], table_of(columns, n))
+        bar.update(n)
+    bar.close()
+    return counts, rows
+
+
+def _check_memory(largest: int, candidates: int, limit_mb: int) -> None:
+    """Refuse, before anything is written, a relabel whose estimated peak exceeds the limit."""
+    import os
+
+    in_flight = 2 + 2 * len(os.sched_getaffinity(0))  # read ahead + computed + the writers' queue
+    need = BASE_MB + (largest * BYTES_PER_ROW * in_flight + candidates * 16 * 3) / 2**20
+    if need > limit_mb:
+        raise RecapError(f"relabel: needs about {need:,.0f} MB (parts of up to {largest:,} rows, {candidates:,} "
+                         f"threshold candidates), over --memory-limit-mb {limit_mb:,}; raise the limit; nothing "
+                         "was written")
+
+
+def _bar(total: int, desc: str, progress: bool):
+    """A progress bar on a terminal (disable=None: none when stderr is not a TTY, e.g. under dvc)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", unit_scale=True, disable=None if progress else True)

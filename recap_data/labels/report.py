@@ -8,6 +8,10 @@ Writes into --out (atomically, replacing an earlier report of the same directory
   advantage_histogram.png   one panel per task, epsilon marked
   value_curves.csv          task, episode, success, frame_index, value, return_norm (dvc plots)
   value_curves.png          V(o_t) over time for a few successful and failed episodes
+and with --html (recap_data/labels/html_report.py):
+  report.html               all of the above and the lineage on one self-contained page, with
+  videos/SHARD-epNNNN.mp4   the videos of the selected episodes (recap_data/labels/view.py) embedded
+An existing --out is refused unless force; then it is replaced without a moment where it is missing.
 """
 
 from pathlib import Path
@@ -17,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
-from recap_data.io import atomic_directory, atomic_write_text, write_json
+from recap_data.io import atomic_directory, atomic_write_text, refuse_existing, write_json
 from recap_data.store.db import connect, query_error
 from recap_data.store.label_sets import check_shards_unchanged, read_manifest
 from recap_data.store.store import ShardStore
@@ -113,13 +117,48 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per_outcome: int = 3) -> dict:
-    """Write the report of label set `name` into `out`; returns the summary."""
-    if bins < 1 or episodes_per_outcome < 0:
-        raise RecapError(f"report: bins {bins} and episodes {episodes_per_outcome} are invalid: use --bins 1 or more "
-                         "and --episodes 0 or more")
+WHY = {"best": "best mean advantage", "worst": "worst mean advantage",
+       "most wrong": "value most wrong about the outcome", "episode": "asked for"}
+
+
+def select_videos(store: ShardStore, name: str, n: int) -> list[dict]:
+    """The `n` best, `n` worst and `n` most-wrong episodes (recap_data.labels.view), each once, with `why`."""
+    if n == 0:
+        return []
+    from recap_data.labels.view import select_episodes
+
+    return [{**ep, "why": ", ".join(WHY.get(c, c) for c in ep.get("chosen", []))}
+            for ep in select_episodes(store, name, best=n, worst=n, most_wrong=n)]
+
+
+def render_videos(store: ShardStore, name: str, selected: list[dict], folder: Path, progress: bool) -> list[dict]:
+    """Each selected episode as `folder/SHARD-epNNNN.mp4`; the selections with their `mp4` path and the
+    render's facts (frames, seconds, codec, size)."""
+    if not selected:
+        return []
+    from recap_data.labels.view import render_episode
+
+    folder.mkdir()
+    videos = []
+    for ep in selected:
+        mp4 = folder / f"{ep['shard']}-ep{int(ep['episode_index']):04d}.mp4"  # as `recap-data view` names it
+        facts = render_episode(store, name, ep["shard"], int(ep["episode_index"]), mp4, progress=progress)
+        videos.append({**facts, **ep, "mp4": mp4})
+    return videos
+
+
+def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per_outcome: int = 3,
+           html: bool = False, videos: int = 0, force: bool = False, progress: bool = False) -> dict:
+    """Write the report of label set `name` into `out`; returns the summary. With `html`, also
+    report.html with the `videos` best, worst and most-wrong episodes' videos embedded."""
+    if bins < 1 or episodes_per_outcome < 0 or videos < 0:
+        raise RecapError(f"report: bins {bins}, episodes {episodes_per_outcome} and videos {videos} are invalid: "
+                         "use --bins 1 or more, --episodes and --videos 0 or more")
+    if videos and not html:
+        raise RecapError("report: --videos is for the HTML page; add --html (the mp4s alone: `recap-data view`)")
     manifest = read_manifest(store, name)
     check_shards_unchanged(store, manifest)  # labels joined to other frames would be a wrong report
+    refuse_existing(Path(out), force, "report")  # before the queries and videos, not after
     con = connect(store.root, labels=name)
     try:  # the views read their files here: a damaged one is a one-line error naming it
         summary = per_task_summary(con, manifest)
@@ -131,11 +170,26 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
               "positive_fraction": manifest.positive_fraction, "threshold": manifest.label["threshold"],
               "per_task": {r["task"]: {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "task"}
                            for r in summary.to_dict("records")}}
-    with atomic_directory(Path(out), force=True, what="report") as tmp:
+    selected = select_videos(store, name, videos) if html else []
+    with atomic_directory(Path(out), force=force, what="report") as tmp:
         write_json(tmp / "summary.json", result)
         atomic_write_text(tmp / "per_task.csv", summary.to_csv(index=False))
         atomic_write_text(tmp / "advantage_histogram.csv", hist.to_csv(index=False))
         atomic_write_text(tmp / "value_curves.csv", curves.to_csv(index=False))
         plot_histograms(hist, summary, tmp / "advantage_histogram.png", f"label set {name}: advantage per task")
         plot_curves(curves, tmp / "value_curves.png", f"label set {name}: value over time")
+        if html:
+            from recap_data.labels.html_report import render_html
+
+            rendered = render_videos(store, name, selected, tmp / "videos", progress)
+            plots = {"Advantage per task (epsilon marked)": tmp / "advantage_histogram.png",
+                     "Value over time (solid: V(o_t); dashed: the actual normalized return)": tmp / "value_curves.png"}
+            note = (f"The {videos} episode(s) of best and of worst mean advantage, and the {videos} whose value at "
+                    "the first frame is furthest from the outcome (videos/ beside this page)." if videos else "")
+            page = render_html(result, manifest, plots, rendered, note)
+            for v in rendered:  # paths as they will be, relative to the report's directory
+                v["mp4"] = v["mp4"].relative_to(tmp).as_posix()
+            atomic_write_text(tmp / "report.html", page)
+            result["videos"] = [{k: v.get(k) for k in ("shard", "episode_index", "why", "mp4", "frames", "seconds")}
+                                for v in rendered]
     return result

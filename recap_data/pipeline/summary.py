@@ -1,7 +1,8 @@
 """`recap-data summary`: success by iteration, with its 95% interval, as CSV and PNG for dvc plots.
 
 Row 0 is the SFT policy, row k the policy of iteration k, each measured by `recap-data eval`
-on the same held-out episodes (metrics/<name>/eval.json). Beside it: the success rate of the
+on the same held-out episodes (metrics/<name>/eval.json, and eval_record.json for the episodes
+and their mean length). Beside it: the success rate of the
 rollouts each iteration recorded (they measure the previous policy, on training initial
 states), the value model's held-out MAE and the best constant's, the labelled positive
 fraction, and the positive fraction the policy saw in training (indicator prompts only).
@@ -30,17 +31,15 @@ def _read(path: Path, required: bool = True) -> dict:
 
 def _row(number: int, name: str, metrics_dir: Path) -> dict:
     d = Path(metrics_dir) / name
-    ev, rollout = _read(d / "eval.json"), _read(d / "rollout.json", required=False)
-    holdout = _read(d / "value.json", required=False).get("holdout", {})
-    prompts = _read(d / "policy.json", required=False).get("prompt_fractions", {})
-    shown = prompts.get("positive", 0) + prompts.get("negative", 0)
-    return {"iteration": number, "name": name, "success_rate": ev["success_rate"], "ci_low": ev["success_ci95"][0],
-            "ci_high": ev["success_ci95"][1], "eval_episodes": ev["episodes"],
-            "mean_episode_length": ev["mean_episode_length"], "rollout_policy": None,
-            "rollout_success_rate": rollout.get("success_rate"), "value_mae": holdout.get("value_mae"),
-            "constant_mae": holdout.get("constant_mae"),
+    ev, record = _read(d / "eval.json"), _read(d / "eval_record.json")
+    value = _read(d / "value.json", required=False)
+    return {"iteration": number, "name": name, "success_rate": ev["success_rate"], "ci_low": ev["ci_low"],
+            "ci_high": ev["ci_high"], "eval_episodes": record["episodes"],
+            "mean_episode_length": record["mean_episode_length"], "rollout_policy": None,
+            "rollout_success_rate": _read(d / "rollout.json", required=False).get("success_rate"),
+            "value_mae": value.get("mae"), "constant_mae": value.get("constant_mae"),
             "positive_fraction": _read(d / "labels.json", required=False).get("positive_fraction"),
-            "train_positive_fraction": round(prompts["positive"] / shown, 4) if shown else None}
+            "train_positive_fraction": _read(d / "policy.json", required=False).get("positive_fraction")}
 
 
 def plot(rows: list[dict], path: Path) -> None:

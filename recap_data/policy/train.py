@@ -50,6 +50,7 @@ class PolicyTrainConfig:
         32, "tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)")
     tokenizer_max_length: Count = param(48, "prompt limit in tokens; a longer prompt is an error, never cut")
     preload_mb: Natural = param(4096, "decode all camera frames into memory once when they fit in this many MB")
+    decode_workers: Natural = param(0, "camera decoder processes at once when preloading; 0: one per core")
     num_workers: Natural = param(0, "DataLoader worker processes")
     log_every: Count = param(10, "steps per row of loss.csv")
     seed: Seed = param(0, "seeds the model, the sampler and the indicator dropout")
@@ -117,7 +118,8 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     check_prompt_lengths(tokenizer, tasks, policy.config.tokenizer_max_length)  # before any training
 
     cameras = camera_keys(features)
-    preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process)
+    preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process,
+                                cfg.decode_workers)
     dataset = PolicyFrames(store, data, cameras, policy.config.chunk_size, preloaded)
     episodes = data.successful_episodes() if cfg.successes_only else data.episodes
     sampler = WeightedEpisodeSampler(episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size,
@@ -154,5 +156,15 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device
     write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics,
                        losses.rows, what="policy checkpoint", force=force, metrics_path=metrics_path,
-                       loss_path=loss_path)
+                       loss_path=loss_path, metrics_copy=headline_metrics(metrics))
     return metrics
+
+
+def headline_metrics(metrics: dict) -> dict:
+    """The copy for `dvc metrics show`: the final training `loss` and, when the prompts carried an
+    indicator, the positive share of them (beside the label set's positive_fraction); the checkpoint's
+    metrics.json keeps everything."""
+    prompts = metrics["prompt_fractions"]
+    shown = prompts.get("positive", 0) + prompts.get("negative", 0)
+    return {"loss": metrics["final_loss"],
+            **({"positive_fraction": round(prompts["positive"] / shown, 4)} if shown else {})}

@@ -71,8 +71,9 @@ def policy_image_size(policy: str) -> int | None:
 
 
 def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_path: Path | None = None,
-             progress: bool = True) -> dict:
-    """Run cfg.episodes held-out episodes of `policy`; returns (and writes) the metrics."""
+             progress: bool = True, record_path: Path | None = None) -> dict:
+    """Run cfg.episodes held-out episodes of `policy`; returns the whole record (written to `record_path`)
+    and writes its headline to `metrics_path`."""
     from contextlib import ExitStack
 
     from tqdm import tqdm
@@ -108,7 +109,15 @@ def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_pat
                "init_states": [env.first_state, env.first_state + env.init_states - 1],
                "seeds": [plans[0]["seed"], plans[-1]["seed"]], "wall_s": round(time.perf_counter() - started, 2),
                "config": asdict(cfg)}
+    if record_path:
+        write_json(Path(record_path), metrics)
     if metrics_path:
-        write_json(Path(metrics_path), metrics)
+        write_json(Path(metrics_path), headline_metrics(metrics))
     return metrics
 
+
+def headline_metrics(record: dict) -> dict:
+    """What `dvc metrics show` shows of an evaluation: the success rate and its 95% interval (numbers only,
+    the same keys for every policy, so `dvc metrics diff` compares them)."""
+    low, high = record["success_ci95"]
+    return {"success_rate": record["success_rate"], "ci_low": low, "ci_high": high}

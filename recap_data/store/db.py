@@ -22,13 +22,12 @@ import duckdb
 
 from recap_data.errors import RecapError, first_line, one_line_errors
 from recap_data.store import paths
-from recap_data.store.label_sets import KEY, label_set_names, label_set_path, read_manifest
+from recap_data.store.label_sets import KEY, LABELS_FIX, label_set_names, label_set_path, read_manifest, table_parts
 from recap_data.store.schema import image_columns
 from recap_data.store.store import ShardStore
 
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"
-LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
 
 
 def unreadable(where: str, fix: str):
@@ -130,9 +129,8 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
         _insert(con, "label_sets", rows)
     if name is None:
         return
-    read_manifest(store, name)  # a clear error for an unknown label set
-    tables = label_set_path(store, name) / paths.LABEL_TABLES_DIR
-    con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet('{tables}/*.parquet', union_by_name=true)")
+    files = _sql_list([str(part["path"]) for part in table_parts(store, name)])  # or an error
+    con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet({files}, union_by_name=true)")
     shared = ", ".join(f"l.{c}" for c in ("index", "task", "success", "is_intervention", *KEY))
     con.execute(f"""CREATE TEMP VIEW labeled_frames AS
         SELECT f.*, l.* EXCLUDE ({shared.replace('l.', '')})

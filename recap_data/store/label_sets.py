@@ -3,9 +3,15 @@ rows (the label math and the writer are in recap_data.labels).
 
     <root>/labels/<name>/
       manifest.json          value checkpoint digest, shard digests, reward and label params,
-                             epsilon and realised positive fraction per task, counts, time
-      tables/<shard>.parquet one row per frame, keyed by (shard, episode_index, frame_index)
+                             epsilon and realised positive fraction per task, counts, time,
+                             and every table part with its row count
+      tables/<shard>/part-00000.parquet ...
+                             one row per frame, keyed by (shard, episode_index, frame_index),
+                             in key order; each part holds whole episodes, so that a reader
+                             can stream a label set part by part (labels/relabel.py)
 
+Format 1 (recap-data/label-set@1) kept one table per shard, tables/<shard>.parquet, and listed
+no parts; it is still read, and `recap-data relabel` rewrites it in the current format.
 Only valid names are label sets: a writer's staging and aside directories are hidden.
 """
 
@@ -25,7 +31,9 @@ from recap_data.store.store import SHARD_ID_RE, ShardStore
 if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
     import pandas as pd
 
-LABEL_FORMAT = "recap-data/label-set@1"
+LABEL_FORMAT = "recap-data/label-set@2"
+LABEL_FORMAT_1 = "recap-data/label-set@1"  # one table per shard, no parts listed: still read
+LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
 KEY = ["shard", "episode_index", "frame_index"]
 LABEL_COLUMNS = [*KEY, "index", "task", "success", "is_intervention", "reward", "mc_return", "return_norm",
                  "return_bin", "nstep_return", "value", "value_next", "advantage", "epsilon", "indicator"]
@@ -49,6 +57,25 @@ class LabelManifest:
     digest: str = ""  # sha256 over the label tables
     format: str = LABEL_FORMAT
     extra: dict = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)  # [{"path", "shard", "rows"}] in key order (format 2)
+
+
+def table_parts(store: ShardStore, name: str, manifest: LabelManifest | None = None) -> list[dict]:
+    """Every table part of label set `name` (its manifest, if read already), in key order:
+    {"path" (absolute), "shard", "rows" (None for format 1, which recorded none)}; a part that is
+    missing is a one-line error."""
+    manifest = manifest or read_manifest(store, name)
+    base = label_set_path(store, name)
+    if manifest.format == LABEL_FORMAT_1:
+        parts = [{"path": f"{paths.LABEL_TABLES_DIR}/{s['id']}.parquet", "shard": s["id"], "rows": None}
+                 for s in sorted(manifest.shards, key=lambda s: s["id"])]
+    else:
+        parts = manifest.parts
+    for part in parts:
+        if not (base / part["path"]).is_file():
+            raise RecapError(f"{base / part['path']}: label table part missing ({len(parts)} parts listed in "
+                             f"{paths.MANIFEST}); {LABELS_FIX}")
+    return [{**part, "path": base / part["path"]} for part in parts]
 
 
 def label_set_path(store: ShardStore, name: str) -> Path:
@@ -70,7 +97,10 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
         raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); "
                          "make one with `recap-data label`")
     fix = "make the label set again with `recap-data label` or `relabel --force`"
-    data = read_json(path, LABEL_FORMAT, what="label set manifest", fix=fix)
+    data = read_json(path, what="label set manifest", fix=fix)
+    if data.get("format") not in (LABEL_FORMAT, LABEL_FORMAT_1):
+        raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r} (or the "
+                         f"older {LABEL_FORMAT_1!r}); {fix}")
     try:
         return LabelManifest(**data)
     except TypeError as e:  # a field missing or unknown
@@ -83,17 +113,13 @@ def read_labels(store: ShardStore, name: str, columns: list[str] | None = None) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from recap_data.store.db import LABELS_FIX, unreadable  # db reads label sets too: import when used
+    from recap_data.store.db import unreadable  # db reads label sets too: import when used
 
-    tables_dir = label_set_path(store, name) / paths.LABEL_TABLES_DIR
-    files = sorted(tables_dir.glob("*.parquet"), key=lambda f: f.stem)  # shard order, as the key sorts
-    if not files:
-        raise RecapError(f"{tables_dir}: no label tables; {LABELS_FIX}")
     wanted = None if columns is None else list(dict.fromkeys([*KEY, *columns]))
     tables = []
-    for f in files:
-        with unreadable(str(f), LABELS_FIX):
-            tables.append(pq.read_table(f, columns=wanted, read_dictionary=["shard", "task"]))
+    for part in table_parts(store, name):
+        with unreadable(str(part["path"]), LABELS_FIX):
+            tables.append(pq.read_table(part["path"], columns=wanted, read_dictionary=["shard", "task"]))
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     d_shard = np.diff(frame["shard"].cat.codes.to_numpy())  # (F-1,) steps of the key between rows
     d_episode, d_frame = np.diff(frame["episode_index"].to_numpy()), np.diff(frame["frame_index"].to_numpy())

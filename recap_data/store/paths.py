@@ -9,7 +9,7 @@
                                  never read; left-overs of dead writers are removed
       labels/<name>/             a label set (see labelset.py) ...
         manifest.json            ... its manifest, written inside the atomic rename
-        tables/<shard_id>.parquet  one label row per frame of that shard
+        tables/<shard_id>/part-NNNNN.parquet  its label rows, whole episodes per part
       labels/.<name>.tmp.<pid>.<token>/  a label set being written (hidden: never listed)
     <checkpoint>/                a trainer's output (`train value`, `train policy`; any path)
       model.safetensors  config.json  tokenizer/  provenance.json   both models

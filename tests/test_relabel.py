@@ -1,0 +1,176 @@
+"""Out-of-core relabel (labels/relabel.py) and label tables in parts (format 2, labels/parts.py):
+the streamed answer is build_labels' in memory, bit for bit; format 1 is still read; a missing
+part, an unknown format and a memory bound are one-line errors with nothing written."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_label_kernels import normalizers_for, random_frames
+
+from recap_data.errors import RecapError
+from recap_data.labels import parts
+from recap_data.labels import relabel as relabel_module
+from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set
+from recap_data.labels.parts import episode_cuts
+from recap_data.labels.relabel import relabel
+from recap_data.store.db import connect
+from recap_data.store.label_sets import LABEL_COLUMNS, label_set_path, read_labels, read_manifest
+from recap_data.store.store import ShardStore
+from recap_data.train.checkpoint import directory_digest
+from recap_data.value.returns import RewardConfig
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    """make(seed, part_rows) -> (store, frames): a label set `src` of random episodes over 3 shards
+    and 4 tasks (ties, 1-3-frame episodes, episodes longer than a part, interventions), written in
+    parts of part_rows. The shards are not in the store: their digest check is switched off."""
+    monkeypatch.setattr(relabel_module, "check_shards_unchanged", lambda store, manifest: None)
+
+    def make(seed: int, part_rows: int):
+        monkeypatch.setattr(parts, "PART_ROWS", part_rows)
+        frames = random_frames(np.random.default_rng(seed), n_episodes=30, categorical=seed % 2 == 0)
+        reward = RewardConfig(n_steps=7, reward_normalizer=2000.0, normalization="global")
+        normalizers = normalizers_for(frames, reward)
+        labels, per_task = build_labels(frames, reward, LabelConfig(), normalizers)
+        store = ShardStore(tmp_path / f"data-{seed}-{part_rows}")
+        shards = [{"id": s, "digest": "-", "episodes": int(g["episode_index"].nunique()), "frames": len(g)}
+                  for s, g in frames.groupby("shard", observed=True)]
+        write_label_set(store, "src", labels, per_task, value_checkpoint={"path": "-", "digest": "-"}, shards=shards,
+                        reward=reward, cfg=LabelConfig(), normalizers=normalizers)
+        return store, frames
+
+    return make
+
+
+def in_memory(store: ShardStore, source: str, cfg: LabelConfig, n_steps: int | None = None):
+    """What relabel computed before it streamed: build_labels over every stored value at once."""
+    m = read_manifest(store, source)
+    reward = RewardConfig(**{**m.reward, **({"n_steps": n_steps} if n_steps else {})})
+    columns = ["shard", "episode_index", "frame_index", "index", "task", "success", "is_intervention", "value"]
+    frames = read_labels(store, source, columns)[columns]
+    return build_labels(frames, reward, cfg, m.return_normalizers)
+
+
+def assert_same_labels(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(got.columns) == LABEL_COLUMNS and len(got) == len(expected)
+    for c in LABEL_COLUMNS:
+        a, b = got[c], expected[c]
+        if c in ("shard", "task"):
+            assert a.astype(str).tolist() == b.astype(str).tolist(), c
+        else:
+            np.testing.assert_array_equal(a.to_numpy(), b.to_numpy(), err_msg=c)
+            assert a.dtype == b.dtype, c
+
+
+@pytest.mark.parametrize("seed,part_rows,chunk_rows", [(0, 40, 23), (1, 1000, 64), (2, 7, 1 << 20)])
+def test_streamed_relabel_is_build_labels_bit_for_bit(synthetic, monkeypatch, seed, part_rows, chunk_rows):
+    store, _ = synthetic(seed, part_rows)
+    monkeypatch.setattr(parts, "PART_ROWS", chunk_rows)  # batches cut episodes: the carry is exercised
+    for name, overrides, n_steps in (("a", {"positive_fraction": 0.4}, None), ("b", {"threshold": "global"}, 3),
+                                     ("c", {"positive_fraction": 1e-6}, 200), ("d", {"positive_fraction": 0.999999},
+                                                                               None)):
+        m = relabel(store, "src", name, overrides, n_steps=n_steps)
+        cfg = LabelConfig(**{**read_manifest(store, "src").label, **overrides})
+        expected, per_task = in_memory(store, "src", cfg, n_steps)
+        assert_same_labels(read_labels(store, name), expected)
+        assert m.per_task == per_task and m.frames == len(expected)
+        assert m.positive_fraction == expected["indicator"].mean()
+        assert m.digest == directory_digest(label_set_path(store, name) / "tables")
+        assert read_manifest(store, name) == m
+
+
+def test_parts_hold_whole_episodes_in_key_order(synthetic):
+    store, frames = synthetic(3, 40)
+    m = read_manifest(store, "src")
+    assert m.format == "recap-data/label-set@2" and len(m.parts) > 6
+    assert sum(p["rows"] for p in m.parts) == len(frames)
+    lengths = frames.groupby(["shard", "episode_index"], observed=True).size()
+    seen = set()
+    for p in m.parts:
+        table = pq.read_table(label_set_path(store, "src") / p["path"]).to_pandas()
+        assert len(table) == p["rows"] and set(table["shard"].astype(str)) == {p["shard"]}
+        episodes = table.groupby("episode_index").size()
+        for e, n in episodes.items():  # whole episodes only, each in one part
+            assert n == lengths[(p["shard"], e)] and (p["shard"], e) not in seen
+            seen.add((p["shard"], e))
+        assert p["rows"] <= 40 or len(episodes) == 1  # a longer part is one long episode
+    assert len(seen) == len(lengths)
+
+
+def test_episode_cuts():
+    episode = np.repeat([0, 1, 2, 3], [3, 10, 2, 2])
+    assert episode_cuts(episode, 5) == [(0, 3), (3, 13), (13, 17)]
+    assert episode_cuts(episode, 100) == [(0, 17)]
+    assert episode_cuts(episode[:0], 5) == []
+
+
+def write_format_1(store: ShardStore, name: str, copy: str) -> None:
+    """A label set as format 1 wrote it: one table per shard (pandas), no parts in the manifest."""
+    src = label_set_path(store, name)
+    dst = label_set_path(store, copy)
+    (dst / "tables").mkdir(parents=True)
+    rows = read_labels(store, name)
+    for shard, g in rows.groupby("shard", observed=True):
+        g.to_parquet(dst / "tables" / f"{shard}.parquet", index=False, row_group_size=50)
+    manifest = json.loads((src / "manifest.json").read_text())
+    del manifest["parts"]
+    manifest.update(format="recap-data/label-set@1", name=copy)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_format_1_is_still_read_and_relabel_rewrites_it(synthetic):
+    store, _ = synthetic(4, 50)
+    write_format_1(store, "src", "old")
+    assert_same_labels(read_labels(store, "old"), read_labels(store, "src"))
+    con = connect(store.root, labels="old")
+    assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == read_manifest(store, "src").frames
+    new, again = relabel(store, "old", "new", {}), relabel(store, "src", "again", {})
+    assert new.format == "recap-data/label-set@2" and new.per_task == again.per_task
+    assert_same_labels(read_labels(store, "new"), read_labels(store, "again"))
+
+
+def state(store: ShardStore) -> list[str]:
+    return sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*"))
+
+
+def test_a_missing_part_an_unknown_format_and_the_memory_bound_are_refused(synthetic):
+    store, _ = synthetic(5, 40)
+    shutil.copytree(label_set_path(store, "src"), label_set_path(store, "holed"))
+    m = read_manifest(store, "holed")
+    gone = label_set_path(store, "holed") / m.parts[3]["path"]
+    gone.unlink()
+    before = state(store)
+    for action in (lambda: read_labels(store, "holed"), lambda: connect(store.root, labels="holed"),
+                   lambda: relabel(store, "holed", "x", {})):
+        with pytest.raises(RecapError, match=f"{gone}: label table part missing \\({len(m.parts)} parts listed"):
+            action()
+    with pytest.raises(RecapError, match=r"relabel: needs about [\d,]+ MB .* over --memory-limit-mb 1; raise the "
+                                         "limit; nothing was written"):
+        relabel(store, "src", "x", {}, memory_limit_mb=1)
+    manifest = label_set_path(store, "holed") / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("label-set@2", "label-set@3"))
+    with pytest.raises(RecapError, match="field 'format' is 'recap-data/label-set@3', expected "
+                                         "'recap-data/label-set@2' \\(or the older 'recap-data/label-set@1'\\)"):
+        relabel(store, "holed", "x", {})
+    assert state(store) == before
+
+
+def test_a_damaged_chunk_is_named(synthetic):
+    """Values the kernels refuse in one part: the reference's error names the frame; nothing written."""
+    store, _ = synthetic(6, 40)
+    m = read_manifest(store, "src")
+    path = label_set_path(store, "src") / m.parts[2]["path"]
+    table = pq.read_table(path)
+    value = table.column("value").to_numpy().copy()
+    value[1] = np.nan
+    pq.write_table(table.set_column(table.schema.get_field_index("value"), "value", pa.array(value)), path)
+    before = state(store)
+    with pytest.raises(RecapError, match="has value nan; the value model produced NaN or infinity"):
+        relabel(store, "src", "x", {})
+    assert state(store) == before
