@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -88,8 +89,6 @@ def synthetic_label_set(store: ShardStore, name: str, n_frames: int, n_shards: i
     m = label_manifest(name, shards, per_task, value_checkpoint={"path": "synthetic", "digest": "-"}, reward=reward,
                        cfg=cfg, normalizers=normalizers, frames=frames_total, positives=positives, parent=None,
                        digest=digest, parts=writer.parts)
-    from dataclasses import asdict
-
     write_json(label_set_path(store, name) / paths.MANIFEST, asdict(m))
 
 

@@ -10,7 +10,6 @@ the GIL, so on a machine of C cores C parts are written together.
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +90,9 @@ class PartWriter:
     At most 2 x workers parts wait in memory; the caller blocks beyond that."""
 
     def __init__(self, tables: Path, workers: int | None = None):
-        self.tables, self.workers = Path(tables), workers or max(1, len(os.sched_getaffinity(0)))
+        from recap_data.store.decode import pool_size  # one job per free core, as the decoders count them
+
+        self.tables, self.workers = Path(tables), pool_size(workers or 0, reserved=0)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="label-part")
         self.pending: list[Future] = []
         self.parts: list[dict] = []

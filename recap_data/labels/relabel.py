@@ -57,6 +57,7 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
     """Relabel `source` into `name`; label params default to the source's, overridden by `label_overrides`."""
     from recap_data.labels import kernels
     from recap_data.labels.parts import PartWriter
+    from recap_data.store.decode import pool_size
 
     parent = read_manifest(store, source)
     check_shards_unchanged(store, parent)
@@ -78,11 +79,12 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
         k, positions = kernels.positions_of(n, cfg.positive_fraction)
         wanted_bin, below, slot = kernels.locate(hist, positions)
         candidates = int(hist[slot >= 0].sum())
-        _check_memory(largest, candidates, memory_limit_mb)
+        writers = pool_size(0, reserved=0)  # PartWriter's threads: one per free core
+        _check_memory(largest, candidates, memory_limit_mb, writers)
         picked = _select(scratch, slot, wanted_bin, below, positions, math.n_groups)
         scratch.unlink()
         math.epsilon_of = kernels.epsilons(k, n, picked)
-        with PartWriter(tmp / paths.LABEL_TABLES_DIR) as writer:
+        with PartWriter(tmp / paths.LABEL_TABLES_DIR, writers) as writer:
             counts, rows = _write(parts, tasks, math, writer, _bar(parent.frames, "relabel: write", progress))
             digest = writer.finish()
         check_rows(name, rows, parent.shards)
@@ -201,11 +203,9 @@ def _write(parts: list[dict], tasks: list[str], math: _Math, writer, bar) -> tup
     return counts, rows
 
 
-def _check_memory(largest: int, candidates: int, limit_mb: int) -> None:
+def _check_memory(largest: int, candidates: int, limit_mb: int, writers: int) -> None:
     """Refuse, before anything is written, a relabel whose estimated peak exceeds the limit."""
-    import os
-
-    in_flight = 2 + 2 * len(os.sched_getaffinity(0))  # read ahead + computed + the writers' queue
+    in_flight = 2 + 2 * writers  # read ahead + computed + the writer threads' queue (PartWriter)
     need = BASE_MB + (largest * BYTES_PER_ROW * in_flight + candidates * 16 * 3) / 2**20
     if need > limit_mb:
         raise RecapError(f"relabel: needs about {need:,.0f} MB (parts of up to {largest:,} rows, {candidates:,} "
