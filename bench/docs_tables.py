@@ -233,6 +233,9 @@ def scale_relabel(r: dict) -> str:
         f"{rel['refused_at_1_mb']['wall_s']:.1f} s | - |",
         f"| per-task advantage quantiles in DuckDB (`connect` + one query), best of {len(q['connect_and_query_s'])} "
         f"({runs} s) | {q['best_s']:.2f} s | {q['target_s']:g} s: {verdict(q['best_s'] <= q['target_s'])} |",
+        *([f"| the same scan and grouping with `avg` instead of the quantiles | {q['scan_only_best_s']:.2f} s | - |",
+           f"| the quantiles sampled (`reservoir_quantile`), off by up to {q['reservoir_max_error_iqr']:.3f} "
+           f"interquartile ranges | {q['reservoir_best_s']:.2f} s | - |"] if "scan_only_best_s" in q else []),
         "", f"Relabel's own estimate of its peak (what `--memory-limit-mb` is checked against) was "
         f"{rel['refused_at_1_mb']['estimate_mb']:,} MB, from parts of up to about 1M rows and "
         f"{rel['refused_at_1_mb']['candidates']:,} threshold candidates: "

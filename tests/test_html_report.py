@@ -144,3 +144,29 @@ def test_html_report_killed_before_it_is_in_place_leaves_the_old_one(labeled, tm
     result = run_cli("report", "raw", "--out", str(out), "--html", "--videos", "0", "--force", root=store.root)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # the dead writer's staging is cleaned
+
+
+def test_html_dir_puts_the_page_and_its_videos_apart_from_the_plots(labeled, tmp_path):
+    """As the pipeline runs it: --out holds the plots DVC reads, --html-dir the page and its videos."""
+    from test_bad_input import assert_clean_error, run
+
+    store, _ = labeled
+    out, page_dir = tmp_path / "r", tmp_path / "r-html"
+    result = run_cli("report", "raw", "--out", str(out), "--html-dir", str(page_dir), "--videos", "1",
+                     root=store.root)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"summary.json", "per_task.csv", "advantage_histogram.csv",
+                                              "advantage_histogram.png", "value_curves.csv", "value_curves.png"}
+    mp4s = sorted((page_dir / "videos").glob("*.mp4"))
+    assert {p.name for p in page_dir.iterdir()} == {"report.html", "videos"} and 1 <= len(mp4s) <= 3
+    page = (page_dir / "report.html").read_text()
+    assert page.count("data:video/mp4;base64,") == len(mp4s) and page.count("data:image/png;base64,") == 2
+    assert f"wrote {page_dir}/report.html ({len(mp4s)} episode videos)" in result.output
+
+    # an existing page directory is refused like an existing report, before anything is written
+    again = tmp_path / "again"
+    args = ["report", "raw", "--out", str(again), "--html-dir", str(page_dir)]
+    assert_clean_error(run(store.root, args), args, naming="already exists")
+    args = ["report", "raw", "--out", str(again), "--html-dir", str(again)]
+    assert_clean_error(run(store.root, args), args, naming="--html-dir")
+    assert not again.exists() and sorted((page_dir / "videos").glob("*.mp4")) == mp4s

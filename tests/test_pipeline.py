@@ -143,9 +143,18 @@ def test_the_whole_loop_end_to_end_with_lineage_and_label_param_changes(tmp_path
     summary = (cwd / "plots/success_rate.csv").read_text().splitlines()
     assert summary[0].startswith("iteration,name,success_rate,ci_low,ci_high") and len(summary) == 4
     assert [line.split(",")[1] for line in summary[1:]] == ["sft", "iter1", "iter2"]
-    run([dvc, "plots", "show", "--out", str(tmp_path / "html")], cwd)
+    shown_plots = run([dvc, "plots", "show", "--out", str(tmp_path / "html")], cwd)
+    assert "failed to load" not in shown_plots.stdout + shown_plots.stderr, shown_plots.stderr[-2000:]
     html = (tmp_path / "html" / "index.html").read_text()
     assert "success_by_iteration" in html and "success_rate.png" in html
+    assert "advantage_histogram" in html and "value_curves" in html
+    # each iteration's label report as a page with its episode videos, beside (not among) the plots
+    for key in ("iter1", "iter2"):
+        mp4s = sorted((cwd / f"reports/{key}-html/videos").glob("*.mp4"))
+        page = (cwd / f"reports/{key}-html/report.html").read_text()
+        assert 1 <= len(mp4s) <= 3 and page.count("data:video/mp4;base64,") == len(mp4s)
+        assert json.loads((cwd / f"data/labels/{key}/manifest.json").read_text())["digest"] in page
+        assert not (cwd / f"reports/{key}/report.html").exists()
     assert "Data and pipelines are up to date" in run([dvc, "status"], cwd).stdout
 
     # Only labeling and what follows it depends on the label params: never the value model.

@@ -100,26 +100,32 @@ def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, 
               help="Successful and failed episodes each in the value curves.")
 @click.option("--html", is_flag=True,
               help="Also write report.html: tables, plots, episode videos and lineage on one self-contained page.")
+@click.option("--html-dir", type=OutputDir,
+              help="Write report.html and its videos/ here instead of into --out (implies --html); the pipeline "
+                   "does, as DVC reads --out as plots.")
 @click.option("--videos", type=Bounded(int, Range(0, 100)),
               help="With --html: embed the videos of the N best, N worst and N most-wrong episodes [default: 1].")
-@click.option("--force", is_flag=True, help="Replace an existing report at --out (atomically).")
+@click.option("--force", is_flag=True, help="Replace an existing report at --out (and --html-dir), atomically.")
 @click.pass_obj
 def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int, html: bool,
-               videos: int | None, force: bool):
+               html_dir: Path | None, videos: int | None, force: bool):
     """Per-task epsilon, positive fraction, advantage quantiles and start values; histograms and value curves."""
     from recap_data.labels.report import report
 
     out = out or Path(paths.REPORTS_DIR) / labels
-    result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes, html=html,
+    html = html or html_dir is not None
+    result = report(store, labels, out, bins=bins, episodes_per_outcome=episodes, html=html, html_dir=html_dir,
                     videos=(1 if html else 0) if videos is None else videos, force=force, progress=True)
     click.echo(f"{'task':60s} {'epsilon':>9s} {'positive':>9s} {'V0 succ':>8s} {'V0 fail':>8s}")
     for task, r in result["per_task"].items():
         v0s, v0f = (f"{v:8.3f}" if v is not None else f"{'-':>8s}" for v in
                     (r["start_value_success"], r["start_value_failure"]))
         click.echo(f"{task[:60]:60s} {r['epsilon']:9.4f} {r['positive_fraction']:9.3f} {v0s} {v0f}")
-    page = f", report.html ({len(result['videos'])} episode videos)" if html else ""
+    page = f", report.html ({len(result['videos'])} episode videos)" if html and html_dir is None else ""
     click.echo(f"wrote report {out}: summary.json, per_task.csv, advantage_histogram.csv/.png, value_curves.csv/.png"
                f"{page}")
+    if html_dir is not None:
+        click.echo(f"wrote {html_dir}/report.html ({len(result['videos'])} episode videos)")
 
 
 @click.command("export")

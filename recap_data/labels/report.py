@@ -8,12 +8,16 @@ Writes into --out (atomically, replacing an earlier report of the same directory
   advantage_histogram.png   one panel per task, epsilon marked
   value_curves.csv          task, episode, success, frame_index, value, return_norm (dvc plots)
   value_curves.png          V(o_t) over time for a few successful and failed episodes
-and with --html (recap_data/labels/html_report.py):
+and with --html (recap_data/labels/html_report.py), into --out or its own --html-dir:
   report.html               all of the above and the lineage on one self-contained page, with
   videos/SHARD-epNNNN.mp4   the videos of the selected episodes (recap_data/labels/view.py) embedded
-An existing --out is refused unless force; then it is replaced without a moment where it is missing.
+The page may go to a directory of its own because DVC reads a stage's plots directory as plots
+only: the pipeline declares reports/k as plots and reports/k-html as a plain output.
+An existing --out (or --html-dir) is refused unless force; then each is replaced without a moment
+where it is missing.
 """
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import duckdb
@@ -148,9 +152,12 @@ def render_videos(store: ShardStore, name: str, selected: list[dict], folder: Pa
 
 
 def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per_outcome: int = 3,
-           html: bool = False, videos: int = 0, force: bool = False, progress: bool = False) -> dict:
+           html: bool = False, videos: int = 0, force: bool = False, progress: bool = False,
+           html_dir: Path | None = None) -> dict:
     """Write the report of label set `name` into `out`; returns the summary. With `html`, also
-    report.html with the `videos` best, worst and most-wrong episodes' videos embedded."""
+    report.html with the `videos` best, worst and most-wrong episodes' videos embedded, in `out` or,
+    given `html_dir` (which implies `html`), in that directory."""
+    html = html or html_dir is not None
     if bins < 1 or episodes_per_outcome < 0 or videos < 0:
         raise RecapError(f"report: bins {bins}, episodes {episodes_per_outcome} and videos {videos} are invalid: "
                          "use --bins 1 or more, --episodes and --videos 0 or more")
@@ -159,6 +166,11 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
     manifest = read_manifest(store, name)
     check_shards_unchanged(store, manifest)  # labels joined to other frames would be a wrong report
     refuse_existing(Path(out), force, "report")  # before the queries and videos, not after
+    if html_dir is not None:
+        if Path(html_dir).resolve() == Path(out).resolve():
+            raise RecapError(f"report: --html-dir {html_dir} is --out itself; leave --html-dir out to put the page "
+                             "in --out, or give it a directory of its own")
+        refuse_existing(Path(html_dir), force, "report page")
     con = connect(store.root, labels=name)
     try:  # the views read their files here: a damaged one is a one-line error naming it
         summary = per_task_summary(con, manifest)
@@ -179,17 +191,26 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
         plot_histograms(hist, summary, tmp / "advantage_histogram.png", f"label set {name}: advantage per task")
         plot_curves(curves, tmp / "value_curves.png", f"label set {name}: value over time")
         if html:
-            from recap_data.labels.html_report import render_html
-
-            rendered = render_videos(store, name, selected, tmp / "videos", progress)
-            plots = {"Advantage per task (epsilon marked)": tmp / "advantage_histogram.png",
-                     "Value over time (solid: V(o_t); dashed: the actual normalized return)": tmp / "value_curves.png"}
-            note = (f"The {videos} episode(s) of best and of worst mean advantage, and the {videos} whose value at "
-                    "the first frame is furthest from the outcome (videos/ beside this page)." if videos else "")
-            page = render_html(result, manifest, plots, rendered, note)
-            for v in rendered:  # paths as they will be, relative to the report's directory
-                v["mp4"] = v["mp4"].relative_to(tmp).as_posix()
-            atomic_write_text(tmp / "report.html", page)
-            result["videos"] = [{k: v.get(k) for k in ("shard", "episode_index", "why", "mp4", "frames", "seconds")}
-                                for v in rendered]
+            page_dir = (atomic_directory(Path(html_dir), force=force, what="report page") if html_dir is not None
+                        else nullcontext(tmp))
+            with page_dir as page_tmp:
+                result["videos"] = write_page(store, name, result, manifest, tmp, page_tmp, selected, videos,
+                                              progress)
     return result
+
+
+def write_page(store: ShardStore, name: str, result: dict, manifest, plots_dir: Path, page_dir: Path,
+               selected: list[dict], videos: int, progress: bool) -> list[dict]:
+    """report.html and its videos/ into `page_dir`, the plots read from `plots_dir`; the videos' facts, with
+    their paths relative to the page."""
+    from recap_data.labels.html_report import render_html
+
+    rendered = render_videos(store, name, selected, page_dir / "videos", progress)
+    plots = {"Advantage per task (epsilon marked)": plots_dir / "advantage_histogram.png",
+             "Value over time (solid: V(o_t); dashed: the actual normalized return)": plots_dir / "value_curves.png"}
+    note = (f"The {videos} episode(s) of best and of worst mean advantage, and the {videos} whose value at "
+            "the first frame is furthest from the outcome (videos/ beside this page)." if videos else "")
+    page = render_html(result, manifest, plots, rendered, note)
+    atomic_write_text(page_dir / "report.html", page)
+    return [{**{k: v.get(k) for k in ("shard", "episode_index", "why", "frames", "seconds")},
+             "mp4": v["mp4"].relative_to(page_dir).as_posix()} for v in rendered]
