@@ -205,7 +205,8 @@ def labels_report(r: dict) -> str:
             f"{r['repeats']}, settings interleaved ({machine(r)}); for the page: its size and its videos:", "",
             "| label set | episodes | frames | " + " | ".join(
                 title[n] if n in title else f"and report.html, `--videos {n.split()[1]}`" for n in names)
-            + " | `report --html` end to end (a fresh process) |", "| --- |" + " --- |" * (len(names) + 3)]
+            + " | the pipeline's `report --html-dir --videos 1`, end to end (a fresh process) |",
+            "| --- |" + " --- |" * (len(names) + 3)]
     for x in r["label_sets"]:
         cells = []
         for s in x["settings"]:
@@ -213,7 +214,7 @@ def labels_report(r: dict) -> str:
                                                            if s["videos"] else "") + ")") if s["html"] else ""
             cells.append(f"{s['best_s']:.2f} s{page}")
         rows.append(f"| {x['name']} ({', '.join(x['shards'])}) | {x['episodes']} | {x['frames']:,} | "
-                    + " | ".join(cells) + f" | {x['cli_default_html_s']:.1f} s |")
+                    + " | ".join(cells) + f" | {x.get('cli_pipeline_s', x.get('cli_default_html_s')):.1f} s |")
     return "\n".join(rows)
 
 
