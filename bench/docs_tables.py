@@ -214,7 +214,7 @@ def labels_report(r: dict) -> str:
                                                            if s["videos"] else "") + ")") if s["html"] else ""
             cells.append(f"{s['best_s']:.2f} s{page}")
         rows.append(f"| {x['name']} ({', '.join(x['shards'])}) | {x['episodes']} | {x['frames']:,} | "
-                    + " | ".join(cells) + f" | {x.get('cli_pipeline_s', x.get('cli_default_html_s')):.1f} s |")
+                    + " | ".join(cells) + f" | {x['cli_pipeline_s']:.1f} s |")
     return "\n".join(rows)
 
 
