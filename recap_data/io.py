@@ -246,3 +246,14 @@ def prefetch(items, depth: int = 4):
                 q.get(timeout=0.05)
             except queue.Empty:
                 pass
+
+
+def pool_size(requested: int = 0, reserved: int = 1) -> int:
+    """Decoder jobs to run at once: `requested`, or (0) one per free core: the cores this process
+    may run on, shared with the other processes of its node (LOCAL_WORLD_SIZE under torchrun or
+    accelerate), less `reserved` for the model's threads; at least 1."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    return max(1, cores // local - reserved)

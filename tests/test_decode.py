@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from recap_data.errors import RecapError
+from recap_data.io import pool_size
 from recap_data.labels.labelset import LabelConfig
 from recap_data.policy.train import PolicyTrainConfig
 from recap_data.store import decode
-from recap_data.store.decode import decode_cameras, episode_table, ffmpeg_exe, iter_episode_frames, pool_size
+from recap_data.store.decode import decode_cameras, episode_table, ffmpeg_exe, iter_episode_frames
 from recap_data.store.schema import camera_keys
 from recap_data.value.train import ValueTrainConfig
 

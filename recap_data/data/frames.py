@@ -130,7 +130,8 @@ def preload_cameras(store: ShardStore, shard_ids, keys: list[str], budget_mb: in
     with `workers` decoder processes at once (0: one per core; the model does not run yet)."""
     from tqdm import tqdm
 
-    from recap_data.store.decode import camera_bytes, decode_cameras, pool_size
+    from recap_data.io import pool_size
+    from recap_data.store.decode import camera_bytes, decode_cameras
 
     manifests = [store.manifest(s) for s in shard_ids]
     need = sum(camera_bytes(m.features, keys, m.frames) for m in manifests)

@@ -32,7 +32,7 @@ def export(store: ShardStore, name: str, out: Path, force: bool = False) -> Path
 
     manifest = read_manifest(store, name)
     check_shards_unchanged(store, manifest)
-    labels = read_labels(store, name)
+    labels = read_labels(store, name, manifest=manifest)
     with atomic_directory(Path(out), force=force, what="export") as tmp:
         parts = []
         for s in manifest.shards:

@@ -60,7 +60,8 @@ def infer_values(ckpt, store: ShardStore, frames: pd.DataFrame, batch_size: int,
     from tqdm import tqdm
 
     from recap_data.data.frames import load_states
-    from recap_data.store.decode import episode_table, iter_episode_frames, pool_size
+    from recap_data.io import pool_size
+    from recap_data.store.decode import episode_table, iter_episode_frames
 
     ckpt.model.to(device).eval()
     workers = pool_size(decode_workers, torch.get_num_threads() if torch.device(device).type == "cpu" else 1)

@@ -9,7 +9,6 @@ the GIL, so on a machine of C cores C parts are written together.
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ import numpy as np
 from recap_data.errors import RecapError
 from recap_data.store import paths
 from recap_data.store.label_sets import LABEL_COLUMNS, LABELS_FIX
-from recap_data.store.store import content_digest
+from recap_data.store.store import content_digest, file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,7 +89,7 @@ class PartWriter:
     At most 2 x workers parts wait in memory; the caller blocks beyond that."""
 
     def __init__(self, tables: Path, workers: int | None = None):
-        from recap_data.store.decode import pool_size  # one job per free core, as the decoders count them
+        from recap_data.io import pool_size  # one job per free core, as the decoders count them
 
         self.tables, self.workers = Path(tables), pool_size(workers or 0, reserved=0)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="label-part")
@@ -115,11 +114,7 @@ class PartWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path, compression="snappy", use_dictionary=DICTIONARY_COLUMNS,
                        row_group_size=len(table) or 1)
-        h = hashlib.sha256()
-        with open(path, "rb") as f:  # read back from the page cache: the digest of what is on disk
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        return rel, h.hexdigest()
+        return rel, file_sha256(path)  # read back from the page cache: the digest of what is on disk
 
     def _collect(self, future: Future) -> None:
         rel, sha = future.result()

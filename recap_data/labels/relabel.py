@@ -27,7 +27,7 @@ import numpy as np
 
 from recap_data.config import build_config
 from recap_data.errors import RecapError
-from recap_data.io import atomic_directory, prefetch, write_json
+from recap_data.io import atomic_directory, pool_size, prefetch, write_json
 from recap_data.labels.labelset import LabelConfig, check_rows, label_manifest, reference_labels, task_statistics
 from recap_data.store import paths
 from recap_data.store.label_sets import (
@@ -57,7 +57,6 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
     """Relabel `source` into `name`; label params default to the source's, overridden by `label_overrides`."""
     from recap_data.labels import kernels
     from recap_data.labels.parts import PartWriter
-    from recap_data.store.decode import pool_size
 
     parent = read_manifest(store, source)
     check_shards_unchanged(store, parent)

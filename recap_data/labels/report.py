@@ -125,30 +125,15 @@ WHY = {"best": "best mean advantage", "worst": "worst mean advantage",
        "most wrong": "value most wrong about the outcome", "episode": "asked for"}
 
 
-def select_videos(store: ShardStore, name: str, n: int) -> list[dict]:
-    """The `n` best, `n` worst and `n` most-wrong episodes (recap_data.labels.view), each once, with `why`."""
+def select_videos(con, name: str, n: int) -> list[dict]:
+    """The `n` best, `n` worst and `n` most-wrong episodes (recap_data.labels.view), each once, with `why`;
+    `con` has the label set's views."""
     if n == 0:
         return []
-    from recap_data.labels.view import select_episodes
+    from recap_data.labels.view import choose_episodes
 
     return [{**ep, "why": ", ".join(WHY.get(c, c) for c in ep.get("chosen", []))}
-            for ep in select_episodes(store, name, best=n, worst=n, most_wrong=n)]
-
-
-def render_videos(store: ShardStore, name: str, selected: list[dict], folder: Path, progress: bool) -> list[dict]:
-    """Each selected episode as `folder/SHARD-epNNNN.mp4`; the selections with their `mp4` path and the
-    render's facts (frames, seconds, codec, size)."""
-    if not selected:
-        return []
-    from recap_data.labels.view import render_episode
-
-    folder.mkdir()
-    videos = []
-    for ep in selected:
-        mp4 = folder / f"{ep['shard']}-ep{int(ep['episode_index']):04d}.mp4"  # as `recap-data view` names it
-        facts = render_episode(store, name, ep["shard"], int(ep["episode_index"]), mp4, progress=progress)
-        videos.append({**facts, **ep, "mp4": mp4})
-    return videos
+            for ep in choose_episodes(con, name, best=n, worst=n, most_wrong=n)]
 
 
 def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per_outcome: int = 3,
@@ -182,7 +167,7 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
               "positive_fraction": manifest.positive_fraction, "threshold": manifest.label["threshold"],
               "per_task": {r["task"]: {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "task"}
                            for r in summary.to_dict("records")}}
-    selected = select_videos(store, name, videos) if html else []
+    selected = select_videos(con, name, videos) if html else []
     with atomic_directory(Path(out), force=force, what="report") as tmp:
         write_json(tmp / "summary.json", result)
         atomic_write_text(tmp / "per_task.csv", summary.to_csv(index=False))
@@ -194,18 +179,21 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
             page_dir = (atomic_directory(Path(html_dir), force=force, what="report page") if html_dir is not None
                         else nullcontext(tmp))
             with page_dir as page_tmp:
-                result["videos"] = write_page(store, name, result, manifest, tmp, page_tmp, selected, videos,
+                result["videos"] = write_page(store, name, con, result, manifest, tmp, page_tmp, selected, videos,
                                               progress)
     return result
 
 
-def write_page(store: ShardStore, name: str, result: dict, manifest, plots_dir: Path, page_dir: Path,
+def write_page(store: ShardStore, name: str, con, result: dict, manifest, plots_dir: Path, page_dir: Path,
                selected: list[dict], videos: int, progress: bool) -> list[dict]:
     """report.html and its videos/ into `page_dir`, the plots read from `plots_dir`; the videos' facts, with
     their paths relative to the page."""
     from recap_data.labels.html_report import render_html
+    from recap_data.labels.view import render_episodes
 
-    rendered = render_videos(store, name, selected, page_dir / "videos", progress)
+    # the selected episodes' videos (named as `recap-data view` names them), one decoding pass per shard
+    rendered = [{**f, "mp4": Path(f["mp4"])} for f in
+                render_episodes(store, name, con, selected, page_dir / "videos", sheets=False, progress=progress)]
     plots = {"Advantage per task (epsilon marked)": plots_dir / "advantage_histogram.png",
              "Value over time (solid: V(o_t); dashed: the actual normalized return)": plots_dir / "value_curves.png"}
     note = (f"The {videos} episode(s) of best and of worst mean advantage, and the {videos} whose value at "

@@ -109,7 +109,13 @@ def select_episodes(store: ShardStore, name: str, episodes: list[str] = (), best
     dicts of shard, episode_index, task, success, length, mean_advantage, positive_fraction,
     start_value, start_return, value_error and chosen (why: "episode", "best", "worst", "most wrong")."""
     read_manifest(store, name)  # a missing label set is its own error, before DuckDB's
-    return _choose(_episodes(connect(store.root, labels=name)), name, episodes, best, worst, most_wrong)
+    return choose_episodes(connect(store.root, labels=name), name, episodes, best, worst, most_wrong)
+
+
+def choose_episodes(con, name: str, episodes: list[str] = (), best: int = 0, worst: int = 0,
+                    most_wrong: int = 0) -> list[dict]:
+    """select_episodes over `con`, a connection that already has label set `name`'s views."""
+    return _choose(_episodes(con), name, episodes, best, worst, most_wrong)
 
 
 def _codec() -> tuple[str, dict]:
@@ -169,27 +175,43 @@ def _png(rgb: np.ndarray, path: Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def stem(e: dict) -> str:
+    """The file name (without suffix) of an episode's video and contact sheet: SHARD-epNNNN."""
+    return f"{e['shard']}-ep{int(e['episode_index']):04d}"
+
+
 def _render(store: ShardStore, name: str, con, jobs: list[tuple[dict, Path, Path | None]], progress: bool):
-    """Render each (episode dict, mp4, sheet or None); the episodes of a shard in one decoding pass."""
+    """Render each (episode dict, mp4, sheet or None); the episodes of a shard in one decoding pass.
+    The facts come back in the order of `jobs`."""
     from tqdm import tqdm
 
-    from recap_data.store.decode import episode_table, iter_episode_frames, pool_size
+    from recap_data.io import pool_size
+    from recap_data.store.decode import episode_table, iter_episode_frames
 
     bar = tqdm(total=sum(e["length"] for e, _, _ in jobs), desc="rendering", unit="frame", disable=not progress)
-    facts, pictures = [], {}  # one matplotlib figure per frame size, redrawn for each episode
+    facts, pictures = [None] * len(jobs), {}  # one matplotlib figure per frame size, redrawn for each episode
     for shard in pd.unique(pd.Series([e["shard"] for e, _, _ in jobs])):
         manifest = store.manifest(shard)
         keys = [k for k, f in manifest.features.items() if f["dtype"] in ("video", "image")]
-        mine = {e["episode_index"]: (e, mp4, sheet) for e, mp4, sheet in jobs if e["shard"] == shard}
+        mine = {e["episode_index"]: (i, e, mp4, sheet) for i, (e, mp4, sheet) in enumerate(jobs) if e["shard"] == shard}
         table = episode_table(store.shard_path(shard))
         rows = table[table["episode_index"].isin(list(mine))]  # in episode order: runs read forward
         # The encoder runs on this thread (and threads of its own): the decoders get the other cores.
         for episode, cams in iter_episode_frames(store.shard_path(shard), manifest.features, keys, rows,
                                                  workers=pool_size(0, reserved=1)):
-            e, mp4, sheet = mine[int(episode["episode_index"])]
-            facts.append(_render_one(con, e, [cams[k] for k in keys], mp4, sheet, manifest.fps, name, bar, pictures))
+            i, e, mp4, sheet = mine[int(episode["episode_index"])]
+            facts[i] = _render_one(con, e, [cams[k] for k in keys], mp4, sheet, manifest.fps, name, bar, pictures)
     bar.close()
     return facts
+
+
+def render_episodes(store: ShardStore, name: str, con, chosen: list[dict], folder: Path, sheets: bool,
+                    progress: bool) -> list[dict]:
+    """The chosen episodes (see select_episodes) as folder/SHARD-epNNNN.mp4, and .png contact sheets if
+    `sheets`, over `con` (a connection with the label set's views); their facts in the order chosen."""
+    folder = Path(folder)
+    return _render(store, name, con, [(e, folder / f"{stem(e)}.mp4", folder / f"{stem(e)}.png" if sheets else None)
+                                      for e in chosen], progress)
 
 
 def _render_one(con, e: dict, cameras: list[np.ndarray], mp4: Path, sheet: Path | None, fps: int, name: str, bar,
@@ -232,7 +254,7 @@ def render_episode(store: ShardStore, name: str, shard: str, episode_index: int,
     frames, seconds, mp4, sheet, codec, width, height and fps."""
     check_shards_unchanged(store, read_manifest(store, name))  # labels over other frames would be wrong pictures
     con = connect(store.root, labels=name)
-    (e,) = _choose(_episodes(con), name, [f"{shard}:{episode_index}"], 0, 0, 0)
+    (e,) = choose_episodes(con, name, [f"{shard}:{episode_index}"])
     return _render(store, name, con, [(e, Path(mp4), None if sheet is None else Path(sheet))], progress)[0]
 
 
@@ -246,12 +268,9 @@ def view(store: ShardStore, name: str, out_dir: Path, *, episodes=(), best: int 
     if not (episodes or best or worst or most_wrong):
         best = worst = most_wrong = 1
     con = connect(store.root, labels=name)
-    chosen = _choose(_episodes(con), name, episodes, best, worst, most_wrong)
-    stems = [f"{e['shard']}-ep{e['episode_index']:04d}" for e in chosen]
+    chosen = choose_episodes(con, name, episodes, best, worst, most_wrong)
     with atomic_directory(out_dir, force=force, what="episode videos") as tmp:
-        facts = _render(store, name, con, [(e, tmp / f"{s}.mp4", tmp / f"{s}.png") for e, s in
-                                           zip(chosen, stems, strict=True)], progress)
-        by_stem = {Path(f["mp4"]).stem: f for f in facts}
-        facts = [by_stem[s] | {"mp4": f"{s}.mp4", "sheet": f"{s}.png"} for s in stems]  # in the order chosen
+        facts = [f | {"mp4": f"{stem(f)}.mp4", "sheet": f"{stem(f)}.png"}  # relative to out_dir
+                 for f in render_episodes(store, name, con, chosen, tmp, sheets=True, progress=progress)]
         write_json(tmp / "episodes.json", {"label_set": name, "episodes": facts})
     return [f | {"mp4": str(out_dir / f["mp4"]), "sheet": str(out_dir / f["sheet"])} for f in facts]

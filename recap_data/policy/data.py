@@ -75,7 +75,7 @@ def load_policy_data(store: ShardStore, mixture: dict[str, float] | None, labels
             raise RecapError(f"shard {shard}: dataset indices are not 0..{len(group) - 1}; "
                              "run `recap-data shards verify`")
     if label_set is not None:
-        table = read_labels(store, labels, ["index", "indicator"])[["shard", "index", "indicator"]]
+        table = read_labels(store, labels, ["index", "indicator"], manifest)[["shard", "index", "indicator"]]
         table["shard"] = table["shard"].astype(str)  # as the frames' column
         frames = frames.merge(table, on=["shard", "index"], how="left", validate="one_to_one")
         missing = int(frames["indicator"].isna().sum())

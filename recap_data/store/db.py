@@ -119,9 +119,9 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
     con.execute("""CREATE TEMP TABLE label_sets (label_set VARCHAR, created_at TIMESTAMPTZ, frames BIGINT,
         positive_fraction DOUBLE, threshold VARCHAR, target DOUBLE, n_steps INTEGER, value_checkpoint VARCHAR,
         parent VARCHAR, digest VARCHAR, path VARCHAR)""")
-    rows = []
+    rows, manifests = [], {}
     for n in label_set_names(store):
-        m = read_manifest(store, n)
+        m = manifests[n] = read_manifest(store, n)
         rows.append((n, m.created_at, m.frames, m.positive_fraction, m.label["threshold"],
                      m.label["positive_fraction"], m.reward["n_steps"], m.value_checkpoint.get("digest"),
                      (m.parent or {}).get("name"), m.digest, str(label_set_path(store, n))))
@@ -129,7 +129,7 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
         _insert(con, "label_sets", rows)
     if name is None:
         return
-    files = _sql_list([str(part["path"]) for part in table_parts(store, name)])  # or an error
+    files = _sql_list([str(part["path"]) for part in table_parts(store, name, manifests.get(name))])  # or an error
     con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet({files}, union_by_name=true)")
     shared = ", ".join(f"l.{c}" for c in ("index", "task", "success", "is_intervention", *KEY))
     con.execute(f"""CREATE TEMP VIEW labeled_frames AS

@@ -29,7 +29,6 @@ accurate input seek; PyAV checks each frame's timestamp).
 """
 
 import io
-import os
 import subprocess
 import tempfile
 import threading
@@ -69,17 +68,6 @@ def ffmpeg_exe() -> str | None:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError):
         return None
-
-
-def pool_size(requested: int = 0, reserved: int = 1) -> int:
-    """Decoder jobs to run at once: `requested`, or (0) one per free core: the cores this process
-    may run on, shared with the other processes of its node (LOCAL_WORLD_SIZE under torchrun or
-    accelerate), less `reserved` for the model's threads; at least 1."""
-    if requested:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
-    return max(1, cores // local - reserved)
 
 
 def _resolve_decoder(decoder: str) -> str | None:
@@ -342,7 +330,7 @@ def iter_episode_frames(shard_dir: Path, features: dict, keys: list[str], episod
     """Stream (episode row, {camera: (length, H, W, 3) uint8}) episode by episode, in the order of
     `episodes` (rows of episode_table; default: every episode of the shard).
 
-    workers: decoder jobs at once (see pool_size); threads: each decoder's own threads (1: the
+    workers: decoder jobs at once (see recap_data.io.pool_size); threads: each decoder's own threads (1: the
     pool is the parallelism; 0: the decoder's choice); decoder: one of DECODERS (auto: ffmpeg
     where a binary is found, else PyAV); run_frames: frames per job and camera (default from
     RUN_BYTES). Arrays may be views of a run's buffer: copy what is kept for long.

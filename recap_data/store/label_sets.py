@@ -107,9 +107,11 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
         raise RecapError(f"{path}: unreadable label set manifest ({e}); {fix}") from None
 
 
-def read_labels(store: ShardStore, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+def read_labels(store: ShardStore, name: str, columns: list[str] | None = None,
+                manifest: LabelManifest | None = None) -> pd.DataFrame:
     """The label rows of a label set (all columns, or `columns` and the key), sorted by shard,
-    episode, frame; `shard` and `task` as categoricals (as parquet stores them: a dictionary)."""
+    episode, frame; `shard` and `task` as categoricals (as parquet stores them: a dictionary).
+    `manifest`: the label set's, if read already."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -117,7 +119,7 @@ def read_labels(store: ShardStore, name: str, columns: list[str] | None = None) 
 
     wanted = None if columns is None else list(dict.fromkeys([*KEY, *columns]))
     tables = []
-    for part in table_parts(store, name):
+    for part in table_parts(store, name, manifest):
         with unreadable(str(part["path"]), LABELS_FIX):
             tables.append(pq.read_table(part["path"], columns=wanted, read_dictionary=["shard", "task"]))
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()

@@ -60,12 +60,17 @@ def file_digests(directory: Path, exclude: tuple[str, ...] = (paths.MANIFEST,)) 
         rel = p.relative_to(directory).as_posix()
         if not p.is_file() or rel in exclude:
             continue
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[rel] = {"sha256": h.hexdigest(), "bytes": p.stat().st_size}
+        out[rel] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
     return out
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def content_digest(files: dict) -> str:
