@@ -207,6 +207,36 @@ def test_damaged_files_are_one_line_errors_and_nothing_is_written(labeled, tmp_p
     assert not (tmp_path / "r").exists() and not (tmp_path / "v").exists()
 
 
+def test_a_shard_missing_whole_or_in_part_is_named_with_the_fix(labeled, tmp_path):
+    """What a `dvc pull` from a remote that lost a file leaves (DVC checks out nothing of that
+    shard), and a shard copied in part: every reader names the shard and the fix, none reads
+    fewer frames in silence."""
+    store = ShardStore(tmp_path / "data")
+    shutil.copytree(labeled[0].root, store.root)
+    index = tmp_path / "index.json"
+    assert run(store.root, ["index", "--add", "base", "--add", "more", "--out", str(index)]).exit_code == 0
+    kept = tmp_path / "kept"
+    shutil.move(store.shard_path("more"), kept)
+    before = root_state(store.root)
+    for args in (["sql", "SELECT count(*) FROM labels", "--labels", "raw"], ["relabel", "raw", "--out", "again"],
+                 ["train", "value", "--shard", f"@{index}", "--out", str(tmp_path / "v"), "--steps", "1"],
+                 ["report", "raw", "--out", str(tmp_path / "r")]):
+        assert_clean_error(run(store.root, args), args, naming="names shard 'more', which is missing")
+        assert "`dvc pull`" in run(store.root, args).output
+    verify = run(store.root, ["shards", "verify"])
+    assert verify.exit_code == 2 and "more: MISSING" in verify.output and "`dvc pull`" in verify.output
+    assert root_state(store.root) == before and not (tmp_path / "v").exists() and not (tmp_path / "r").exists()
+
+    shutil.move(kept, store.shard_path("more"))
+    video = next(store.shard_path("more").glob("videos/*/*/*.mp4"))
+    video.unlink()
+    before = root_state(store.root)
+    for args in (["sql", "SELECT count(*) FROM frames"], ["train", "value", "--shard", "more", "--out",
+                                                             str(tmp_path / "v"), "--steps", "1"]):
+        assert_clean_error(run(store.root, args), args, naming=f"{video}: shard 'more' is incomplete")
+    assert root_state(store.root) == before
+
+
 def test_report_refuses_a_label_set_whose_shard_changed(labeled, tmp_path):
     store = ShardStore(tmp_path / "data")
     shutil.copytree(labeled[0].root, store.root)

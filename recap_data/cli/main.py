@@ -16,7 +16,7 @@ from recap_data.sim.evaluate import EvalConfig
 from recap_data.sim.rollout import RolloutConfig
 from recap_data.store import paths
 from recap_data.store.shard_index import MixtureConfig
-from recap_data.store.store import ShardStore
+from recap_data.store.store import MISSING_FIX, ShardStore
 from recap_data.value.returns import RewardConfig
 from recap_data.value.train import ValueTrainConfig
 
@@ -131,12 +131,16 @@ def shards_show(store: ShardStore, shard_id: str, files: bool):
 @click.argument("shard_ids", nargs=-1)
 @click.pass_obj
 def shards_verify(store: ShardStore, shard_ids: tuple[str, ...]):
-    """Recompute digests, check parquet footers and counts, load with LeRobot (all shards by default)."""
+    """Recompute digests, check parquet footers and counts, load with LeRobot (all shards by default,
+    and then also list as MISSING the shards that label sets name and the store lacks)."""
+    from recap_data.store.label_sets import absent_shards
     from recap_data.store.verify import verify_shard
 
     ids = list(shard_ids) or store.shard_ids()
-    if not ids:
-        raise RecapError(f"{store.shards_dir}: no shards to verify")
+    absent = {} if shard_ids else absent_shards(store)  # all shards: also those that should be there
+    if not ids and not absent:
+        raise RecapError(f"{store.shards_dir}: no shards to verify (`dvc pull` fetches them where DVC tracks "
+                         "the store)")
     failed = 0
     for shard_id in ids:
         problems = verify_shard(store, shard_id)
@@ -144,8 +148,11 @@ def shards_verify(store: ShardStore, shard_ids: tuple[str, ...]):
         for p in problems:
             click.echo(f"  {p}")
         failed += bool(problems)
-    if failed:
-        raise RecapError(f"{failed} of {len(ids)} shard(s) failed verification")
+    for shard_id, why in absent.items():
+        click.echo(f"{shard_id}: MISSING\n  {why}")
+    if failed or absent:
+        missing = f", {len(absent)} missing ({', '.join(absent)}: {MISSING_FIX})" if absent else ""
+        raise RecapError(f"{failed} of {len(ids)} shard(s) failed verification{missing}")
 
 
 @shards.command("import")

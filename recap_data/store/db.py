@@ -22,7 +22,15 @@ import duckdb
 
 from recap_data.errors import RecapError, first_line, one_line_errors
 from recap_data.store import paths
-from recap_data.store.label_sets import KEY, LABELS_FIX, label_set_names, label_set_path, read_manifest, table_parts
+from recap_data.store.label_sets import (
+    KEY,
+    LABELS_FIX,
+    check_shards_present,
+    label_set_names,
+    label_set_path,
+    read_manifest,
+    table_parts,
+)
 from recap_data.store.schema import image_columns
 from recap_data.store.store import ShardStore
 
@@ -71,6 +79,8 @@ def connect(root: str | os.PathLike | None = None, database: str = ":memory:",
 
 def _store_views(con: duckdb.DuckDBPyConnection, store: ShardStore) -> None:
     manifests = store.manifests()
+    for m in manifests:  # a stat per file: a shard half checked out is an error, not fewer rows
+        store.check_files_present(m)
     con.execute("""CREATE TEMP TABLE shards (shard VARCHAR, kind VARCHAR, created_at TIMESTAMPTZ,
         episodes BIGINT, frames BIGINT, successes BIGINT, fps INTEGER, synthetic BOOLEAN,
         digest VARCHAR, source JSON, path VARCHAR)""")
@@ -129,7 +139,9 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
         _insert(con, "label_sets", rows)
     if name is None:
         return
-    files = _sql_list([str(part["path"]) for part in table_parts(store, name, manifests.get(name))])  # or an error
+    manifest = manifests.get(name) or read_manifest(store, name)  # or an error naming the known ones
+    check_shards_present(store, manifest)
+    files = _sql_list([str(part["path"]) for part in table_parts(store, name, manifest)])  # or an error
     con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet({files}, union_by_name=true)")
     shared = ", ".join(f"l.{c}" for c in ("index", "task", "success", "is_intervention", *KEY))
     con.execute(f"""CREATE TEMP VIEW labeled_frames AS

@@ -26,7 +26,7 @@ import numpy as np
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store import paths
-from recap_data.store.store import SHARD_ID_RE, ShardStore
+from recap_data.store.store import MISSING_FIX, SHARD_ID_RE, ShardStore
 
 if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
     import pandas as pd
@@ -74,7 +74,7 @@ def table_parts(store: ShardStore, name: str, manifest: LabelManifest | None = N
     for part in parts:
         if not (base / part["path"]).is_file():
             raise RecapError(f"{base / part['path']}: label table part missing ({len(parts)} parts listed in "
-                             f"{paths.MANIFEST}); {LABELS_FIX}")
+                             f"{paths.MANIFEST}); {MISSING_FIX}")
     return [{**part, "path": base / part["path"]} for part in parts]
 
 
@@ -94,8 +94,8 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
     path = label_set_path(store, name) / paths.MANIFEST
     if not path.is_file():
         known = ", ".join(label_set_names(store)) or "none"
-        raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); "
-                         "make one with `recap-data label`")
+        raise RecapError(f"{path.parent}: no label set {name!r} (label sets: {known}); make one with "
+                         "`recap-data label`, or `dvc pull` it where DVC tracks the store")
     fix = "make the label set again with `recap-data label` or `relabel --force`"
     data = read_json(path, what="label set manifest", fix=fix)
     if data.get("format") not in (LABEL_FORMAT, LABEL_FORMAT_1):
@@ -131,10 +131,33 @@ def read_labels(store: ShardStore, name: str, columns: list[str] | None = None,
     return frame
 
 
+def check_shards_present(store: ShardStore, manifest: LabelManifest) -> None:
+    """Every shard a label set labels must be in the store whole (else a join with the frames
+    would drop its rows in silence)."""
+    for s in manifest.shards:
+        store.present_manifest(s["id"], named_by=f"label set {manifest.name!r}")
+
+
 def check_shards_unchanged(store: ShardStore, manifest: LabelManifest) -> None:
     """The shards a label set was computed from must still hold the same content."""
     for s in manifest.shards:
-        now = store.manifest(s["id"]).digest
+        now = store.present_manifest(s["id"], named_by=f"label set {manifest.name!r}").digest
         if now != s["digest"]:
             raise RecapError(f"label set {manifest.name}: shard {s['id']} changed since its values were computed "
                              f"({s['digest'][:19]} then, {now[:19]} now); run `recap-data label` again")
+
+
+def absent_shards(store: ShardStore) -> dict[str, str]:
+    """Shards the store should hold but lacks, each with why: a directory under shards/ without
+    its manifest (shards are renamed into place whole, so this is damage or a partial copy), or
+    a shard that a label set names and the store does not have (a `dvc pull` that lost it)."""
+    absent = {n: f"{store.shard_path(n)} has no {paths.MANIFEST}" for n in store.names_on_disk() if not store.exists(n)}
+    for name in label_set_names(store):
+        try:
+            named = read_manifest(store, name).shards
+        except RecapError:  # a torn label set is its own readers' error, not a listing's
+            continue
+        for s in named:
+            if not store.exists(s["id"]) and s["id"] not in absent:
+                absent[s["id"]] = f"label set {name!r} names it, and {store.shards_dir} does not hold it"
+    return dict(sorted(absent.items()))

@@ -45,7 +45,7 @@ class MixtureConfig:
 def read_index(path: Path, store: ShardStore | None = None) -> list[dict]:
     """The entries of an index file; with `store`, each shard must still hold the recorded content."""
     path = Path(path)
-    fix = "write it again with `recap-data index`"
+    fix = "write it again with `recap-data index`, or `dvc pull` it where DVC tracks it"
     data = read_json(path, INDEX_FORMAT, what="shard index", fix=fix)
     entries = data.get("shards")
     if not isinstance(entries, list) or not entries:
@@ -57,7 +57,7 @@ def read_index(path: Path, store: ShardStore | None = None) -> list[dict]:
         if not ok:
             raise RecapError(f"{path}: shards[{i}] needs 'id', 'digest' and a positive 'weight'; {fix}")
     for entry in entries if store is not None else ():
-        now = store.manifest(entry["id"]).digest
+        now = store.present_manifest(entry["id"], named_by=str(path)).digest
         if now != entry["digest"]:
             raise RecapError(f"{path}: shard {entry['id']} changed since the index was written "
                              f"({entry['digest'][:19]} then, {now[:19]} now); write the index again")

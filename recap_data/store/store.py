@@ -20,6 +20,10 @@ from recap_data.store.schema import schema_difference
 MANIFEST_FORMAT = "recap-data/shard-manifest@1"
 SHARD_KINDS = ("base", "rollout", "import")
 SHARD_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
+# What to do about a shard or label set that a record names but the data root lacks, whole or in
+# part: a `dvc pull` that did not finish (DVC checks out nothing of a directory whose remote lost
+# a file), a copy of part of the store, or a deletion.
+MISSING_FIX = "run `dvc pull` where DVC tracks the store, or re-run the stage that writes it (`dvc repro`)"
 
 
 @dataclass
@@ -99,7 +103,7 @@ class ShardStore:
     def shard_path(self, shard_id: str) -> Path:
         return self.shards_dir / shard_id
 
-    def _valid_names(self) -> list[str]:
+    def names_on_disk(self) -> list[str]:
         """Sorted names under shards/ that are valid ids (staging names are not), without a stat."""
         if not self.shards_dir.is_dir():
             return []
@@ -108,7 +112,7 @@ class ShardStore:
 
     def shard_ids(self) -> list[str]:
         """Ids of committed shards (directories with a manifest), sorted."""
-        return [n for n in self._valid_names() if self.exists(n)]
+        return [n for n in self.names_on_disk() if self.exists(n)]
 
     def exists(self, shard_id: str) -> bool:
         return (self.shard_path(shard_id) / paths.MANIFEST).is_file()
@@ -123,9 +127,30 @@ class ShardStore:
     def manifests(self) -> list[Manifest]:
         return [self.manifest(i) for i in self.shard_ids()]
 
+    def present_manifest(self, shard_id: str, named_by: str) -> Manifest:
+        """The manifest of a shard that `named_by` (an index, a label set) says exists, after a stat
+        of each of its files: a shard missing whole or in part is a one-line error with the fix,
+        never fewer frames read in silence."""
+        if not self.exists(shard_id):
+            state = "has no manifest.json" if self.shard_path(shard_id).is_dir() else "is missing"
+            raise RecapError(f"{named_by} names shard {shard_id!r}, which {state} in {self.shards_dir}; {MISSING_FIX}")
+        manifest = self.manifest(shard_id)
+        self.check_files_present(manifest, named_by)
+        return manifest
+
+    def check_files_present(self, manifest: Manifest, named_by: str | None = None) -> None:
+        """Refuse a committed shard some of whose recorded files are gone (a stat each, no read)."""
+        root = self.shard_path(manifest.shard_id)
+        prefix = f"{root}{os.sep}"  # os.path on strings: a fifth of pathlib's cost per file
+        missing = [rel for rel in sorted(manifest.files) if not os.path.isfile(prefix + rel)]
+        if missing:
+            by = f" (named by {named_by})" if named_by else ""
+            raise RecapError(f"{root / missing[0]}: shard {manifest.shard_id!r}{by} is incomplete, {len(missing)} of "
+                             f"its {len(manifest.files)} files are missing; {MISSING_FIX}")
+
     def first_shard_id(self) -> str | None:
         """shard_ids()[0] without a stat of every shard's manifest (a commit asks this in any store)."""
-        return next((n for n in self._valid_names() if self.exists(n)), None)
+        return next((n for n in self.names_on_disk() if self.exists(n)), None)
 
     def check_compatible(self, features: dict, fps: int, what: str) -> None:
         """Refuse a schema or fps that differs from the store's (that of any committed shard)."""

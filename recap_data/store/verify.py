@@ -72,3 +72,4 @@ def verify_shard(store: ShardStore, shard_id: str) -> list[str]:
         problems.append(f"{paths.MANIFEST}: field 'digest' does not match its file list")
     problems += check_dataset(root, manifest.episodes, manifest.frames)
     return problems
+
