@@ -207,10 +207,14 @@ def test_damaged_files_are_one_line_errors_and_nothing_is_written(labeled, tmp_p
     assert not (tmp_path / "r").exists() and not (tmp_path / "v").exists()
 
 
+def read_frames(store: ShardStore, name: str) -> int:
+    return json.loads((store.root / "labels" / name / "manifest.json").read_text())["frames"]
+
+
 def test_a_shard_missing_whole_or_in_part_is_named_with_the_fix(labeled, tmp_path):
     """What a `dvc pull` from a remote that lost a file leaves (DVC checks out nothing of that
-    shard), and a shard copied in part: every reader names the shard and the fix, none reads
-    fewer frames in silence."""
+    shard), and a shard copied in part: every reader that needs the shard names it and the fix,
+    none reads fewer frames in silence; the labels alone, which need no shard, still answer."""
     store = ShardStore(tmp_path / "data")
     shutil.copytree(labeled[0].root, store.root)
     index = tmp_path / "index.json"
@@ -218,11 +222,14 @@ def test_a_shard_missing_whole_or_in_part_is_named_with_the_fix(labeled, tmp_pat
     kept = tmp_path / "kept"
     shutil.move(store.shard_path("more"), kept)
     before = root_state(store.root)
-    for args in (["sql", "SELECT count(*) FROM labels", "--labels", "raw"], ["relabel", "raw", "--out", "again"],
+    for args in (["sql", "SELECT count(*) FROM labeled_frames", "--labels", "raw"],
+                 ["relabel", "raw", "--out", "again"],
                  ["train", "value", "--shard", f"@{index}", "--out", str(tmp_path / "v"), "--steps", "1"],
                  ["report", "raw", "--out", str(tmp_path / "r")]):
         assert_clean_error(run(store.root, args), args, naming="names shard 'more', which is missing")
         assert "`dvc pull`" in run(store.root, args).output
+    labels_alone = run(store.root, ["sql", "SELECT count(*) AS n FROM labels", "--labels", "raw", "--format", "csv"])
+    assert labels_alone.exit_code == 0 and labels_alone.output.split() == ["n", str(read_frames(store, "raw"))]
     verify = run(store.root, ["shards", "verify"])
     assert verify.exit_code == 2 and "more: MISSING" in verify.output and "`dvc pull`" in verify.output
     assert root_state(store.root) == before and not (tmp_path / "v").exists() and not (tmp_path / "r").exists()

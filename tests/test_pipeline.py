@@ -239,7 +239,7 @@ def test_a_run_shared_through_a_remote_pulls_whole_and_runs_nothing(pipeline_run
     run([DVC, "checkout"], second, check=False)  # what did come: everything else
     assert (second / "data/shards/iter2").is_dir() and not (second / "data/shards/iter1").exists()
     fix = "`dvc pull`"
-    for cmd in (["shards", "verify"], ["sql", "SELECT count(*) FROM labels", "--labels", "iter2"],
+    for cmd in (["shards", "verify"], ["sql", "SELECT count(*) FROM labeled_frames", "--labels", "iter2"],
                 ["train", "value", "--shard", "@data/index/iter2.json", "--out", str(tmp_path / "v"), "--steps", "1"],
                 ["relabel", "iter1-values", "--out", "again"]):
         proc = run([str(BIN / "recap-data"), "--root", "data", *cmd], second, check=False)

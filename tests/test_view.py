@@ -163,7 +163,8 @@ def test_a_label_set_whose_shard_changed_or_is_gone_is_refused(labeled, tmp_path
     one_line_error(run(store.root, "view", "raw", "--out", str(out), "--episode", "base:0"), "shard more changed")
     assert not out.exists()
     shutil.rmtree(store.shard_path("more"))
-    one_line_error(run(store.root, "view", "raw", "--out", str(out)), "no shard 'more'")
+    one_line_error(run(store.root, "view", "raw", "--out", str(out)), "label set 'raw' names shard 'more', which is "
+                                                                         "missing")
     assert not out.exists()
 
 

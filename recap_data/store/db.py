@@ -22,17 +22,9 @@ import duckdb
 
 from recap_data.errors import RecapError, first_line, one_line_errors
 from recap_data.store import paths
-from recap_data.store.label_sets import (
-    KEY,
-    LABELS_FIX,
-    check_shards_present,
-    label_set_names,
-    label_set_path,
-    read_manifest,
-    table_parts,
-)
+from recap_data.store.label_sets import KEY, LABELS_FIX, label_set_names, label_set_path, read_manifest, table_parts
 from recap_data.store.schema import image_columns
-from recap_data.store.store import ShardStore
+from recap_data.store.store import MISSING_FIX, ShardStore
 
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"
@@ -140,13 +132,30 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
     if name is None:
         return
     manifest = manifests.get(name) or read_manifest(store, name)  # or an error naming the known ones
-    check_shards_present(store, manifest)
     files = _sql_list([str(part["path"]) for part in table_parts(store, name, manifest)])  # or an error
     con.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet({files}, union_by_name=true)")
     shared = ", ".join(f"l.{c}" for c in ("index", "task", "success", "is_intervention", *KEY))
+    # The labels alone need no shard (a label set can be queried, or relabelled, without them);
+    # their join with the frames does: with a labelled shard missing, the join would drop its rows
+    # in silence, so the view fails instead, with the fix, when a query reads it.
+    missing = [s["id"] for s in manifest.shards if not store.exists(s["id"])]
+    guard = "" if not missing else (
+        f"CROSS JOIN (SELECT 1 WHERE error({_sql_text(MISSING_LABELED + missing_shard(name, missing[0], store))}))")
     con.execute(f"""CREATE TEMP VIEW labeled_frames AS
         SELECT f.*, l.* EXCLUDE ({shared.replace('l.', '')})
-        FROM frames f JOIN labels l USING (shard, episode_index, frame_index)""")
+        FROM frames f JOIN labels l USING (shard, episode_index, frame_index) {guard}""")
+
+
+MISSING_LABELED = "labeled_frames: "
+
+
+def missing_shard(label_set: str, shard_id: str, store: ShardStore) -> str:
+    return (f"label set {label_set!r} names shard {shard_id!r}, which is missing in {store.shards_dir}; "
+            f"{MISSING_FIX}")
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 _DAMAGED_FILE = re.compile(r"""file ['"]([^'"]+\.parquet)['"]""")
@@ -164,7 +173,11 @@ def damaged_file_error(e: duckdb.Error) -> RecapError | None:
 
 
 def query_error(e: duckdb.Error) -> RecapError:
-    """DuckDB's message as one line: a damaged store file named with its fix, else an SQL error."""
+    """DuckDB's message as one line: a damaged store file or a missing shard named with its fix,
+    else an SQL error."""
+    message = first_line(e, limit=1000)
+    if MISSING_LABELED in message:  # labeled_frames' guard (see _label_views)
+        return RecapError(message[message.index(MISSING_LABELED):])
     return damaged_file_error(e) or RecapError(f"SQL error: {first_line(e)}")
 
 

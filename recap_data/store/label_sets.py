@@ -131,13 +131,6 @@ def read_labels(store: ShardStore, name: str, columns: list[str] | None = None,
     return frame
 
 
-def check_shards_present(store: ShardStore, manifest: LabelManifest) -> None:
-    """Every shard a label set labels must be in the store whole (else a join with the frames
-    would drop its rows in silence)."""
-    for s in manifest.shards:
-        store.present_manifest(s["id"], named_by=f"label set {manifest.name!r}")
-
-
 def check_shards_unchanged(store: ShardStore, manifest: LabelManifest) -> None:
     """The shards a label set was computed from must still hold the same content."""
     for s in manifest.shards:
