@@ -34,5 +34,6 @@ bench: venv
 	$(VENV)/bin/python bench/bench_rollout.py
 	$(VENV)/bin/python bench/bench_world.py
 	$(VENV)/bin/python bench/bench_recap.py
+	$(VENV)/bin/python bench/bench_loops.py --work bench/work/loops
 	$(VENV)/bin/python bench/bench_pipeline.py
 	$(VENV)/bin/python bench/docs_tables.py

@@ -326,8 +326,9 @@ def value_throughput(r: dict) -> str:
 def pipeline(r: dict) -> str:
     rows = [f"`{r['command']}` at {r['commit'][:7]} on {machine(r)}: {r['wall_s'] / 60:.1f} min, the largest process "
             f"{r['peak_process_rss_mb'] / 1024:.1f} GB of memory.", "",
-            "| policy | held-out success | 95% Wilson interval | episodes | mean length | rollouts it learnt from "
-            "| value MAE (constant) | labels positive |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| policy | held-out success | 95% Wilson interval | throughput per 1,000 steps (95% CI) | steps of a "
+            "success | episodes | rollouts it learnt from | value MAE (constant) | labels positive |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def pct(x):
         return "" if x is None else f"{x:.0%}"
@@ -339,9 +340,10 @@ def pipeline(r: dict) -> str:
 
     for p in r["policies"]:
         mae = "" if p["value_mae"] is None else f"{p['value_mae']:.3f} ({p['constant_mae']:.3f})"
+        steps = "" if p["success_steps"] is None else f"{p['success_steps']:.1f}"
         rows.append(f"| {p['name']} | {p['success_rate']:.2f} | {p['ci_low']:.2f}-{p['ci_high']:.2f} | "
-                    f"{p['eval_episodes']:.0f} | {p['mean_episode_length']:.1f} | {rollouts(p)} | "
-                    f"{mae} | {pct(p['positive_fraction'])} |")
+                    f"{p['throughput']:.2f} ({p['throughput_low']:.2f}-{p['throughput_high']:.2f}) | {steps} | "
+                    f"{p['eval_episodes']:.0f} | {rollouts(p)} | {mae} | {pct(p['positive_fraction'])} |")
     return "\n".join(rows)
 
 

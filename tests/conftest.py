@@ -18,7 +18,8 @@ TINY = dict(episodes=3, tasks=3, max_steps=20, image_size=32)
 
 def mix(success: float) -> dict:
     """Demonstrator fractions with `success` of the episodes successful (half expert, half poor)."""
-    return dict(expert=success / 2, poor=success / 2, decoy=(1 - success) / 2, release=(1 - success) / 2, timeout=0.0)
+    return dict(regime="custom", expert=success / 2, poor=success / 2, decoy=(1 - success) / 2,
+                release=(1 - success) / 2, timeout=0.0)
 
 
 def tiny_config(**overrides) -> DemoDataConfig:

@@ -301,3 +301,14 @@ def test_frames_are_read_without_label_set_manifests(labeled, tmp_path):
     assert connect(store.root, label_sets=False).execute("SELECT count(*) FROM frames").fetchone()[0] > 0
     args = ["sql", "SELECT count(*) FROM label_sets"]
     assert_clean_error(run(store.root, args), args, naming="raw/manifest.json")
+
+
+def test_unknown_baseline_names_are_one_line_errors(root, tmp_path):
+    before = root_state(root)
+    args = ["train", "policy", "--shard", "base", "--baseline", "bc", "--out", str(tmp_path / "p"), "--steps", "1"]
+    assert_clean_error(run(root, args), args, naming="field 'baseline' = 'bc' is unknown: use one of filtered_bc")
+    params = tmp_path / "params.yaml"
+    params.write_text("iterations: {}\nbaselines: [bc]\n")
+    args = ["summary", "--params", str(params), "--metrics-dir", str(tmp_path), "--out", str(tmp_path / "s.csv")]
+    assert_clean_error(run(root, args), args, naming="field 'baselines' = ['bc'] is invalid: use a list of filtered_bc")
+    assert root_state(root) == before and not (tmp_path / "p").exists() and not (tmp_path / "s.csv").exists()

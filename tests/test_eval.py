@@ -81,7 +81,9 @@ def test_eval_uses_held_out_states_and_seeds_and_writes_metrics(store, make_shar
     assert result.exit_code == 0, result.output
     assert "success 0/12" in result.output and "95% CI 0.000-0.242" in result.output
     # the metrics: the headline, numbers only; the record: everything
-    assert json.loads(out.read_text()) == {"success_rate": 0.0, "ci_low": 0.0, "ci_high": 0.2425}
+    assert json.loads(out.read_text()) == {"success_rate": 0.0, "ci_low": 0.0, "ci_high": 0.2425, "success_steps": -1,
+                                           "throughput": 0.0, "throughput_low": 0.0, "throughput_high": 0.0}
+    assert "steps of a success none succeeded, throughput 0.00 successes per 1,000 steps" in result.output
     m = json.loads(record.read_text())
     assert m["episodes"] == 12 and m["success_rate"] == 0.0 and m["mean_episode_length"] == 20
     assert m["success_ci95"] == [0.0, 0.2425] and m["policy"]["path"] == "random"
@@ -92,6 +94,24 @@ def test_eval_uses_held_out_states_and_seeds_and_writes_metrics(store, make_shar
     assert store.shard_ids() == ["base"]  # nothing recorded
     again = evaluate(store, "random", EvalConfig(episodes=12, seed=2), progress=False)
     assert again["success_ci95"] == m["success_ci95"] and again["mean_episode_length"] == m["mean_episode_length"]
+
+
+def test_throughput_and_the_steps_of_a_success_by_hand():
+    """Successes per 1,000 steps over every episode's steps, with the delta method's interval for
+    a ratio of means, computed here by hand for four episodes."""
+    from recap_data.sim.evaluate import outcome_metrics, throughput_interval
+
+    outcomes, lengths = [True, False, True, False], [10, 20, 30, 40]
+    # R = 2 / 100; residuals s - R l = 0.8, -0.4, 0.4, -0.8; their squares sum to 1.6
+    se = (1.6 / (4 * 3)) ** 0.5 / 25  # / mean length
+    rate, low, high = throughput_interval(outcomes, lengths)
+    assert rate == pytest.approx(20.0) and low == 0.0 and high == pytest.approx(1000 * (0.02 + 1.959963984540054 * se))
+    assert high == pytest.approx(48.628, abs=1e-3)
+    assert throughput_interval([True] * 3, [5, 5, 5]) == (200.0, 200.0, 200.0)  # no spread: no width
+    assert throughput_interval([False] * 3, [9, 9, 9]) == (0.0, 0.0, 0.0)
+    m = outcome_metrics(outcomes, lengths)
+    assert m["success_steps"] == 20.0 and m["mean_episode_length"] == 25.0 and m["success_rate"] == 0.5
+    assert m["throughput"] == 20.0 and m["throughput_ci95"] == [0.0, round(high, 3)]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -136,12 +156,16 @@ def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
     from recap_data.policy.train import PolicyTrainConfig, train_policy
 
     make_demo_data(store, DemoDataConfig(episodes=30, tasks=1, first_task=8, image_size=32, use_videos=False,
-                                         expert=1.0, poor=0.0, decoy=0.0, release=0.0, timeout=0.0), progress=False)
+                                         regime="custom", expert=1.0, poor=0.0, decoy=0.0, release=0.0, timeout=0.0),
+                   progress=False)
     policy = store.root.parent / "policy"
     train_policy(store, {"base": 1.0}, None, policy, PolicyTrainConfig(steps=400, batch_size=16,
                                                                         indicator_mode="ignore"), progress=False)
     trained = evaluate(store, str(policy), EvalConfig(episodes=40), progress=False)
     random = evaluate(store, "random", EvalConfig(episodes=40), progress=False)
     print(f"trained {trained['success_rate']:.2f} {trained['success_ci95']}, random {random['success_rate']:.2f}")
+    wins = [n for n, ok in zip(trained["lengths"], trained["outcomes"], strict=True) if ok]
+    assert len(wins) == trained["successes"] > 0 and trained["success_steps"] == round(sum(wins) / len(wins), 2)
+    assert trained["throughput"] == round(1000 * len(wins) / sum(trained["lengths"]), 3) > random["throughput"] == 0
     assert random["success_rate"] == 0.0
     assert trained["success_ci95"][0] > random["success_ci95"][1], trained  # intervals apart

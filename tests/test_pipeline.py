@@ -1,6 +1,7 @@
 """The DVC pipeline: its DAG, the whole RECAP loop end to end on small params in a git repository,
 and the run shared as a team shares it (a DVC remote, a clone, `dvc pull`)."""
 
+import csv
 import json
 import os
 import shutil
@@ -25,12 +26,15 @@ SMALL = {  # the whole loop in a few minutes on 2 cores
     "policy": {"steps": 10, "batch_size": 4},
     "rollout": {"episodes": 2, "workers": 1, "max_steps": 24},
     "eval": {"episodes": 6, "max_steps": 24},
+    "baselines": ["filtered_bc"],  # the baseline switch on: filtered BC trained and evaluated beside RECAP
 }
 
 
-TERMINAL = 120  # columns: what `dvc metrics show` and `dvc metrics diff` must fit in
+TERMINAL = 120  # columns: what `dvc metrics diff` (a row per metric) must fit in
+WIDE_TERMINAL = 200  # `dvc metrics show` (a column per key): with throughput beside success it cannot fit 120
 HEADLINE = {  # the keys of each kind of metrics file: the same for every iteration and any number of tasks
-    "eval.json": {"success_rate", "ci_low", "ci_high"}, "rollout.json": {"success_rate"},
+    "eval.json": {"success_rate", "ci_low", "ci_high", "success_steps", "throughput", "throughput_low",
+                  "throughput_high"}, "rollout.json": {"success_rate"},
     "value.json": {"mae", "constant_mae", "loss"}, "labels.json": {"positive_fraction"},
     "policy.json": {"loss", "positive_fraction"},
 }
@@ -38,9 +42,11 @@ HEADLINE = {  # the keys of each kind of metrics file: the same for every iterat
 
 def expected_metrics(cwd: Path) -> dict[str, set[str]]:
     """Every metrics file the pipeline declares, with its headline keys."""
-    iterations = yaml.safe_load((cwd / "params.yaml").read_text())["iterations"]
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    iterations, arms = params["iterations"], params["baselines"]
     names = {"sft": ("eval.json", "policy.json"), "value_pre": ("value.json",),
-             **{k: ("rollout.json", "value.json", "labels.json", "policy.json", "eval.json") for k in iterations}}
+             **{k: ("rollout.json", "value.json", "labels.json", "policy.json", "eval.json") for k in iterations},
+             **{f"{k}/{arm}": ("policy.json", "eval.json") for k in iterations for arm in arms}}
     return {f"metrics/{name}/{file}": HEADLINE[file] for name, files in names.items() for file in files}
 
 
@@ -94,7 +100,7 @@ def project_copy(tmp: Path, overrides: dict | None = None) -> Path:
     shutil.copy(ROOT / ".dvc" / ".gitignore", tmp / ".dvc" / ".gitignore")
     params = yaml.safe_load((tmp / "params.yaml").read_text())
     for section, values in (overrides or {}).items():
-        params[section].update(values)
+        params[section] = {**params[section], **values} if isinstance(values, dict) else values
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], tmp)
     return tmp
@@ -114,12 +120,18 @@ def dag(cwd: Path) -> tuple[set[str], set[tuple[str, str]]]:
     return set(re.findall(r'^"([^"]+)";$', dot, re.M)), edges
 
 
-def test_dag_has_the_recap_stages_and_their_chain(tmp_path):
-    cwd = project_copy(tmp_path)
+@pytest.mark.parametrize("baselines", [[], ["filtered_bc"]])
+def test_dag_has_the_recap_stages_and_their_chain(tmp_path, baselines):
+    cwd = project_copy(tmp_path, {"baselines": baselines})
     iterations = yaml.safe_load((cwd / "params.yaml").read_text())["iterations"]
     stages, edges = dag(cwd)
     per_iteration = {f"{s}@{k}" for s in ITERATION_STAGES for k in iterations}
-    assert stages == {"base", "sft", "value_pre", "eval_sft", "summary"} | per_iteration
+    arms = {f"{s}@{k}-{arm}" for s in ("baseline", "eval_baseline") for k in iterations for arm in baselines}
+    assert stages == {"base", "sft", "value_pre", "eval_sft", "summary"} | per_iteration | arms
+    for key in iterations:  # a baseline arm: iteration k's data, from the SFT policy, evaluated, summarised
+        for arm in baselines:
+            chain = [f"index@{key}", f"baseline@{key}-{arm}", f"eval_baseline@{key}-{arm}", "summary"]
+            assert set(zip(chain, chain[1:], strict=False)) | {("sft", f"baseline@{key}-{arm}")} <= edges
     assert {("sft", "eval_sft"), ("eval_sft", "summary")} <= edges
     for key, spec in iterations.items():
         prev_policy = "sft" if spec["prev"] == "sft" else f"policy@{spec['prev']}"
@@ -177,14 +189,26 @@ def test_the_whole_loop_end_to_end_with_lineage(pipeline_run, tmp_path):
         assert ev["init_states"] == [100, 199] and ev["seeds"][0] >= 10**9
     assert abs(files["metrics/iter1/labels.json"]["positive_fraction"] - 0.3) < 0.02
     assert files["metrics/iter1/value.json"]["mae"] > 0
-    # `dvc metrics show` fits a terminal: one row per file, one column per key of all files together
+    # `dvc metrics show` fits a wide terminal: one row per file, one column per key of all files together
     table = run([DVC, "metrics", "show"], cwd).stdout.splitlines()
-    assert len(table) == 1 + len(files) and max(map(len, table)) <= TERMINAL, "\n".join(table)
-    summary = (cwd / "plots/success_rate.csv").read_text().splitlines()
-    assert summary[0].startswith("iteration,name,success_rate,ci_low,ci_high") and len(summary) == 4
-    assert [line.split(",")[1] for line in summary[1:]] == ["sft", "iter1", "iter2"]
+    assert len(table) == 1 + len(files) and max(map(len, table)) <= WIDE_TERMINAL, "\n".join(table)
+    with open(cwd / "plots/success_rate.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [row["name"] for row in summary] == ["sft", "iter1", "iter2"]
+    for row in summary:  # RECAP's and the baseline's columns are their eval.json's; both start at SFT's
+        arm = "sft" if row["name"] == "sft" else f"{row['name']}/filtered_bc"
+        for key in ("success_rate", "ci_low", "ci_high", "throughput", "throughput_low", "throughput_high"):
+            assert float(row[key]) == files[f"metrics/{row['name']}/eval.json"][key]
+            assert float(row[f"filtered_bc_{key}"]) == files[f"metrics/{arm}/eval.json"][key]
+    for key in ("iter1", "iter2"):  # the baseline trained on the iteration's data, from the SFT policy
+        provenance = json.loads((cwd / f"models/filtered_bc-{key}/provenance.json").read_text())
+        assert provenance["baseline"] == "filtered_bc" and provenance["successes_only"]
+        assert provenance["indicator_mode"] == "on" and provenance["label_set"] is None
+        assert provenance["init"]["digest"] == directory_digest(cwd / "models/policy-sft")
+        assert [s["id"] for s in provenance["shards"]] == [e["id"] for e in read_index(cwd / f"data/index/{key}.json")]
     html = shown_plots(cwd, tmp_path / "html")
-    assert "success_by_iteration" in html and "success_rate.png" in html
+    assert "success_by_iteration" in html and "throughput_by_iteration" in html and "success_rate.png" in html
+    assert "filtered_bc_success_rate" in html and "filtered_bc_throughput" in html
     assert "advantage_histogram" in html and "value_curves" in html
     # each iteration's label report as a page with its episode videos, beside (not among) the plots
     for key in ("iter1", "iter2"):

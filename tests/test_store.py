@@ -93,6 +93,37 @@ def test_invalid_generator_parameters_are_one_line_errors(store):
     assert store.shard_ids() == []
 
 
+@pytest.mark.parametrize("regime", ["teleop", "mixed", "scarce"])
+def test_each_regime_records_the_shares_it_names(store, regime):
+    """Counted from the manifest: each kind's episodes are the regime's share (rounded), and the
+    outcomes follow the kinds (teleop: every demonstration succeeds)."""
+    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.world.demonstrators import KINDS, REGIMES, SUCCESS_KINDS
+
+    m = make_demo_data(store, DemoDataConfig(episodes=20, tasks=1, first_task=8, image_size=32, use_videos=False,
+                                             regime=regime), progress=False)
+    kinds = [e["kind"] for e in m.source["episodes"]]
+    assert {k: kinds.count(k) for k in KINDS} == {k: round(20 * REGIMES[regime][k]) for k in KINDS}
+    assert m.source["regime"] == regime and m.source["shares"] == REGIMES[regime]
+    assert m.successes == sum(k in SUCCESS_KINDS for k in kinds) == (20 if regime == "teleop" else m.successes)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--regime", "human"], "field 'regime' = 'human' is invalid: use one of teleop, mixed, scarce, custom"),
+    (["--regime", "teleop", "--expert", "0.5"], "field 'expert' must be left out; use regime custom"),
+    (["--expert", "1"], "field 'expert' must be left out; use regime custom"),
+    (["--regime", "custom", "--expert", "1"], "regime custom needs all five shares; field 'poor' is missing"),
+    (["--regime", "custom", "--expert", "0.5", "--poor", "0.4", "--decoy", "0", "--release", "0", "--timeout", "0"],
+     "sum to 0.9; make them sum to 1"),
+    (["--regime", "teleop", "--max-steps", "19"], "--max-steps: 19 is invalid: use a number in [20, 10000]"),
+])
+def test_bad_regimes_are_one_line_errors_and_write_nothing(store, args, message):
+    res = run_cli("make-demo-data", "--episodes", "6", "--tasks", "1", "--image-size", "32", *args, root=store.root)
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and res.output.startswith("error: "), res.output
+    assert message in res.output, res.output
+    assert store.shard_ids() == [] and (not store.tmp_dir.exists() or not any(store.tmp_dir.iterdir()))
+
+
 def test_verify_passes_then_finds_corruption(store, make_shard):
     make_shard("base")
     make_shard("second", seed=3)

@@ -42,7 +42,7 @@ def test_recorded_base_episodes_replay_to_the_same_frames_and_outcome(store):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     cfg = DemoDataConfig(episodes=5, tasks=2, max_steps=30, image_size=32, use_videos=False,
-                         expert=0.2, poor=0.2, decoy=0.2, release=0.2, timeout=0.2)
+                         regime="custom", expert=0.2, poor=0.2, decoy=0.2, release=0.2, timeout=0.2)
     m = make_demo_data(store, cfg, progress=False)
     assert sorted(e["kind"] for e in m.source["episodes"]) == sorted(KINDS)
     ds = LeRobotDataset("x/base", root=store.shard_path("base"))

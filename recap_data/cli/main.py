@@ -81,7 +81,7 @@ def cli(ctx, root: Path):
 @config_options(DemoDataConfig)
 @click.pass_obj
 def make_demo_data_cmd(store: ShardStore, **options):
-    """Record the embedded base shard: scripted demonstrators of mixed quality in the embedded world.
+    """Record the embedded base shard: scripted demonstrators in the embedded world, in a named regime.
 
     Re-running with the same options finds the shard already there and changes nothing."""
     from recap_data.data.demo_data import make_demo_data
@@ -312,14 +312,18 @@ def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | No
 @click.pass_obj
 def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path | None, record: Path | None,
              **options):
-    """Success rate of a policy on held-out initial states and seeds (nothing is recorded)."""
+    """Success rate and throughput of a policy on held-out initial states and seeds (nothing is recorded)."""
     from recap_data.sim.evaluate import evaluate
 
     cfg = load_config(EvalConfig, "eval", params, pick(options, EvalConfig))
     m = evaluate(store, policy, cfg, metrics_path=metrics, record_path=record)
     low, high = m["success_ci95"]
+    t_low, t_high = m["throughput_ci95"]
+    steps = "none succeeded" if m["success_steps"] is None else f"{m['success_steps']:.1f}"
     click.echo(f"{policy}: success {m['successes']}/{m['episodes']} = {m['success_rate']:.3f} "
-               f"(95% CI {low:.3f}-{high:.3f}), mean episode length {m['mean_episode_length']:.1f}")
+               f"(95% CI {low:.3f}-{high:.3f}), mean episode length {m['mean_episode_length']:.1f}, "
+               f"steps of a success {steps}, throughput {m['throughput']:.2f} successes per "
+               f"{m['throughput_per']:,} steps (95% CI {t_low:.2f}-{t_high:.2f})")
 
 
 @cli.command("base")
@@ -359,10 +363,11 @@ def index_cmd(store: ShardStore, add, prev: Path | None, out: Path, params: Path
 @click.option("--metrics-dir", type=InputDir, default=Path(paths.METRICS_DIR),
               show_default=True, help="Folder with one metrics folder per iteration.")
 @click.option("--out", type=OutputFile, required=True, help="CSV file to write.")
-@click.option("--png", type=OutputFile, help="Also plot success by iteration here.")
+@click.option("--png", type=OutputFile, help="Also plot success and throughput by iteration here.")
 def summary_cmd(params: Path, metrics_dir: Path, out: Path, png: Path | None):
-    """One CSV row per policy (SFT, then each iteration): held-out success rate with its 95% interval,
-    rollout success, value MAE, labelled and trained positive fractions."""
+    """One CSV row per policy (SFT, then each iteration): held-out success rate and throughput with their
+    95% intervals, RECAP's and each baseline's (params `baselines`), rollout success, value MAE, labelled and
+    trained positive fractions."""
     from recap_data.pipeline.summary import summarize
 
     rows = summarize(params, metrics_dir, out, png)

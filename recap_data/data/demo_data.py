@@ -3,9 +3,10 @@
 The LIBERO demo set cannot be downloaded here, so the default pipeline runs on this. Scripted
 demonstrators (recap_data.world.demonstrators) act in the world (recap_data.world.env) from its training
 initial states, and every frame is the world's own observation under the demonstrator's action,
-so an episode replays exactly. The mix of demonstrators is set by five fractions (exact counts,
-rounded, in an order fixed by the seed); the default is 40% expert, 30% poor but successful,
-30% failures (15% decoy, 10% release, 5% timeout): 70% of the demonstrations succeed.
+so an episode replays exactly. The mix of demonstrators is a named regime (world.demonstrators.
+REGIMES: `teleop`, every demonstration succeeds; `mixed`, the default, 70%; `scarce`, 30%) or,
+with regime `custom`, five shares given one by one; exact counts, rounded, in an order fixed by
+the seed.
 Features are LeRobot's LIBERO ones (two cameras, state 8, action 7, fps 20) and the tasks are
 the ten LIBERO-10 instructions.
 """
@@ -20,7 +21,7 @@ from recap_data.errors import RecapError
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store.store import Manifest, ShardStore, validate_shard_id
 from recap_data.store.writer import ShardWriter
-from recap_data.world.demonstrators import KINDS, demonstrate
+from recap_data.world.demonstrators import CUSTOM, KINDS, REGIMES, demonstrate
 from recap_data.world.env import MIN_VIDEO_SIZE, TASKS, TRAIN_INIT_STATES, WorldConfig
 
 GENERATOR_VERSION = 3  # 3: recorded in the embedded world by scripted demonstrators
@@ -36,11 +37,14 @@ class DemoDataConfig:
     tasks: Int(1, 10) = param(10, "number of LIBERO-10 instructions (1-10), counted from first_task")
     first_task: Int(0, 9) = param(0, "index of the first instruction (they wrap around: 8 with tasks 3 is 8, 9, 0)")
     max_steps: Int(20, 10_000) = param(100, "the world's step cap (and its speed limit: 0.4 m / max_steps per step)")
-    expert: Fraction = param(0.4, "fraction of direct expert demonstrations")
-    poor: Fraction = param(0.3, "fraction of successes with detours, hesitation, overshoot or crawling")
-    decoy: Fraction = param(0.15, "fraction of failures that grasp the decoy")
-    release: Fraction = param(0.1, "fraction of failures that let go of the goal before the grasp holds")
-    timeout: Fraction = param(0.05, "fraction of failures that crawl and wander until the step cap")
+    regime: str = param("mixed", "the demonstration mix: teleop (all succeed: experts and poor-but-successful), "
+                                 "mixed (70% succeed), scarce (30%), or custom (the five shares below)")
+    expert: Fraction | None = param(None, "regime custom: share of direct expert demonstrations")
+    poor: Fraction | None = param(None, "regime custom: share of successes with a fumble, detour, hesitation, "
+                                        "overshoot or crawl")
+    decoy: Fraction | None = param(None, "regime custom: share of failures that grasp the decoy")
+    release: Fraction | None = param(None, "regime custom: share of failures that let go before the grasp holds")
+    timeout: Fraction | None = param(None, "regime custom: share of failures that crawl and wander until the cap")
     image_size: Int(16, 512) = param(64, "camera height and width in pixels (LIBERO renders 256)")
     use_videos: bool = param(True, "cameras as mp4 videos (LeRobot's default) or PNG in parquet")
     seed: Seed = param(0, "same seed, same data")
@@ -52,7 +56,16 @@ class DemoDataConfig:
             raise RecapError(f"make-demo-data: field '{field}' = {getattr(self, field)!r} is invalid: {why}")
 
         validate_shard_id(self.shard_id)
-        total = sum(getattr(self, k) for k in KINDS)
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if self.regime not in (*REGIMES, CUSTOM):
+            bad("regime", f"use one of {', '.join([*REGIMES, CUSTOM])}")
+        if self.regime != CUSTOM and given:
+            bad("regime", f"it sets the shares itself, so field '{given[0]}' must be left out; "
+                          f"use regime {CUSTOM} to give the five shares")
+        if self.regime == CUSTOM and len(given) < len(KINDS):
+            missing = [k for k in KINDS if k not in given]
+            raise RecapError(f"make-demo-data: regime {CUSTOM} needs all five shares; field '{missing[0]}' is missing")
+        total = sum(self.shares().values())
         if abs(total - 1.0) > 1e-6:
             raise RecapError(f"make-demo-data: fields {', '.join(KINDS)} sum to {total:g}; make them sum to 1")
         if self.use_videos and self.image_size < MIN_VIDEO_SIZE:  # SVT-AV1 dies (SIGFPE) on 16 px
@@ -61,10 +74,15 @@ class DemoDataConfig:
             bad("max_steps", f"use at least {MIN_DEMO_STEPS}")
         return self
 
+    def shares(self) -> dict[str, float]:
+        """Each demonstrator kind's share of the episodes: the regime's, or the five fields (custom)."""
+        return dict(REGIMES[self.regime]) if self.regime in REGIMES else {k: getattr(self, k) for k in KINDS}
+
     def kinds(self) -> list[str]:
         """The demonstrator of each episode: exact (rounded) counts of the mix, in a seeded order."""
-        counts = np.floor(np.array([getattr(self, k) for k in KINDS]) * self.episodes).astype(int)
-        rest = np.array([getattr(self, k) for k in KINDS]) * self.episodes - counts
+        shares = np.array([self.shares()[k] for k in KINDS])
+        counts = np.floor(shares * self.episodes).astype(int)
+        rest = shares * self.episodes - counts
         counts[np.argsort(-rest, kind="stable")[:self.episodes - counts.sum()]] += 1  # largest remainders
         kinds = np.repeat(np.array(KINDS), counts)
         return [str(k) for k in np.random.default_rng(self.seed).permutation(kinds)]
@@ -89,7 +107,8 @@ def make_demo_data(store: ShardStore, cfg: DemoDataConfig, progress: bool = True
     cfg.validate()
     plan = cfg.plan()
     source = {"generator": "recap_data.data.demo_data", "generator_version": GENERATOR_VERSION, "world": "embedded",
-              "seed": cfg.seed, "config": asdict(cfg), "episodes": plan}
+              "seed": cfg.seed, "config": asdict(cfg), "regime": cfg.regime, "shares": cfg.shares(),
+              "episodes": plan}
     existing = store.manifest(cfg.shard_id) if store.exists(cfg.shard_id) else None
     if existing is not None and existing.source == source:
         return existing

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
+from recap_data.policy.baselines import BASELINES
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
 
@@ -55,9 +56,17 @@ class PolicyTrainConfig:
     log_every: Count = param(10, "steps per row of loss.csv")
     seed: Seed = param(0, "seeds the model, the sampler and the indicator dropout")
     bf16: bool = param(True, "bf16 mixed precision on GPU (CPU trains in float32)")
+    baseline: str | None = param(None, "train a baseline arm instead of RECAP: filtered_bc (successful episodes "
+                                       "only, indicator always positive); sets successes_only and indicator_mode")
 
     def validate(self) -> "PolicyTrainConfig":
         check_fields(self, "policy")
+        if self.baseline is not None:
+            if self.baseline not in BASELINES:
+                raise RecapError(f"policy: field 'baseline' = {self.baseline!r} is unknown: use one of "
+                                 f"{', '.join(BASELINES)}")
+            for name, value in BASELINES[self.baseline].items():  # the arm's settings, whatever was given
+                setattr(self, name, value)
         if self.size not in ("tiny", "real"):
             raise RecapError(f"policy: field 'size' = {self.size!r} is invalid: use tiny or real")
         if self.indicator_mode not in MODES:
@@ -152,6 +161,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         "shards": [{"id": s, "digest": data.digests[s], "weight": w} for s, w in data.mixture.items()],
         "label_set": data.label_set, "init": init_info, "indicator_mode": cfg.indicator_mode,
         "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only, "size": cfg.size,
+        "baseline": cfg.baseline,
     }
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device
     write_training_run(out, lambda tmp: save_policy(tmp, policy, pre, post, tokenizer, provenance), metrics,

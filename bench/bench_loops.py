@@ -1,0 +1,301 @@
+"""Does RECAP pay off, loop against loop? (not a test): prints a table per data regime and writes
+bench/results/loops.json (one entry per regime; a run of some regimes keeps the others').
+
+Fixed before any result was seen (2026-12-06), and kept: the regimes (world.demonstrators.REGIMES:
+teleop, mixed, scarce), the arms, the budgets and the comparisons below. Per regime, on the
+pipeline's params (params.yaml: base data of 100 demonstrations of the moka-pot task, the tiny
+models, 2,000 policy steps of 16, 1,000 value steps of 32), for each training seed:
+  sft        BC on the demonstrations, indicator always positive (where both loops start)
+  recap      the pipeline's loop, 2 iterations: roll out the previous policy (100 episodes),
+             fine-tune the value model from value-pre on base + every rollout so far, label at
+             30% positive per task, fine-tune the policy from SFT with the indicator
+  fbc loop   iterated filtered BC: each iteration rolls out the previous fbc policy (100
+             episodes; the first iteration shares SFT's rollouts with recap) and fine-tunes from
+             SFT on every successful episode so far, indicator always positive (baselines.
+             BASELINES["filtered_bc"]), same steps
+  single-shot arms, trained from scratch on base + SFT's rollouts (the old bench_recap arms):
+             bc (every frame), fbc (successful episodes), recap (the loop's first label set)
+Evaluation: every policy on the same 100 episodes per training seed from the `test` initial
+states (200-299), which nothing is tuned on; recap at beta 1 and at the guidance beta chosen on
+the `validation` split (the final recap policies at beta 1.5 and 2.5 against beta 1, the best
+mean success over seeds wins); the beta 0 check (recap without its indicator). Reported per arm:
+success (mean over seeds with a t interval, pooled Wilson), throughput (successes per 1,000 steps,
+pooled over seeds' episodes, delta-method interval), mean steps of a success, per seed; the value
+model's held-out MAE against the best constant and the AUC of V(o_0) on held-out SFT rollouts.
+value-pre is trained once per regime (seed 0); the training seeds vary the policies, rollouts and
+value fine-tuning.
+
+    .venv/bin/python bench/bench_loops.py [--regimes teleop,mixed,scarce] [--seeds 3] [--work DIR]
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+from common import machine_info, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "loops.json"
+ITERATIONS = 2
+BETAS = (1.0, 1.5, 2.5)  # guidance candidates for recap, chosen on the validation split
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t, df = n - 1
+TARGETS = {"recap_minus_fbc_loop_points": 5.0, "recap_over_fbc_loop_throughput": 1.15,
+           "recap_minus_sft_points": 15.0, "recap_over_sft_throughput": 1.30}
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); None with one outcome only."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return round(float(greater / (len(pos) * len(neg))), 4)
+
+
+def mean_interval(values: list[float]) -> list[float]:
+    """Mean and its 95% t interval over seeds."""
+    x = np.asarray(values, float)
+    if len(x) < 2:
+        return [float(x.mean()), float("nan"), float("nan")]
+    half = T95.get(len(x) - 1, 1.96) * x.std(ddof=1) / np.sqrt(len(x))
+    return [round(float(x.mean()), 4), round(float(x.mean() - half), 4), round(float(x.mean() + half), 4)]
+
+
+class Regime:
+    """One regime's store, models and configs; every step is skipped when its output exists, so a
+    run that stopped resumes where it was."""
+
+    def __init__(self, name: str, work: Path, params: Path, rollouts: int):
+        from recap_data.config import load_config
+        from recap_data.data.base_data import BaseDataConfig
+        from recap_data.labels.labelset import LabelConfig
+        from recap_data.policy.train import PolicyTrainConfig
+        from recap_data.sim.evaluate import EvalConfig
+        from recap_data.sim.rollout import RolloutConfig
+        from recap_data.store.shard_index import MixtureConfig
+        from recap_data.store.store import ShardStore
+        from recap_data.value.returns import RewardConfig
+        from recap_data.value.train import ValueTrainConfig
+
+        self.name, self.work, self.models = name, work / name, work / name / "models"
+        self.store = ShardStore(self.work / "data")
+        self.base = load_config(BaseDataConfig, "base", params, {"regime": name})
+        self.reward = load_config(RewardConfig, "reward", params)
+        self.value = load_config(ValueTrainConfig, "value", params)
+        self.policy = load_config(PolicyTrainConfig, "policy", params)
+        self.labels = load_config(LabelConfig, "label", params)
+        self.mixture = load_config(MixtureConfig, "mixture", params)
+        self.rollout = replace(load_config(RolloutConfig, "rollout", params), episodes=rollouts)
+        self.eval = load_config(EvalConfig, "eval", params)
+        self.timings: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def timed(self, name: str, done: bool, fn):
+        if done:
+            return
+        t = time.perf_counter()
+        fn()
+        self.timings[name] = round(time.perf_counter() - t, 1)
+        print(f"[{self.name} {time.perf_counter() - self.started:6.0f} s] {name}: {self.timings[name]} s", flush=True)
+
+    def shard(self, shard: str, policy: Path, seed: int) -> None:
+        from recap_data.sim.rollout import rollout
+
+        self.timed(shard, self.store.exists(shard), lambda: rollout(
+            self.store, shard, str(policy), replace(self.rollout, seed=seed).validate(), progress=False))
+
+    def index(self, name: str, shards: list[str]) -> dict[str, float]:
+        from recap_data.store.shard_index import write_index
+
+        entries = write_index(self.store, self.work / f"index-{name}.json", shards, self.mixture)
+        return {e["id"]: e["weight"] for e in entries}
+
+    def train(self, out: Path, mixture: dict, labels: str | None, init: Path | None, **changes) -> Path:
+        from recap_data.policy.train import train_policy
+
+        cfg = replace(self.policy, **changes).validate()
+        self.timed(out.name, out.exists(), lambda: train_policy(self.store, mixture, labels, out, cfg, init=init,
+                                                                progress=False))
+        return out
+
+    def value_and_labels(self, name: str, mixture: dict) -> str:
+        from recap_data.labels.infer import label
+        from recap_data.value.train import train_value
+
+        ckpt = self.models / f"value-{name}"
+        self.timed(ckpt.name, ckpt.exists(), lambda: train_value(
+            self.store, mixture, ckpt, self.value, self.reward, init=self.models / "value-pre", progress=False))
+        self.timed(f"label {name}", (self.store.root / "labels" / name).exists(), lambda: label(
+            self.store, list(mixture), ckpt, name, self.reward, self.labels, progress=False))
+        return name
+
+    def evaluate(self, policy: Path, seed: int, split: str, beta: float, episodes: int) -> dict:
+        """One policy on the split's episodes of this training seed; cached beside the models (not in
+        the checkpoint, whose digest the rollouts recorded)."""
+        from recap_data.sim.evaluate import evaluate
+
+        cache = self.work / "evals" / f"{policy.name}-{split}-beta{beta:g}-n{episodes}.json"
+        if cache.exists():
+            return json.loads(cache.read_text())
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cfg = replace(self.eval, episodes=episodes, split=split, seed=1000 + seed, guidance=beta).validate()
+        m = evaluate(self.store, str(policy), cfg, progress=False)
+        cache.write_text(json.dumps(m))
+        return m
+
+
+def run_regime(name: str, args) -> dict:
+    from recap_data.data.base_data import make_base
+    from recap_data.labels.infer import label
+    from recap_data.store.label_sets import read_labels
+    from recap_data.value.train import train_value
+
+    r = Regime(name, args.work, args.params, args.rollouts)
+    r.timed("base", r.store.exists("base"), lambda: make_base(r.store, r.base, progress=False))
+    r.timed("value-pre", (r.models / "value-pre").exists(), lambda: train_value(
+        r.store, {"base": 1.0}, r.models / "value-pre", r.value, r.reward, progress=False))
+    policies: dict[str, dict[int, Path]] = {}
+    heldout = []
+    for seed in range(args.seeds):
+        sft = r.train(r.models / f"sft-s{seed}", {"base": 1.0}, None, None, indicator_mode="on", seed=seed)
+        policies.setdefault("sft", {})[seed] = sft
+        recap, fbc, recap_shards, fbc_shards = sft, sft, ["base"], ["base"]
+        for k in range(1, ITERATIONS + 1):
+            # the first iteration's rollouts are SFT's for both loops: one shard
+            recap_shard = f"sft-rollouts-s{seed}" if k == 1 else f"recap-rollouts-s{seed}-it{k}"
+            r.shard(recap_shard, recap, seed=100 * seed + k)
+            recap_shards.append(recap_shard)
+            mixture = r.index(f"recap-s{seed}-it{k}", recap_shards)
+            labels = r.value_and_labels(f"recap-s{seed}-it{k}", mixture)
+            recap = r.train(r.models / f"recap-s{seed}-it{k}", mixture, labels, sft, indicator_mode="use", seed=seed)
+            policies.setdefault(f"recap it{k}", {})[seed] = recap
+            fbc_shard = recap_shard if k == 1 else f"fbc-rollouts-s{seed}-it{k}"
+            r.shard(fbc_shard, fbc, seed=100 * seed + k)
+            fbc_shards.append(fbc_shard)
+            fbc = r.train(r.models / f"fbc-loop-s{seed}-it{k}", r.index(f"fbc-s{seed}-it{k}", fbc_shards), None, sft,
+                          baseline="filtered_bc", seed=seed)
+            policies.setdefault(f"fbc loop it{k}", {})[seed] = fbc
+        if args.single_shot:  # from scratch on base + SFT's rollouts, as the old bench_recap
+            data = r.index(f"single-s{seed}", ["base", f"sft-rollouts-s{seed}"])
+            for arm, labels, changes in (("bc", None, {"indicator_mode": "ignore"}),
+                                         ("fbc", None, {"indicator_mode": "ignore", "successes_only": True}),
+                                         ("recap", f"recap-s{seed}-it1", {"indicator_mode": "use"})):
+                policies.setdefault(f"single-shot {arm}", {})[seed] = r.train(
+                    r.models / f"single-{arm}-s{seed}", data, labels, None, seed=seed, **changes)
+        # held-out rollouts of SFT (other seeds) for the AUC of V(o_0) of the first value model
+        held = f"sft-heldout-s{seed}"
+        r.shard(held, sft, seed=100 * seed + 99)
+        r.timed(f"label {held}", (r.store.root / "labels" / held).exists(), lambda h=held, s=seed: label(
+            r.store, [h], r.models / f"value-recap-s{s}-it1", h, r.reward, r.labels, progress=False))
+        heldout.append(read_labels(r.store, held))
+
+    # The guidance beta for the final recap policies, chosen on the validation split alone.
+    final = f"recap it{ITERATIONS}"
+    on_validation = {beta: [r.evaluate(p, s, "validation", beta, args.episodes)["success_rate"]
+                            for s, p in policies[final].items()] for beta in BETAS}
+    beta = max(BETAS, key=lambda b: (float(np.mean(on_validation[b])), -b))
+    plan = {"sft": ("sft", 1.0), **{f"recap it{k}": (f"recap it{k}", 1.0) for k in range(1, ITERATIONS + 1)},
+            f"recap it{ITERATIONS} beta*": (final, beta), f"recap it{ITERATIONS} beta 0 (check)": (final, 0.0),
+            **{f"fbc loop it{k}": (f"fbc loop it{k}", 1.0) for k in range(1, ITERATIONS + 1)},
+            **({f"single-shot {a}": (f"single-shot {a}", 1.0) for a in ("bc", "fbc", "recap")}
+               if args.single_shot else {})}
+    arms = {arm: summarize_arm([r.evaluate(p, s, "test", b, args.episodes) for s, p in policies[key].items()])
+            for arm, (key, b) in plan.items()}
+    start = np.concatenate([h[h["frame_index"] == 0]["value"].to_numpy() for h in heldout])
+    won = np.concatenate([h[h["frame_index"] == 0]["success"].to_numpy(bool) for h in heldout])
+    values = [json.loads((r.models / f"value-recap-s{s}-it{k}" / "metrics.json").read_text())["holdout"]
+              for s in range(args.seeds) for k in range(1, ITERATIONS + 1)]
+    data = {s: {k: getattr(r.store.manifest(s), k) for k in ("episodes", "frames", "successes")}
+            for s in r.store.shard_ids()}
+    return {"regime": name, "shares": r.base.shares(), "guidance_chosen": beta,
+            "guidance_on_validation": {f"{b:g}": round(float(np.mean(v)), 4) for b, v in on_validation.items()},
+            "arms": arms, "comparisons": compare(arms, f"recap it{ITERATIONS} beta*", f"fbc loop it{ITERATIONS}"),
+            "value": {"heldout_mae_mean": round(float(np.mean([v["value_mae"] for v in values])), 4),
+                      "heldout_constant_mae_mean": round(float(np.mean([v["constant_mae"] for v in values])), 4),
+                      "mae_ratio_mean": round(float(np.mean([v["constant_mae"] / v["value_mae"] for v in values])), 3),
+                      "auc_v0_heldout_sft_rollouts": auc(start, won), "heldout_episodes": int(len(start))},
+            "data": data, "timings_s": r.timings}
+
+
+def summarize_arm(runs: list[dict]) -> dict:
+    """One arm over its training seeds: success mean with t interval, pooled Wilson; pooled
+    throughput with its interval; mean steps of a success; per seed."""
+    from recap_data.sim.evaluate import outcome_metrics
+
+    pooled = outcome_metrics([o for m in runs for o in m["outcomes"]], [n for m in runs for n in m["lengths"]])
+    return {"success_mean_ci95_over_seeds": mean_interval([m["success_rate"] for m in runs]),
+            "success_pooled": pooled["success_rate"], "success_pooled_wilson95": pooled["success_ci95"],
+            "throughput_pooled": pooled["throughput"], "throughput_pooled_ci95": pooled["throughput_ci95"],
+            "success_steps_pooled": pooled["success_steps"], "episodes_per_seed": runs[0]["episodes"],
+            "per_seed": {"success": [m["success_rate"] for m in runs], "throughput": [m["throughput"] for m in runs],
+                         "success_steps": [m["success_steps"] for m in runs]}}
+
+
+def compare(arms: dict, recap: str, fbc: str) -> dict:
+    """RECAP's final policy against the final iterated filtered BC and against SFT: differences,
+    whether the pooled intervals are apart, and whether every seed has the same sign."""
+    out = {}
+    for other in (fbc, "sft"):
+        a, b = arms[recap], arms[other]
+        seeds_success = [x - y for x, y in zip(a["per_seed"]["success"], b["per_seed"]["success"], strict=True)]
+        seeds_tput = [x - y for x, y in zip(a["per_seed"]["throughput"], b["per_seed"]["throughput"], strict=True)]
+        out[f"vs {other}"] = {
+            "success_points": round(100 * (a["success_pooled"] - b["success_pooled"]), 1),
+            "success_intervals_apart": a["success_pooled_wilson95"][0] > b["success_pooled_wilson95"][1],
+            "success_same_sign_every_seed": all(d > 0 for d in seeds_success),
+            "throughput_ratio": round(a["throughput_pooled"] / b["throughput_pooled"], 3)
+            if b["throughput_pooled"] else None,
+            "throughput_intervals_apart": a["throughput_pooled_ci95"][0] > b["throughput_pooled_ci95"][1],
+            "throughput_same_sign_every_seed": all(d > 0 for d in seeds_tput)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regimes", default="teleop,mixed,scarce")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy, seed and split")
+    parser.add_argument("--rollouts", type=int, default=100, help="rollout episodes per iteration")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--no-single-shot", dest="single_shot", action="store_false",
+                        help="leave out the single-shot arms (bc, fbc, recap from scratch)")
+    parser.add_argument("--work", type=Path, help="working directory, reused to resume (default: a temporary one)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="bench-loops-"))
+    results = json.loads(args.results.read_text()) if args.results.exists() else {"regimes": {}}
+    for name in args.regimes.split(","):
+        entry = run_regime(name, args)
+        results["regimes"][name] = {**entry, "machine": machine_info(), "seeds": args.seeds,
+                                    "episodes": args.episodes, "rollouts": args.rollouts, "params": str(args.params),
+                                    "commit": os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()}
+        results["targets"] = TARGETS
+        print_regime(results["regimes"][name])
+        write_results(args.results, results)
+
+
+def print_regime(entry: dict) -> None:
+    print(f"\n{entry['regime']} {entry['shares']}: guidance chosen on validation {entry['guidance_chosen']:g} "
+          f"({entry['guidance_on_validation']})")
+    print(f"{'arm':30s} {'success, mean [95% CI over seeds]':34s} {'pooled Wilson':16s} "
+          f"{'throughput /1k steps [95% CI]':30s} steps of a success")
+    for arm, a in entry["arms"].items():
+        m, lo, hi = a["success_mean_ci95_over_seeds"]
+        wl, wh = a["success_pooled_wilson95"]
+        tl, th = a["throughput_pooled_ci95"]
+        print(f"{arm:30s} {m:.3f} [{lo:.3f}, {hi:.3f}]{'':14s} [{wl:.3f}, {wh:.3f}]   "
+              f"{a['throughput_pooled']:6.2f} [{tl:.2f}, {th:.2f}]{'':12s} {a['success_steps_pooled']}")
+    for name, c in entry["comparisons"].items():
+        print(f"recap {name}: {c}")
+    print(f"value: {entry['value']}")
+
+
+if __name__ == "__main__":
+    main()
