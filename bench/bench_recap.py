@@ -1,10 +1,11 @@
 """Does RECAP work? A controlled comparison in the embedded world (not a test): prints a table and
 writes bench/results/recap.json.
 
-Same data for every arm: the pipeline's base shard (params.yaml `base`: one task, the default mix
-of demonstrators) plus 100 rollouts of an SFT policy (BC on the base shard, indicator always
-positive). Same model (the tiny pi0), same steps and batch size, trained from scratch, for
-each of the training seeds:
+Same data for every arm: the pipeline's base shard (params.yaml `base`: one task) in the mixed
+regime (70% of the demonstrations succeed; the pipeline's default was mixed when this was
+measured, and bench_loops.py compares the regimes) plus 100 rollouts of an SFT policy (BC on
+the base shard, indicator always positive). Same model (the tiny pi0), same steps and batch
+size, trained from scratch, for each of the training seeds:
   bc        every frame, indicator ignored
   fbc       filtered BC: frames of successful episodes only
   recap     value model (pre-trained on the base shard, fine-tuned on base + rollouts), labels at
@@ -161,7 +162,9 @@ def main() -> None:
         return out
 
     # The data every arm trains on: base + rollouts of the SFT policy (and held-out rollouts for the AUC).
-    timed("base", lambda: make_base(store, load_config(BaseDataConfig, "base", params), progress=False))
+    # the mixed regime (70% of demonstrations succeed), as when its results were measured
+    base_cfg = load_config(BaseDataConfig, "base", params, {"regime": "mixed"})
+    timed("base", lambda: make_base(store, base_cfg, progress=False))
     sft = models / "sft"
     if not sft.exists():
         timed("sft", lambda: train_policy(store, {"base": 1.0}, None, sft,

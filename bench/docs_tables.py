@@ -353,11 +353,14 @@ def status(results: dict) -> str:
     first, *iters = pipe["policies"]
     arms, best = r["arms"], r["best_recap_arm"]
     return "\n".join([
-        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}), held-out success with 95% intervals: "
-        f"{first['name'].upper()} {first['success_rate']:.2f} [{first['ci_low']:.2f}, {first['ci_high']:.2f}], then "
-        + ", ".join(f"{i['name']} {i['success_rate']:.2f} [{i['ci_low']:.2f}, {i['ci_high']:.2f}]" for i in iters)
+        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}; teleop demonstrations, all successful), "
+        "held-out success and throughput (successes per 1,000 steps) with 95% intervals: "
+        + ", then ".join(f"{p['name'] if p is not first else p['name'].upper()} {p['success_rate']:.2f} "
+                         f"[{p['ci_low']:.2f}, {p['ci_high']:.2f}] and {p['throughput']:.1f} "
+                         f"[{p['throughput_low']:.1f}, {p['throughput_high']:.1f}]" for p in (first, *iters))
         + " after each RECAP iteration; one seed ([docs/pipeline.md](docs/pipeline.md)).",
-        f"- The controlled benchmark, {r['seeds']} seeds on held-out initial states: {ARM_NAMES[best]}: "
+        f"- The single-shot benchmark on the mixed regime (70% of demonstrations succeed), {r['seeds']} seeds on "
+        f"held-out initial states: {ARM_NAMES[best]}: "
         f"{arms[best]['success_mean']:.2f} against {arms['bc']['success_mean']:.2f} for behaviour cloning on the same "
         f"data and {arms['fbc']['success_mean']:.2f} for filtered BC; its value model's held-out MAE is "
         f"{r['value']['mae_ratio']:.2f}x lower than a constant's, for reasons measured there "
