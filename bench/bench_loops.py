@@ -39,33 +39,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
+from common import auc, machine_info, mean_interval, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "loops.json"
 ITERATIONS = 2
 BETAS = (1.0, 1.5, 2.5)  # guidance candidates for recap, chosen on the validation split
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t, df = n - 1
 TARGETS = {"recap_minus_fbc_loop_points": 5.0, "recap_over_fbc_loop_throughput": 1.15,
            "recap_minus_sft_points": 15.0, "recap_over_sft_throughput": 1.30}
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half); None with one outcome only."""
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return round(float(greater / (len(pos) * len(neg))), 4)
-
-
-def mean_interval(values: list[float]) -> list[float]:
-    """Mean and its 95% t interval over seeds."""
-    x = np.asarray(values, float)
-    if len(x) < 2:
-        return [float(x.mean()), float("nan"), float("nan")]
-    half = T95.get(len(x) - 1, 1.96) * x.std(ddof=1) / np.sqrt(len(x))
-    return [round(float(x.mean()), 4), round(float(x.mean() - half), 4), round(float(x.mean() + half), 4)]
 
 
 class Regime:
@@ -220,7 +201,8 @@ def run_regime(name: str, args) -> dict:
             "value": {"heldout_mae_mean": round(float(np.mean([v["value_mae"] for v in values])), 4),
                       "heldout_constant_mae_mean": round(float(np.mean([v["constant_mae"] for v in values])), 4),
                       "mae_ratio_mean": round(float(np.mean([v["constant_mae"] / v["value_mae"] for v in values])), 3),
-                      "auc_v0_heldout_sft_rollouts": auc(start, won), "heldout_episodes": int(len(start))},
+                      "auc_v0_heldout_sft_rollouts": None if np.isnan(v0 := auc(start, won)) else round(v0, 4),
+                      "heldout_episodes": int(len(start))},
             "data": data, "timings_s": r.timings}
 
 
@@ -230,7 +212,7 @@ def summarize_arm(runs: list[dict]) -> dict:
     from recap_data.sim.evaluate import outcome_metrics
 
     pooled = outcome_metrics([o for m in runs for o in m["outcomes"]], [n for m in runs for n in m["lengths"]])
-    return {"success_mean_ci95_over_seeds": mean_interval([m["success_rate"] for m in runs]),
+    return {"success_mean_ci95_over_seeds": [round(v, 4) for v in mean_interval([m["success_rate"] for m in runs])],
             "success_pooled": pooled["success_rate"], "success_pooled_wilson95": pooled["success_ci95"],
             "throughput_pooled": pooled["throughput"], "throughput_pooled_ci95": pooled["throughput_ci95"],
             "success_steps_pooled": pooled["success_steps"], "episodes_per_seed": runs[0]["episodes"],

@@ -38,23 +38,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
+from common import auc, machine_info, mean_interval, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "recap.json"
 ARMS = {"bc": {"indicator_mode": "ignore"}, "fbc": {"indicator_mode": "ignore", "successes_only": True},
         "recap": {"indicator_mode": "use"}}
 GUIDANCE = {"bc": (1.0,), "fbc": (1.0,), "recap": (1.0, 1.5, 2.5, 0.0)}  # beta 0: unconditional, a check
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t, df = n - 1
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 def value_bounds(store, train, held, task: int, seed: int = 0) -> dict:
@@ -109,15 +99,6 @@ def value_bounds(store, train, held, task: int, seed: int = 0) -> dict:
             "state_mlp_mae": float(np.abs(best[1] - y_held).mean()),
             "constant_mae": float(np.abs(np.median(y) - y_held).mean()),
             "value_model_mae": float(np.abs(held["value"].to_numpy() - y_held).mean())}
-
-
-def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its 95% t interval over seeds, clipped to [0, 1]."""
-    x = np.asarray(values, float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    half = T95.get(len(x) - 1, 1.96) * x.std(ddof=1) / np.sqrt(len(x))
-    return float(x.mean()), max(0.0, float(x.mean() - half)), min(1.0, float(x.mean() + half))  # a rate's bounds
 
 
 def main() -> None:

@@ -80,7 +80,8 @@ class DemoDataConfig:
 
     def kinds(self) -> list[str]:
         """The demonstrator of each episode: exact (rounded) counts of the mix, in a seeded order."""
-        shares = np.array([self.shares()[k] for k in KINDS])
+        by_kind = self.shares()
+        shares = np.array([by_kind[k] for k in KINDS])
         counts = np.floor(shares * self.episodes).astype(int)
         rest = shares * self.episodes - counts
         counts[np.argsort(-rest, kind="stable")[:self.episodes - counts.sum()]] += 1  # largest remainders

@@ -24,7 +24,7 @@ from recap_data.errors import RecapError, first_line, one_line_errors
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, LABELS_FIX, label_set_names, label_set_path, read_manifest, table_parts
 from recap_data.store.schema import image_columns
-from recap_data.store.store import MISSING_FIX, ShardStore
+from recap_data.store.store import ShardStore
 
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 SHARD_FIX = "run `recap-data shards verify` to find the damaged shard"
@@ -37,8 +37,12 @@ def unreadable(where: str, fix: str):
     return one_line_errors(where, "unreadable data", fix, duckdb.Error, pyarrow.ArrowException, OSError)
 
 
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _sql_list(items: list[str]) -> str:
-    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
+    return "[" + ", ".join(_sql_text(s) for s in items) + "]"
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
@@ -138,9 +142,9 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
     # The labels alone need no shard (a label set can be queried, or relabelled, without them);
     # their join with the frames does: with a labelled shard missing, the join would drop its rows
     # in silence, so the view fails instead, with the fix, when a query reads it.
-    missing = [s["id"] for s in manifest.shards if not store.exists(s["id"])]
+    missing, label = [s["id"] for s in manifest.shards if not store.exists(s["id"])], f"label set {name!r}"
     guard = "" if not missing else (
-        f"CROSS JOIN (SELECT 1 WHERE error({_sql_text(MISSING_LABELED + missing_shard(name, missing[0], store))}))")
+        f"CROSS JOIN (SELECT 1 WHERE error({_sql_text(MISSING_LABELED + store.absent_message(missing[0], label))}))")
     con.execute(f"""CREATE TEMP VIEW labeled_frames AS
         SELECT f.*, l.* EXCLUDE ({shared.replace('l.', '')})
         FROM frames f JOIN labels l USING (shard, episode_index, frame_index) {guard}""")
@@ -148,14 +152,6 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
 
 MISSING_LABELED = "labeled_frames: "
 
-
-def missing_shard(label_set: str, shard_id: str, store: ShardStore) -> str:
-    return (f"label set {label_set!r} names shard {shard_id!r}, which is missing in {store.shards_dir}; "
-            f"{MISSING_FIX}")
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 _DAMAGED_FILE = re.compile(r"""file ['"]([^'"]+\.parquet)['"]""")

@@ -132,11 +132,15 @@ class ShardStore:
         of each of its files: a shard missing whole or in part is a one-line error with the fix,
         never fewer frames read in silence."""
         if not self.exists(shard_id):
-            state = "has no manifest.json" if self.shard_path(shard_id).is_dir() else "is missing"
-            raise RecapError(f"{named_by} names shard {shard_id!r}, which {state} in {self.shards_dir}; {MISSING_FIX}")
+            raise RecapError(self.absent_message(shard_id, named_by))
         manifest = self.manifest(shard_id)
         self.check_files_present(manifest, named_by)
         return manifest
+
+    def absent_message(self, shard_id: str, named_by: str) -> str:
+        """Why a shard that `named_by` names cannot be read, with the fix (the store lacks it)."""
+        state = "has no manifest.json" if self.shard_path(shard_id).is_dir() else "is missing"
+        return f"{named_by} names shard {shard_id!r}, which {state} in {self.shards_dir}; {MISSING_FIX}"
 
     def check_files_present(self, manifest: Manifest, named_by: str | None = None) -> None:
         """Refuse a committed shard some of whose recorded files are gone (a stat each, no read)."""
