@@ -20,8 +20,10 @@ states (200-299), which nothing is tuned on; recap at beta 1 and at the guidance
 the `validation` split (the final recap policies at beta 1.5 and 2.5 against beta 1, the best
 mean success over seeds wins); the beta 0 check (recap without its indicator). Reported per arm:
 success (mean over seeds with a t interval, pooled Wilson), throughput (successes per 1,000 steps,
-pooled over seeds' episodes, delta-method interval), mean steps of a success, per seed; the value
-model's held-out MAE against the best constant and the AUC of V(o_0) on held-out SFT rollouts.
+pooled over seeds' episodes, delta-method interval), mean steps of a success, per seed. The value
+model (each seed's first fine-tune) on held-out SFT rollouts: MAE of the labels' value (the mean of
+its distribution) and of its median, against the best constant, an MLP on the state (median and
+mean predictors, common.value_bounds) and an outcome oracle; the AUC of V(o_0) for success.
 value-pre is trained once per regime (seed 0); the training seeds vary the policies, rollouts and
 value fine-tuning.
 
@@ -39,7 +41,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from common import auc, machine_info, mean_interval, write_results  # noqa: E402
+from common import auc, machine_info, mean_interval, value_bounds, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "loops.json"
@@ -117,19 +119,22 @@ class Regime:
             self.store, list(mixture), ckpt, name, self.reward, self.labels, progress=False))
         return name
 
+    def cached(self, name: str, fn) -> dict:
+        """fn()'s JSON result, kept in the work directory so that a resumed run does not redo it."""
+        cache = self.work / "cache" / f"{name}.json"
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(fn()))
+        return json.loads(cache.read_text())
+
     def evaluate(self, policy: Path, seed: int, split: str, beta: float, episodes: int) -> dict:
         """One policy on the split's episodes of this training seed; cached beside the models (not in
         the checkpoint, whose digest the rollouts recorded)."""
         from recap_data.sim.evaluate import evaluate
 
-        cache = self.work / "evals" / f"{policy.name}-{split}-beta{beta:g}-n{episodes}.json"
-        if cache.exists():
-            return json.loads(cache.read_text())
-        cache.parent.mkdir(parents=True, exist_ok=True)
         cfg = replace(self.eval, episodes=episodes, split=split, seed=1000 + seed, guidance=beta).validate()
-        m = evaluate(self.store, str(policy), cfg, progress=False)
-        cache.write_text(json.dumps(m))
-        return m
+        return self.cached(f"eval-{policy.name}-{split}-beta{beta:g}-n{episodes}",
+                           lambda: evaluate(self.store, str(policy), cfg, progress=False))
 
 
 def run_regime(name: str, args) -> dict:
@@ -143,7 +148,7 @@ def run_regime(name: str, args) -> dict:
     r.timed("value-pre", (r.models / "value-pre").exists(), lambda: train_value(
         r.store, {"base": 1.0}, r.models / "value-pre", r.value, r.reward, progress=False))
     policies: dict[str, dict[int, Path]] = {}
-    heldout = []
+    heldout, bounds = [], []
     for seed in range(args.seeds):
         sft = r.train(r.models / f"sft-s{seed}", {"base": 1.0}, None, None, indicator_mode="on", seed=seed)
         policies.setdefault("sft", {})[seed] = sft
@@ -176,6 +181,9 @@ def run_regime(name: str, args) -> dict:
         r.timed(f"label {held}", (r.store.root / "labels" / held).exists(), lambda h=held, s=seed: label(
             r.store, [h], r.models / f"value-recap-s{s}-it1", h, r.reward, r.labels, progress=False))
         heldout.append(read_labels(r.store, held))
+        bounds.append(r.cached(f"value-bounds-s{seed}", lambda h=heldout[-1], s=seed: value_bounds(
+            r.store, read_labels(r.store, f"recap-s{s}-it1"), h, r.base.first_task, s,
+            value_ckpt=r.models / f"value-recap-s{s}-it1")))
 
     # The guidance beta for the final recap policies, chosen on the validation split alone.
     final = f"recap it{ITERATIONS}"
@@ -201,6 +209,9 @@ def run_regime(name: str, args) -> dict:
             "value": {"heldout_mae_mean": round(float(np.mean([v["value_mae"] for v in values])), 4),
                       "heldout_constant_mae_mean": round(float(np.mean([v["constant_mae"] for v in values])), 4),
                       "mae_ratio_mean": round(float(np.mean([v["constant_mae"] / v["value_mae"] for v in values])), 3),
+                      "heldout_median_mae_mean": round(float(np.mean([v["value_median_mae"] for v in values])), 4),
+                      "heldout_rollouts_mae_mean": {k: round(float(np.mean([b[k] for b in bounds])), 4)
+                                                    for k in bounds[0]},
                       "auc_v0_heldout_sft_rollouts": None if np.isnan(v0 := auc(start, won)) else round(v0, 4),
                       "heldout_episodes": int(len(start))},
             "data": data, "timings_s": r.timings}

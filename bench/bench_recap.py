@@ -38,67 +38,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from common import auc, machine_info, mean_interval, write_results  # noqa: E402
+from common import auc, machine_info, mean_interval, value_bounds, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "recap.json"
 ARMS = {"bc": {"indicator_mode": "ignore"}, "fbc": {"indicator_mode": "ignore", "successes_only": True},
         "recap": {"indicator_mode": "use"}}
 GUIDANCE = {"bc": (1.0,), "fbc": (1.0,), "recap": (1.0, 1.5, 2.5, 0.0)}  # beta 0: unconditional, a check
-
-
-def value_bounds(store, train, held, task: int, seed: int = 0) -> dict:
-    """MAE on the held-out rollouts `held` of predictors fitted on the training labels `train`:
-    outcome_oracle  the training frames' median return for the same outcome and time (5-frame bins)
-    state_mlp       an MLP with L1 loss (a median predictor) on state, time and distances to goal
-                    and decoy; its step count is chosen on held-out training episodes, not on `held`
-    constant        the training frames' median return"""
-    import torch
-
-    from recap_data.data.frames import load_states
-    from recap_data.world.env import task_layout
-
-    goal, decoy, _ = task_layout(task)
-
-    def features(labels):
-        shard, index = labels["shard"].to_numpy(), labels["index"].to_numpy()
-        state = np.zeros((len(labels), 8), np.float32)  # (F, 8)
-        for s in np.unique(shard):
-            state[shard == s] = load_states(store, s)[index[shard == s]]
-        pos = state[:, :3]
-        return np.column_stack([state, labels["frame_index"] / 100.0, np.linalg.norm(pos - goal, axis=1),
-                                np.linalg.norm(pos - decoy, axis=1)]).astype(np.float32)  # (F, 11)
-
-    y, y_held = train["return_norm"].to_numpy(np.float32), held["return_norm"].to_numpy(np.float32)
-    key = lambda d: d["success"].astype(str) + ":" + (d["frame_index"] // 5).astype(str)  # noqa: E731
-    medians = train.groupby(key(train))["return_norm"].median()
-    oracle = key(held).map(medians).fillna(float(np.median(y))).to_numpy()
-    x, x_held = features(train), features(held)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x, x_held = torch.tensor((x - mean) / std), torch.tensor((x_held - mean) / std)
-    episode = (train["shard"] + ":" + train["episode_index"].astype(str)).to_numpy()
-    val = np.isin(episode, np.random.default_rng(seed).permutation(np.unique(episode))[: len(np.unique(episode)) // 10])
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
-                              torch.nn.ReLU(), torch.nn.Linear(128, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    fit, yt = torch.tensor(np.flatnonzero(~val)), torch.tensor(y)
-    best = (float("inf"), None)
-    for step in range(1, 6001):
-        i = fit[torch.randint(0, len(fit), (256,))]
-        loss = (net(x[i]).squeeze(-1) - yt[i]).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 500 == 0:
-            with torch.no_grad():
-                val_mae = float((net(x[val]).squeeze(-1) - yt[val]).abs().mean())
-                if val_mae < best[0]:
-                    best = (val_mae, net(x_held).squeeze(-1).numpy())
-    return {"outcome_oracle_mae": float(np.abs(oracle - y_held).mean()),
-            "state_mlp_mae": float(np.abs(best[1] - y_held).mean()),
-            "constant_mae": float(np.abs(np.median(y) - y_held).mean()),
-            "value_model_mae": float(np.abs(held["value"].to_numpy() - y_held).mean())}
 
 
 def main() -> None:
@@ -175,7 +121,7 @@ def main() -> None:
     start = held[held["frame_index"] == 0]
     value_auc = auc(start["value"].to_numpy(), start["success"].to_numpy(bool))
     bounds = timed("value bounds", lambda: value_bounds(store, read_labels(store, "bench"), held,
-                                                        int(rollout_cfg.task)))
+                                                        int(rollout_cfg.task), value_ckpt=models / "value"))
 
     # The arms.
     runs = []

@@ -1,5 +1,6 @@
 """What the benchmarks share: machine facts, the results file, synthetic episode tables, and the
-statistics the RECAP benchmarks report (AUC, a mean's t interval over seeds)."""
+statistics the RECAP benchmarks report (AUC, a mean's t interval over seeds, the value model's
+error beside other predictors of the return)."""
 
 import json
 import os
@@ -55,3 +56,83 @@ def mean_interval(values: list[float]) -> tuple[float, float, float]:
         return float(x.mean()), float("nan"), float("nan")
     half = T95.get(len(x) - 1, 1.96) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean()), max(0.0, float(x.mean() - half)), min(1.0, float(x.mean() + half))
+
+
+def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed: int = 0,
+                 value_ckpt: Path | None = None) -> dict:
+    """MAE on the held-out frames `held` (a label set) of predictors fitted on the training labels `train`:
+    outcome_oracle   the training frames' median return for the same outcome and time (5-frame bins)
+    state_mlp        an MLP with L1 loss (a median predictor) on state, time and distances to goal and
+                     decoy; its step count is chosen on held-out training episodes, not on `held`
+    state_mlp_mean   the same MLP with squared loss (a mean predictor)
+    constant         the training frames' median return (the best constant under absolute error)
+    value_model      the labels' value: the mean of the value model's distribution
+    value_model_median  the median of that distribution (with `value_ckpt`, the checkpoint that
+                     labelled `held`): like for like beside the median predictors, since where
+                     outcomes split the returns in two, a mean lies between them and pays for it"""
+    import torch
+
+    from recap_data.data.frames import load_states
+    from recap_data.world.env import task_layout
+
+    goal, decoy, _ = task_layout(task)
+
+    def features(labels):
+        shard, index = labels["shard"].astype(str).to_numpy(), labels["index"].to_numpy()
+        state = np.zeros((len(labels), 8), np.float32)  # (F, 8)
+        for s in np.unique(shard):
+            state[shard == s] = load_states(store, s)[index[shard == s]]
+        pos = state[:, :3]
+        return np.column_stack([state, labels["frame_index"] / 100.0, np.linalg.norm(pos - goal, axis=1),
+                                np.linalg.norm(pos - decoy, axis=1)]).astype(np.float32)  # (F, 11)
+
+    y, y_held = train["return_norm"].to_numpy(np.float32), held["return_norm"].to_numpy(np.float32)
+    key = lambda d: d["success"].astype(str) + ":" + (d["frame_index"] // 5).astype(str)  # noqa: E731
+    medians = train.groupby(key(train))["return_norm"].median()
+    oracle = key(held).map(medians).fillna(float(np.median(y))).to_numpy()
+    x, x_held = features(train), features(held)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, x_held = torch.tensor((x - mean) / std), torch.tensor((x_held - mean) / std)
+    episode = (train["shard"].astype(str) + ":" + train["episode_index"].astype(str)).to_numpy()
+    val = np.isin(episode, np.random.default_rng(seed).permutation(np.unique(episode))[: len(np.unique(episode)) // 10])
+
+    def mlp(loss) -> np.ndarray:
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                                  torch.nn.ReLU(), torch.nn.Linear(128, 1))
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        fit, yt = torch.tensor(np.flatnonzero(~val)), torch.tensor(y)
+        best = (float("inf"), None)
+        for step in range(1, 6001):
+            i = fit[torch.randint(0, len(fit), (256,))]
+            error = net(x[i]).squeeze(-1) - yt[i]  # (256,)
+            opt.zero_grad()
+            loss(error).mean().backward()
+            opt.step()
+            if step % 500 == 0:
+                with torch.no_grad():
+                    val_loss = float(loss(net(x[val]).squeeze(-1) - yt[val]).mean())
+                    if val_loss < best[0]:
+                        best = (val_loss, net(x_held).squeeze(-1).numpy())
+        return best[1]
+
+    out = {"outcome_oracle_mae": oracle, "state_mlp_mae": mlp(torch.abs), "state_mlp_mean_mae": mlp(torch.square),
+           "constant_mae": np.median(y), "value_model_mae": held["value"].to_numpy()}
+    if value_ckpt is not None:
+        out["value_model_median_mae"] = value_medians(store, value_ckpt, held)
+    return {k: float(np.abs(np.asarray(v) - y_held).mean()) for k, v in out.items()}
+
+
+def value_medians(store, value_ckpt: Path, held: pd.DataFrame) -> np.ndarray:
+    """The median of the checkpoint's predicted return distribution for every frame of `held`, in order."""
+    from recap_data.data.frames import ShardFrames, load_frames
+    from recap_data.value.model import evaluate, load_value_checkpoint
+    from recap_data.value.returns import compute_returns
+
+    ckpt = load_value_checkpoint(value_ckpt)
+    frames, _ = compute_returns(load_frames(store, list(pd.unique(held["shard"].astype(str)))), ckpt.reward)
+    scored = evaluate(ckpt.model, ShardFrames(store, frames, ckpt.model.cfg.camera_keys), ckpt.encoder, 64, 0, "cpu",
+                      progress=False)  # rows in the order of `frames`
+    median = pd.Series(scored["median"].to_numpy(), index=pd.MultiIndex.from_arrays(
+        [frames["shard"].astype(str).to_numpy(), frames["index"].to_numpy()]))
+    return median.loc[list(zip(held["shard"].astype(str), held["index"], strict=True))].to_numpy()

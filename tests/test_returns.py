@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from recap_data.errors import RecapError
-from recap_data.value.returns import RewardConfig, bin_centres, bin_edges, compute_returns, decode_values, return_bins
+from recap_data.value.returns import (
+    RewardConfig,
+    bin_centres,
+    bin_edges,
+    compute_returns,
+    decode_medians,
+    decode_values,
+    return_bins,
+)
 
 
 def episodes(*specs):
@@ -107,6 +115,16 @@ def test_decoding_a_one_hot_lands_in_the_same_bins_targets_use():
         assert np.isclose(edges[1] - edges[0], 1 / bins)
     torch = pytest.importorskip("torch")
     np.testing.assert_allclose(decode_values(torch.eye(201, dtype=torch.float64), 201).numpy(), bin_centres(201))
+
+
+def test_the_median_decode_against_a_hand_computation():
+    torch = pytest.importorskip("torch")
+    centres = bin_centres(5)  # -0.9, -0.7, -0.5, -0.3, -0.1
+    probabilities = torch.tensor([[0.3, 0.0, 0.0, 0.0, 0.7],    # two outcomes: the mean lies between,
+                                  [0.1, 0.2, 0.1, 0.3, 0.3],    # the median at the bigger one
+                                  [0.0, 0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    np.testing.assert_allclose(decode_medians(probabilities, 5).numpy(), centres[[4, 3, 2]])
+    np.testing.assert_allclose(decode_values(probabilities, 5).numpy()[0], 0.3 * -0.9 + 0.7 * -0.1)
 
 
 def test_bad_input_is_refused():

@@ -240,7 +240,8 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
     if not result:  # another process of a data-parallel run: the main one reports
         return
     held = result.get("holdout")
-    summary = (f"held-out value MAE {held['value_mae']:.4f} (best constant {held['constant_mae']:.4f}), "
+    summary = (f"held-out value MAE {held['value_mae']:.4f} (its median {held['value_median_mae']:.4f}, "
+               f"best constant {held['constant_mae']:.4f}), "
                f"bin accuracy {held['bin_accuracy']:.3f}" if held else "no held-out episodes")
     click.echo(f"wrote value checkpoint {out}: {result['train']['steps']} steps; {summary}")
 

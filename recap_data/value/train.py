@@ -47,6 +47,7 @@ class ValueTrainConfig:
     max_text_tokens: Count = param(48, "task text limit in tokens; a longer task is an error")
     tiny_width: Int(8, 4096) = param(64, "tiny: hidden size of both towers")
     tiny_layers: Count = param(2, "tiny: layers of each tower")
+    state_mlp: bool = param(True, "add an MLP of the state to the read-out (a short path for what the state tells)")
     steps: Count = param(500, "optimizer steps")
     batch_size: Count = param(32, "samples per step and process")
     lr: Positive = param(1e-3, "peak AdamW learning rate (linear warm-up, cosine decay)")
@@ -75,19 +76,25 @@ class ValueTrainConfig:
         return ValueModelConfig(size=self.size, vision_path=self.vision_path, text_path=self.text_path,
                                 camera_keys=camera_keys, state_dim=state_dim, number_of_bins=bins,
                                 image_size=self.image_size, max_text_tokens=self.max_text_tokens,
-                                tiny_width=self.tiny_width, tiny_layers=self.tiny_layers)
+                                tiny_width=self.tiny_width, tiny_layers=self.tiny_layers,
+                                state_mlp=self.state_mlp)
 
 
 def holdout_metrics(test: pd.DataFrame, scored: pd.DataFrame, constant: float) -> dict:
-    """Held-out metrics overall and per task; `constant` is the best constant predictor (train median)."""
-    df = test.reset_index(drop=True).assign(**{c: scored[c].to_numpy() for c in ("cross_entropy", "correct", "value")})
+    """Held-out metrics overall and per task; `constant` is the best constant predictor (train median).
+    value_mae is the labels' value (the predicted mean); value_median_mae the predicted median's,
+    the like-for-like figure beside a median constant when outcomes split the returns in two."""
+    df = test.reset_index(drop=True).assign(**{c: scored[c].to_numpy()
+                                               for c in ("cross_entropy", "correct", "value", "median")})
     df["abs_error"] = (df["value"] - df["return_norm"]).abs()
+    df["median_error"] = (df["median"] - df["return_norm"]).abs()
     df["constant_error"] = (constant - df["return_norm"]).abs()
 
     def summary(g: pd.DataFrame) -> dict:
         return {"episodes": int(g[["shard", "episode_index"]].drop_duplicates().shape[0]), "frames": len(g),
                 "cross_entropy": float(g["cross_entropy"].mean()), "bin_accuracy": float(g["correct"].mean()),
-                "value_mae": float(g["abs_error"].mean()), "constant_mae": float(g["constant_error"].mean())}
+                "value_mae": float(g["abs_error"].mean()), "value_median_mae": float(g["median_error"].mean()),
+                "constant_mae": float(g["constant_error"].mean())}
 
     overall = summary(df)
     overall["mae_ratio_to_constant"] = overall["value_mae"] / max(overall["constant_mae"], 1e-12)
