@@ -58,13 +58,13 @@ class Regime:
     def __init__(self, name: str, work: Path, params: Path, rollouts: int):
         from recap_data.config import load_config
         from recap_data.data.base_data import BaseDataConfig
+        from recap_data.label_math.config import RewardConfig
         from recap_data.labels.labelset import LabelConfig
         from recap_data.policy.train import PolicyTrainConfig
         from recap_data.sim.evaluate import EvalConfig
         from recap_data.sim.rollout import RolloutConfig
         from recap_data.store.shard_index import MixtureConfig
         from recap_data.store.store import ShardStore
-        from recap_data.value.returns import RewardConfig
         from recap_data.value.train import ValueTrainConfig
 
         self.name, self.work, self.models = name, work / name, work / name / "models"

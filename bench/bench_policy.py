@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
 from recap_data.data.frames import preload_cameras  # noqa: E402
+from recap_data.label_math.config import RewardConfig  # noqa: E402
 from recap_data.labels.infer import label  # noqa: E402
 from recap_data.labels.labelset import LabelConfig  # noqa: E402
 from recap_data.policy import pi0_compat  # noqa: E402
@@ -40,7 +41,6 @@ from recap_data.policy.model import build_policy, build_tokenizer  # noqa: E402
 from recap_data.policy.train import PolicyTrainConfig  # noqa: E402
 from recap_data.store.schema import camera_keys  # noqa: E402
 from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.returns import RewardConfig  # noqa: E402
 from recap_data.value.train import ValueTrainConfig, train_value  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "policy.json"

@@ -50,6 +50,7 @@ GUIDANCE = {"bc": (1.0,), "fbc": (1.0,), "recap": (1.0, 1.5, 2.5, 0.0)}  # beta 
 def main() -> None:
     from recap_data.config import load_config
     from recap_data.data.base_data import BaseDataConfig, make_base
+    from recap_data.label_math.config import RewardConfig
     from recap_data.labels.infer import label
     from recap_data.labels.labelset import LabelConfig
     from recap_data.policy.train import PolicyTrainConfig, train_policy
@@ -58,7 +59,6 @@ def main() -> None:
     from recap_data.store.label_sets import read_labels
     from recap_data.store.shard_index import MixtureConfig, write_index
     from recap_data.store.store import ShardStore
-    from recap_data.value.returns import RewardConfig
     from recap_data.value.train import ValueTrainConfig, train_value
 
     parser = argparse.ArgumentParser()

@@ -32,11 +32,11 @@ import yaml  # noqa: E402
 from common import machine_info, write_results  # noqa: E402
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
+from recap_data.label_math.config import RewardConfig  # noqa: E402
 from recap_data.labels.infer import label  # noqa: E402
 from recap_data.labels.labelset import LabelConfig  # noqa: E402
 from recap_data.labels.report import report  # noqa: E402
 from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.returns import RewardConfig  # noqa: E402
 from recap_data.value.train import ValueTrainConfig, train_value  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,13 +37,14 @@ from tqdm import tqdm  # noqa: E402
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
 from recap_data.io import write_json  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, build_labels, label_manifest  # noqa: E402
+from recap_data.label_math.config import RewardConfig  # noqa: E402
+from recap_data.label_math.tables import build_labels  # noqa: E402
+from recap_data.labels.labelset import LabelConfig, label_manifest  # noqa: E402
 from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table  # noqa: E402
 from recap_data.store import paths  # noqa: E402
 from recap_data.store.db import connect  # noqa: E402
 from recap_data.store.label_sets import label_set_path, read_manifest  # noqa: E402
 from recap_data.store.store import Manifest, ShardStore  # noqa: E402
-from recap_data.value.returns import RewardConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "scale.json"
 CLI = Path(sys.executable).parent / "recap-data"

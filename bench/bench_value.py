@@ -27,10 +27,11 @@ from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
 from recap_data.data.frames import ShardFrames, load_frames, preload_cameras  # noqa: E402
+from recap_data.label_math.config import RewardConfig  # noqa: E402
+from recap_data.label_math.tables import compute_returns  # noqa: E402
 from recap_data.store.schema import camera_keys  # noqa: E402
 from recap_data.store.store import ShardStore  # noqa: E402
 from recap_data.value.model import Collate, TextEncoder, build_value_model, forward  # noqa: E402
-from recap_data.value.returns import RewardConfig, compute_returns  # noqa: E402
 from recap_data.value.train import ValueTrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "value.json"

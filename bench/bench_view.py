@@ -34,13 +34,14 @@ from common import machine_info, write_results  # noqa: E402
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
 from recap_data.data.frames import load_frames  # noqa: E402
 from recap_data.io import pool_size  # noqa: E402
+from recap_data.label_math.config import RewardConfig  # noqa: E402
+from recap_data.label_math.tables import build_labels, compute_returns  # noqa: E402
 from recap_data.labels import view as view_module  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set  # noqa: E402
+from recap_data.labels.labelset import LabelConfig, write_label_set  # noqa: E402
 from recap_data.labels.view_draw import Curves, EpisodeFrames  # noqa: E402
 from recap_data.store.db import connect  # noqa: E402
 from recap_data.store.decode import episode_table, iter_episode_frames  # noqa: E402
 from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.returns import RewardConfig, compute_returns  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "view.json"
 

@@ -126,8 +126,8 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
 def value_medians(store, value_ckpt: Path, held: pd.DataFrame) -> np.ndarray:
     """The median of the checkpoint's predicted return distribution for every frame of `held`, in order."""
     from recap_data.data.frames import ShardFrames, load_frames
+    from recap_data.label_math.tables import compute_returns
     from recap_data.value.model import evaluate, load_value_checkpoint
-    from recap_data.value.returns import compute_returns
 
     ckpt = load_value_checkpoint(value_ckpt)
     frames, _ = compute_returns(load_frames(store, list(pd.unique(held["shard"].astype(str)))), ckpt.reward)

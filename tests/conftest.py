@@ -45,9 +45,9 @@ def make_shard(store):
 def labeled(tmp_path_factory):
     """(store, value checkpoint): two shards, a tiny value checkpoint and the label set `raw` made from it;
     one per test module (tests add label sets and checkpoints beside them)."""
+    from recap_data.label_math.config import RewardConfig
     from recap_data.labels.infer import label
     from recap_data.labels.labelset import LabelConfig
-    from recap_data.value.returns import RewardConfig
     from recap_data.value.train import ValueTrainConfig, train_value
 
     root = tmp_path_factory.mktemp("labels")

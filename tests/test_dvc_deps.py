@@ -94,8 +94,8 @@ def test_every_stage_depends_on_exactly_the_code_it_runs():
 
 def test_the_closure_follows_nested_imports():
     """train value's function imports value.train inside its body; the closure reaches the model,
-    the returns and the store through it."""
+    the label math (its targets) and the store through it."""
     deps = expected_deps("recap-data train value --shard x --out y")
-    assert {"recap_data/value/train.py", "recap_data/value/model.py", "recap_data/value/returns.py",
+    assert {"recap_data/value/train.py", "recap_data/value/model.py", "recap_data/label_math/tables.py",
             "recap_data/data/frames.py", "recap_data/store/db.py", "recap_data/io.py"} <= deps
     assert not any(d.startswith(("recap_data/policy/", "recap_data/sim/")) for d in deps)

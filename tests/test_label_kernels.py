@@ -1,13 +1,16 @@
-"""The compiled label math (labels/kernels.py) against the reference formulas, bit for bit."""
+"""The label math (label_math: compiled kernels driven over frame tables) against the pandas
+oracle (label_reference.py), bit for bit, errors included."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from label_reference import reference_labels, reference_returns, threshold
 
 from recap_data.errors import RecapError
-from recap_data.labels import labelset
-from recap_data.labels.labelset import LabelConfig, build_labels, reference_labels
-from recap_data.value.returns import RewardConfig, compute_returns
+from recap_data.label_math import kernels
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels, compute_returns
+from recap_data.labels.labelset import LabelConfig
 
 
 def random_frames(rng: np.random.Generator, n_episodes: int, categorical: bool) -> pd.DataFrame:
@@ -31,15 +34,11 @@ def random_frames(rng: np.random.Generator, n_episodes: int, categorical: bool) 
 
 
 def normalizers_for(frames: pd.DataFrame, reward: RewardConfig) -> dict:
-    return compute_returns(frames, reward)[1]
-
-
-def no_fallback(*args):
-    raise AssertionError("build_labels fell back to the reference on valid, sorted frames")
+    return reference_returns(frames, reward)[1]
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_kernels_match_the_reference_bit_for_bit(seed, monkeypatch):
+def test_kernels_match_the_reference_bit_for_bit(seed):
     rng = np.random.default_rng(seed)
     frames = random_frames(rng, n_episodes=40, categorical=seed % 2 == 0)
     reward = RewardConfig(n_steps=int(rng.choice([1, 5, 50])), normalization=["per_task", "global"][seed % 2],
@@ -48,13 +47,22 @@ def test_kernels_match_the_reference_bit_for_bit(seed, monkeypatch):
     for cfg in (LabelConfig(threshold="per_task", positive_fraction=float(rng.uniform(0.05, 0.95))),
                 LabelConfig(threshold="global", positive_fraction=0.3),
                 LabelConfig(positive_fraction=1e-6), LabelConfig(positive_fraction=0.999999)):  # k = 0 and k = n
-        with monkeypatch.context() as m:
-            m.setattr(labelset, "reference_labels", no_fallback)
-            fast, fast_tasks = build_labels(frames, reward, cfg, normalizers)
+        fast, fast_tasks = build_labels(frames, reward, cfg, normalizers)
         ref, ref_tasks = reference_labels(frames, reward, cfg, normalizers)
         pd.testing.assert_frame_equal(fast, ref, check_exact=True)
         assert fast_tasks == ref_tasks
         assert fast["indicator"].any() and not fast["indicator"].all() or cfg.positive_fraction in (1e-6, 0.999999)
+
+
+@pytest.mark.parametrize("normalization", ["per_task", "global"])
+def test_value_targets_match_the_reference_bit_for_bit(normalization):
+    """compute_returns (the value model's targets) runs the same kernel as the labels."""
+    frames = random_frames(np.random.default_rng(9), n_episodes=30, categorical=normalization == "global")
+    reward = RewardConfig(n_steps=7, c_fail=50.0, normalization=normalization, reward_normalizer=500.0)
+    got, got_norms = compute_returns(frames.sample(frac=1.0, random_state=2), reward)  # any order in, sorted out
+    want, want_norms = reference_returns(frames, reward)
+    assert got_norms == want_norms and list(got_norms) == list(want_norms)
+    pd.testing.assert_frame_equal(got[want.columns], want, check_exact=True)
 
 
 def test_unsorted_frames_give_the_reference_result():
@@ -89,9 +97,6 @@ def test_inputs_the_kernels_refuse_get_the_reference_error():
 
 @pytest.mark.parametrize("kind", ["ties", "one value", "wide range", "signed zeros", "one frame"])
 def test_selected_thresholds_equal_the_sorted_reference(kind):
-    from recap_data.labels import kernels
-    from recap_data.labels.labelset import threshold
-
     rng = np.random.default_rng(len(kind))
     n = 1 if kind == "one frame" else 5000
     values = {"ties": np.round(rng.normal(size=n) * 4) / 4, "one value": np.full(n, 0.25),

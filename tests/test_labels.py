@@ -11,19 +11,21 @@ import pandas as pd
 import pytest
 import torch
 from conftest import PYTHON, run_cli
+from label_reference import threshold
 
 from recap_data.data.frames import ShardFrames, load_frames
 from recap_data.errors import RecapError
 from recap_data.io import FAILPOINT_ENV
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
-from recap_data.labels.labelset import LabelConfig, build_labels, threshold
+from recap_data.labels.labelset import LabelConfig
 from recap_data.labels.relabel import relabel
 from recap_data.store.db import connect
 from recap_data.store.label_sets import label_set_path, read_labels, read_manifest
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import directory_digest
 from recap_data.value.model import load_value_checkpoint
-from recap_data.value.returns import RewardConfig
 
 REWARD = RewardConfig(number_of_bins=21, c_fail=20, normalization="global", reward_normalizer=40, n_steps=3)
 

@@ -322,12 +322,12 @@ def test_presets_name_only_known_fields(preset):
     """Every section of a preset builds its stage config (no typo'd or stale field)."""
     from recap_data.config import load_config
     from recap_data.data.base_data import BaseDataConfig
+    from recap_data.label_math.config import RewardConfig
     from recap_data.labels.labelset import LabelConfig
     from recap_data.policy.train import PolicyTrainConfig
     from recap_data.sim.evaluate import EvalConfig
     from recap_data.sim.rollout import RolloutConfig
     from recap_data.store.shard_index import MixtureConfig
-    from recap_data.value.returns import RewardConfig
     from recap_data.value.train import ValueTrainConfig
 
     for cls, section in ((BaseDataConfig, "base"), (MixtureConfig, "mixture"), (RewardConfig, "reward"),

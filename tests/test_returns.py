@@ -5,15 +5,9 @@ import pandas as pd
 import pytest
 
 from recap_data.errors import RecapError
-from recap_data.value.returns import (
-    RewardConfig,
-    bin_centres,
-    bin_edges,
-    compute_returns,
-    decode_medians,
-    decode_values,
-    return_bins,
-)
+from recap_data.label_math.bins import bin_centres, bin_edges, decode_medians, decode_values, return_bins
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import compute_returns
 
 
 def episodes(*specs):

@@ -10,6 +10,7 @@ from conftest import mix, run_cli
 
 from recap_data.data.frames import holdout_mask, load_frames, mixture_weights, parse_mixture
 from recap_data.errors import RecapError
+from recap_data.label_math.config import RewardConfig
 from recap_data.train.tokenizer import tiny_tokenizer
 from recap_data.value.model import (
     TextEncoder,
@@ -17,7 +18,6 @@ from recap_data.value.model import (
     build_value_model,
     load_value_checkpoint,
 )
-from recap_data.value.returns import RewardConfig
 from recap_data.value.train import ValueTrainConfig, train_value
 
 QUICK = ValueTrainConfig(steps=4, batch_size=8, warmup_steps=1, log_every=2, num_workers=0, holdout_fraction=0.3)

@@ -17,10 +17,10 @@ from recap_data.config import (
     pick,
     read_section,
 )
+from recap_data.label_math.config import RewardConfig
 from recap_data.labels.labelset import LabelConfig
 from recap_data.store import paths
 from recap_data.store.store import ShardStore
-from recap_data.value.returns import RewardConfig
 
 
 @click.command("label")

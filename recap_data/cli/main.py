@@ -11,13 +11,13 @@ from recap_data.config import InputDir, InputFile, OutputDir, OutputFile, config
 from recap_data.data.base_data import BaseDataConfig
 from recap_data.data.demo_data import DemoDataConfig
 from recap_data.errors import RecapError
+from recap_data.label_math.config import RewardConfig
 from recap_data.policy.train import PolicyTrainConfig
 from recap_data.sim.evaluate import EvalConfig
 from recap_data.sim.rollout import RolloutConfig
 from recap_data.store import paths
 from recap_data.store.shard_index import MixtureConfig
 from recap_data.store.store import MISSING_FIX, ShardStore
-from recap_data.value.returns import RewardConfig
 from recap_data.value.train import ValueTrainConfig
 
 

@@ -5,7 +5,8 @@ of episodes by a pool of `decode_workers` decoder processes, a few runs in memor
 store/decode.py), in batches, with a progress bar. Under `accelerate launch` (or
 torchrun) every process takes every k-th episode and the main process gathers the values, so
 the label set is the same as one process's. The rest (returns, advantages, thresholds,
-indicators) is labelset.build_labels (compiled kernels); `recap-data relabel` redoes only that part.
+indicators) is label_math.tables.build_labels (compiled kernels); `recap-data relabel` redoes
+only that part.
 """
 
 from pathlib import Path
@@ -15,10 +16,11 @@ import pandas as pd
 
 from recap_data.errors import RecapError
 from recap_data.io import prefetch, refuse_existing
-from recap_data.labels.labelset import LabelConfig, build_labels, write_label_set
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels
+from recap_data.labels.labelset import LabelConfig, write_label_set
 from recap_data.store.label_sets import LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
-from recap_data.value.returns import RewardConfig
 
 
 def _batches(episodes, keys: list[str], batch_size: int):

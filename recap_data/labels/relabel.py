@@ -28,7 +28,9 @@ import numpy as np
 from recap_data.config import build_config
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, pool_size, prefetch, write_json
-from recap_data.labels.labelset import LabelConfig, check_rows, label_manifest, reference_labels, task_statistics
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels, frame_columns, task_statistics
+from recap_data.labels.labelset import LabelConfig, check_rows, label_manifest
 from recap_data.store import paths
 from recap_data.store.label_sets import (
     LABELS_FIX,
@@ -39,7 +41,6 @@ from recap_data.store.label_sets import (
     table_parts,
 )
 from recap_data.store.store import ShardStore, validate_shard_id
-from recap_data.value.returns import RewardConfig
 
 SCAN_COLUMNS = ["episode_index", "frame_index", "task", "success", "value"]
 WRITE_COLUMNS = [*SCAN_COLUMNS, "index", "is_intervention"]
@@ -55,7 +56,7 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
             force: bool = False, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
             progress: bool = False) -> LabelManifest:
     """Relabel `source` into `name`; label params default to the source's, overridden by `label_overrides`."""
-    from recap_data.labels import kernels
+    from recap_data.label_math import kernels
     from recap_data.labels.parts import PartWriter
 
     parent = read_manifest(store, source)
@@ -107,20 +108,15 @@ class _Math:
 
     def columns(self, part: dict, chunk: dict) -> dict:
         """Every computed column (F,) of a chunk of whole episodes; a chunk the kernels refuse is
-        handed to the reference implementation, whose error names the frame."""
-        from recap_data.labels import kernels
+        handed to build_labels, whose error names the frame."""
+        from recap_data.label_math import kernels
 
         n = len(chunk["value"])
         shard_code = np.zeros(n, np.int8)
         starts, status = kernels.episode_starts(shard_code, chunk["episode_index"], chunk["frame_index"])
-        out = {c: np.empty(n, np.float64) for c in
-               ("reward", "mc_return", "return_norm", "nstep_return", "value_next", "advantage")}
-        out["return_bin"] = np.empty(n, np.int64)
         if status == kernels.OK:
-            status = kernels.per_frame(
-                starts, chunk["success"], chunk["task"], self.divisors, chunk["value"], float(self.reward.c_fail),
-                self.reward.n_steps, self.reward.number_of_bins, out["reward"], out["mc_return"], out["return_norm"],
-                out["return_bin"], out["nstep_return"], out["value_next"], out["advantage"])
+            out, status = frame_columns(starts, chunk["success"], chunk["task"], self.divisors, chunk["value"],
+                                        self.reward)
         if status != kernels.OK:
             self._refused(part, chunk)
         out["group"] = chunk["task"] if self.cfg.threshold == "per_task" else np.zeros(n, np.int32)
@@ -129,9 +125,10 @@ class _Math:
     def _refused(self, part: dict, chunk: dict) -> None:
         import pandas as pd
 
-        frames = pd.DataFrame({"shard": part["shard"], **chunk, "task": np.array(self.tasks)[chunk["task"]],
+        frames = pd.DataFrame({"shard": part["shard"], "index": np.arange(len(chunk["value"])), **chunk,
+                               "task": np.array(self.tasks)[chunk["task"]],
                                "is_intervention": chunk.get("is_intervention", False)})
-        reference_labels(frames, self.reward, self.cfg, dict(zip(self.tasks, self.divisors, strict=True)))
+        build_labels(frames, self.reward, self.cfg, dict(zip(self.tasks, self.divisors, strict=True)))
         raise RecapError(f"{part['path']}: label rows out of (episode_index, frame_index) order, or a frame "
                          f"missing or repeated; {LABELS_FIX}")
 
@@ -139,7 +136,7 @@ class _Math:
 def _scan(parts: list[dict], tasks: list[str], math: _Math, scratch: Path, bar) -> tuple[np.ndarray, int]:
     """Pass 1: (histogram (G, 2**16) of the advantages per group, rows of the largest chunk);
     advantages (float64) and groups (int32) spilled to `scratch`, chunk after chunk."""
-    from recap_data.labels import kernels
+    from recap_data.label_math import kernels
     from recap_data.labels.parts import iter_chunks
 
     hist = np.zeros((math.n_groups, 1 << kernels.KEY_BITS), np.int64)
@@ -160,7 +157,7 @@ def _scan(parts: list[dict], tasks: list[str], math: _Math, scratch: Path, bar) 
 
 def _select(scratch: Path, slot, wanted_bin, below, positions, n_groups: int) -> np.ndarray:
     """Pass 2: (G, 4) the advantages at the wanted positions, from the spilled chunks."""
-    from recap_data.labels import kernels
+    from recap_data.label_math import kernels
 
     found, owners = [], []
     with open(scratch, "rb") as f:
@@ -178,7 +175,7 @@ def _write(parts: list[dict], tasks: list[str], math: _Math, writer, bar) -> tup
     kernels.task_counts, label rows per shard)."""
     import pyarrow as pa
 
-    from recap_data.labels import kernels
+    from recap_data.label_math import kernels
     from recap_data.labels.parts import iter_chunks, table_of
 
     counts = np.zeros((4, len(tasks)), np.int64)

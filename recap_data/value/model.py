@@ -35,6 +35,8 @@ from transformers import (
 
 from recap_data.errors import RecapError
 from recap_data.io import read_json, write_json
+from recap_data.label_math.bins import decode_medians, decode_values
+from recap_data.label_math.config import TARGET_FIELDS, RewardConfig
 from recap_data.store.paths import CONFIG_FILE as CONFIG
 from recap_data.store.paths import NORMALIZATION_FILE as NORMALIZATION
 from recap_data.store.paths import PROVENANCE_FILE as PROVENANCE
@@ -43,7 +45,6 @@ from recap_data.store.paths import TOKENIZER_DIR
 from recap_data.store.paths import WEIGHTS_FILE as WEIGHTS
 from recap_data.train.checkpoint import directory_digest, weights_errors
 from recap_data.train.tokenizer import tiny_tokenizer
-from recap_data.value.returns import TARGET_FIELDS, RewardConfig, decode_medians, decode_values
 
 SIZES = ("tiny", "real")
 

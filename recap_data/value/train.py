@@ -23,11 +23,12 @@ import numpy as np
 
 from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import compute_returns
 from recap_data.store.schema import STATE_KEY, camera_keys
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
 from recap_data.train.loop import run_provenance, start_run, train_loop
-from recap_data.value.returns import RewardConfig, compute_returns
 
 if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
     import pandas as pd

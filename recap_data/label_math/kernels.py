@@ -1,11 +1,12 @@
-"""The label math over plain arrays, compiled with numba: returns, n-step returns, value_next,
-advantages, per-task thresholds and indicators at tens of millions of frames per second.
+"""The label math compiled with numba: returns, n-step returns, value_next, advantages, per-task
+thresholds and indicators at tens of millions of frames per second.
 
-The formulas are those of value/returns.py and labels/labelset.py, which stay the reference:
-tests compare these kernels with them bit for bit over randomized episodes. The kernels only
-compute; they flag what they cannot label (a frame out of place, an outcome that changes
-within an episode, a return below -1, a value that is not finite) and the caller lets the
-reference implementation raise its one-line error for it.
+per_frame is where each per-frame formula of the package docstring is written, once; the value
+model's targets (tables.compute_returns) and the labels (tables.build_labels, relabel) all run
+it. tests/label_reference.py writes the same formulas plainly in pandas, and the tests compare
+the two bit for bit over randomized episodes. The kernels only compute; they flag what they
+cannot label (a frame out of place, an outcome that changes within an episode, a return below
+-1, a value that is not finite) and tables.py names the frame in a one-line error.
 
 Frames come sorted by (shard, episode, frame), as label tables store them, so an episode is a
 run of rows and o_{t+N} is row + N. Episodes are independent, so the per-frame kernel runs in
@@ -16,9 +17,9 @@ instead of a sort.
 import numba
 import numpy as np
 
-from recap_data.value.returns import ROUNDING  # the reference's slack at the ends of [-1, 0]
+from recap_data.label_math.bins import ROUNDING  # the slack at the ends of [-1, 0]
 
-# Why a kernel refused its input (the reference implementation then names the frame).
+# Why a kernel refused its input (tables.py then names the frame).
 OK, UNSORTED, BAD_POSITION, OUTCOME_FLIP, OVERFLOW, NOT_FINITE = range(6)
 
 
@@ -183,14 +184,14 @@ def select(values: np.ndarray, groups: np.ndarray, n_groups: int, positions: np.
 
 def positions_of(n: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(k, positions (G, 4)): k = round(fraction * n) per group, and the ascending positions of the
-    reference's descending ordered[k-1] and ordered[k], the largest and the smallest (clipped
-    where k = 0 or k = n, which use only those)."""
-    k = np.array([int(round(fraction * m)) for m in n], np.int64)  # Python's round, as the reference's
+    k-th and (k+1)-th largest, the largest and the smallest (clipped where k = 0 or k = n, which
+    use only those)."""
+    k = np.array([int(round(fraction * m)) for m in n], np.int64)  # Python's round (half to even)
     return k, np.stack([np.clip(n - k, 0, n - 1), np.clip(n - k - 1, 0, n - 1), n - 1, np.zeros_like(n)], axis=1)
 
 
 def epsilons(k: np.ndarray, n: np.ndarray, picked: np.ndarray) -> np.ndarray:
-    """labelset.threshold from the selected values: the mean of the k-th and (k+1)-th largest;
+    """The thresholds from the selected values: the mean of the k-th and (k+1)-th largest;
     the largest for k = 0; just below the smallest for k = n."""
     eps = np.empty(len(n))
     for g in range(len(n)):
@@ -204,7 +205,7 @@ def epsilons(k: np.ndarray, n: np.ndarray, picked: np.ndarray) -> np.ndarray:
 
 
 def thresholds(advantage: np.ndarray, groups: np.ndarray, n_groups: int, fraction: float) -> np.ndarray:
-    """labelset.threshold for every group at once, the same epsilon, by selection instead of a sort."""
+    """epsilon per group (G,): round(fraction * n) advantages strictly above it, by selection, not a sort."""
     n = counts(groups, n_groups)  # (G,)
     k, positions = positions_of(n, fraction)
     return epsilons(k, n, select(advantage, groups, n_groups, positions))
