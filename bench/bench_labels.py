@@ -39,23 +39,23 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # label_reference: the pandas oracle
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from common import machine_info, synthetic_frames, write_results  # noqa: E402
-from label_reference import reference_labels, threshold  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from common import machine_info, synthetic_frames, write_results
+from label_reference import reference_labels, threshold
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.data.frames import load_frames, load_states  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.label_math.tables import build_labels  # noqa: E402
-from recap_data.labels.infer import label  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, write_label_set  # noqa: E402
-from recap_data.store.db import connect  # noqa: E402
-from recap_data.store.decode import RUN_BYTES, decode_cameras, iter_episode_frames  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.model import load_value_checkpoint  # noqa: E402
-from recap_data.value.train import ValueTrainConfig, train_value  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.data.frames import load_frames, load_states
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels
+from recap_data.labels.infer import label
+from recap_data.labels.labelset import LabelConfig, write_label_set
+from recap_data.store.db import connect
+from recap_data.store.decode import RUN_BYTES, decode_cameras, iter_episode_frames
+from recap_data.store.store import ShardStore
+from recap_data.value.model import load_value_checkpoint
+from recap_data.value.train import ValueTrainConfig, train_value
 
 RESULTS = Path(__file__).parent / "results" / "labels.json"
 CORES = os.cpu_count() or 1

@@ -40,8 +40,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from common import auc, machine_info, mean_interval, value_bounds, write_results  # noqa: E402
+import numpy as np
+from common import auc, machine_info, mean_interval, value_bounds, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "loops.json"

@@ -25,23 +25,23 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+import torch
+from common import machine_info, write_results
+from torch.utils.data import DataLoader, RandomSampler
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.data.frames import preload_cameras  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.labels.infer import label  # noqa: E402
-from recap_data.labels.labelset import LabelConfig  # noqa: E402
-from recap_data.policy import pi0_compat  # noqa: E402
-from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler  # noqa: E402
-from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data  # noqa: E402
-from recap_data.policy.model import build_policy, build_tokenizer  # noqa: E402
-from recap_data.policy.train import PolicyTrainConfig  # noqa: E402
-from recap_data.store.schema import camera_keys  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.train import ValueTrainConfig, train_value  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.data.frames import preload_cameras
+from recap_data.label_math.config import RewardConfig
+from recap_data.labels.infer import label
+from recap_data.labels.labelset import LabelConfig
+from recap_data.policy import pi0_compat
+from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
+from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
+from recap_data.policy.model import build_policy, build_tokenizer
+from recap_data.policy.train import PolicyTrainConfig
+from recap_data.store.schema import camera_keys
+from recap_data.store.store import ShardStore
+from recap_data.value.train import ValueTrainConfig, train_value
 
 RESULTS = Path(__file__).parent / "results" / "policy.json"
 

@@ -36,9 +36,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from common import auc, machine_info, mean_interval, value_bounds, write_results  # noqa: E402
+import numpy as np
+import yaml
+from common import auc, machine_info, mean_interval, value_bounds, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "recap.json"

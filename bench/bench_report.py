@@ -28,16 +28,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import yaml  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
+import yaml
+from common import machine_info, write_results
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.labels.infer import label  # noqa: E402
-from recap_data.labels.labelset import LabelConfig  # noqa: E402
-from recap_data.labels.report import report  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.train import ValueTrainConfig, train_value  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.label_math.config import RewardConfig
+from recap_data.labels.infer import label
+from recap_data.labels.labelset import LabelConfig
+from recap_data.labels.report import report
+from recap_data.store.store import ShardStore
+from recap_data.value.train import ValueTrainConfig, train_value
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "report.json"

@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
+import numpy as np
+from common import machine_info, write_results
 
-from recap_data.sim.libero import LiberoTask  # noqa: E402
-from recap_data.sim.rollout import RolloutConfig, rollout  # noqa: E402
-from recap_data.store.schema import ACTION_KEY, LIBERO_FPS, libero_features  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.store.writer import ShardWriter  # noqa: E402
+from recap_data.sim.libero import LiberoTask
+from recap_data.sim.rollout import RolloutConfig, rollout
+from recap_data.store.schema import ACTION_KEY, LIBERO_FPS, libero_features
+from recap_data.store.store import ShardStore
+from recap_data.store.writer import ShardWriter
 
 RESULTS = Path(__file__).parent / "results" / "rollout.json"
 

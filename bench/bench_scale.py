@@ -31,20 +31,20 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from common import machine_info, synthetic_frames, write_results  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from common import machine_info, synthetic_frames, write_results
+from tqdm import tqdm
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.io import write_json  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.label_math.tables import build_labels  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, label_manifest  # noqa: E402
-from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table  # noqa: E402
-from recap_data.store import paths  # noqa: E402
-from recap_data.store.db import connect  # noqa: E402
-from recap_data.store.label_sets import label_set_path, read_manifest  # noqa: E402
-from recap_data.store.store import Manifest, ShardStore  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.io import write_json
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels
+from recap_data.labels.labelset import LabelConfig, label_manifest
+from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table
+from recap_data.store import paths
+from recap_data.store.db import connect
+from recap_data.store.label_sets import label_set_path, read_manifest
+from recap_data.store.store import Manifest, ShardStore
 
 RESULTS = Path(__file__).parent / "results" / "scale.json"
 CLI = Path(sys.executable).parent / "recap-data"

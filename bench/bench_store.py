@@ -32,19 +32,19 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from common import machine_info, write_results
+from tqdm import tqdm
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.label_math.tables import build_labels  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, write_label_set  # noqa: E402
-from recap_data.store import paths  # noqa: E402
-from recap_data.store.db import connect  # noqa: E402
-from recap_data.store.schema import OUTCOME_FEATURES  # noqa: E402
-from recap_data.store.store import Manifest, ShardStore  # noqa: E402
-from recap_data.store.writer import ShardWriter  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels
+from recap_data.labels.labelset import LabelConfig, write_label_set
+from recap_data.store import paths
+from recap_data.store.db import connect
+from recap_data.store.schema import OUTCOME_FEATURES
+from recap_data.store.store import Manifest, ShardStore
+from recap_data.store.writer import ShardWriter
 
 RESULTS = Path(__file__).parent / "results" / "store.json"
 SMALL = {"tasks": 10, "max_steps": 20, "image_size": 32}

@@ -19,20 +19,20 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from common import machine_info, synthetic_frames, write_results  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from common import machine_info, synthetic_frames, write_results
+from torch.utils.data import DataLoader, RandomSampler
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.data.frames import ShardFrames, load_frames, preload_cameras  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.label_math.tables import compute_returns  # noqa: E402
-from recap_data.store.schema import camera_keys  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
-from recap_data.value.model import Collate, TextEncoder, build_value_model, forward  # noqa: E402
-from recap_data.value.train import ValueTrainConfig  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.data.frames import ShardFrames, load_frames, preload_cameras
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import compute_returns
+from recap_data.store.schema import camera_keys
+from recap_data.store.store import ShardStore
+from recap_data.value.model import Collate, TextEncoder, build_value_model, forward
+from recap_data.value.train import ValueTrainConfig
 
 RESULTS = Path(__file__).parent / "results" / "value.json"
 

@@ -28,20 +28,20 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from common import machine_info, write_results  # noqa: E402
+import numpy as np
+from common import machine_info, write_results
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.data.frames import load_frames  # noqa: E402
-from recap_data.io import pool_size  # noqa: E402
-from recap_data.label_math.config import RewardConfig  # noqa: E402
-from recap_data.label_math.tables import build_labels, compute_returns  # noqa: E402
-from recap_data.labels import view as view_module  # noqa: E402
-from recap_data.labels.labelset import LabelConfig, write_label_set  # noqa: E402
-from recap_data.labels.view_draw import Curves, EpisodeFrames  # noqa: E402
-from recap_data.store.db import connect  # noqa: E402
-from recap_data.store.decode import episode_table, iter_episode_frames  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.data.frames import load_frames
+from recap_data.io import pool_size
+from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.tables import build_labels, compute_returns
+from recap_data.labels import view as view_module
+from recap_data.labels.labelset import LabelConfig, write_label_set
+from recap_data.labels.view_draw import Curves, EpisodeFrames
+from recap_data.store.db import connect
+from recap_data.store.decode import episode_table, iter_episode_frames
+from recap_data.store.store import ShardStore
 
 RESULTS = Path(__file__).parent / "results" / "view.json"
 

@@ -86,8 +86,10 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
         return np.column_stack([state, labels["frame_index"] / 100.0, np.linalg.norm(pos - goal, axis=1),
                                 np.linalg.norm(pos - decoy, axis=1)]).astype(np.float32)  # (F, 11)
 
+    def key(d):  # outcome and 5-frame time bin
+        return d["success"].astype(str) + ":" + (d["frame_index"] // 5).astype(str)
+
     y, y_held = train["return_norm"].to_numpy(np.float32), held["return_norm"].to_numpy(np.float32)
-    key = lambda d: d["success"].astype(str) + ":" + (d["frame_index"] // 5).astype(str)  # noqa: E731
     medians = train.groupby(key(train))["return_norm"].median()
     oracle = key(held).map(medians).fillna(float(np.median(y))).to_numpy()
     x, x_held = features(train), features(held)

@@ -57,12 +57,12 @@ class Range:
         return "a finite number"
 
 
-def Int(low: int | None = None, high: int | None = None):  # noqa: N802 (a type, as typing's are)
+def Int(low: int | None = None, high: int | None = None):
     """An int field within [low, high]: `tasks: Int(1, 10) = 10`."""
     return Annotated[int, Range(low, high)]
 
 
-def Float(low: float | None = None, high: float | None = None, low_open: bool = False,  # noqa: N802
+def Float(low: float | None = None, high: float | None = None, low_open: bool = False,
           high_open: bool = False):
     """A finite float field within its bounds: `dropout: Float(0, 1, high_open=True) = 0.3`."""
     return Annotated[float, Range(low, high, low_open, high_open)]

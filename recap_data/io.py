@@ -42,15 +42,40 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class AtomicFile:
+    """A temporary sibling `tmp` of `path` for a writer that wants a file name (a library's
+    write_csv, an mp4 muxer): commit() fsyncs it and renames it into place, discard() removes it.
+    As a context manager it commits when the block succeeds and discards otherwise, so `path` is
+    either the old file or the whole new one, never a part. Parents are made."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+
+    def commit(self) -> None:
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:
+                self.commit()
+        finally:
+            self.discard()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory, fsync, rename (parents made)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `data` to `path` through an AtomicFile."""
+    with AtomicFile(path) as out:
+        out.tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -226,7 +251,7 @@ def prefetch(items, depth: int = 4):
                 if stop.is_set():
                     return
             q.put(done)
-        except BaseException as e:  # noqa: BLE001 (handed to the consumer)
+        except BaseException as e:
             q.put(e)
         finally:
             if hasattr(items, "close"):

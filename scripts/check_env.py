@@ -37,7 +37,7 @@ def main() -> int:
     for name in MODULES:
         try:
             importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 (any import failure is a broken environment)
+        except Exception as e:
             problems.append(f"check_env: `import {name}` fails ({type(e).__name__}: {first_line(e)}); "
                             "reinstall with `rm -rf .venv && make venv`")
     if not problems:
@@ -54,7 +54,7 @@ def main() -> int:
             logging.disable(logging.WARNING)  # robosuite warns of its private macro file at import
             importlib.import_module("lerobot.envs.libero")  # imports LIBERO's envs, robosuite, bddl
             logging.disable(logging.NOTSET)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             problems.append(f"check_env: {first_line(e)}")
     for line in problems:
         print(line, file=sys.stderr)

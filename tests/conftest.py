@@ -4,14 +4,14 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub in tests
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from recap_data.data.demo_data import DemoDataConfig, make_demo_data  # noqa: E402
-from recap_data.store.store import ShardStore  # noqa: E402
+from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.store.store import ShardStore
 
 TINY = dict(episodes=3, tasks=3, max_steps=20, image_size=32)
 

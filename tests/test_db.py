@@ -68,3 +68,10 @@ def test_sql_command_formats_and_errors(store, make_shard, tmp_path):
     assert res.output.count("\n") == 1
     res = run_cli("sql", q, "--format", "parquet", root=store.root)
     assert res.exit_code == 2 and "--output" in res.output
+    # a query that fails while writing --output leaves the old file whole and no temporary sibling
+    failing = "SELECT CASE WHEN index > 3 THEN error('stop') ELSE index END AS i FROM frames"
+    for fmt in ("parquet", "csv"):
+        res = run_cli("sql", failing, "--format", fmt, "--output", str(out), root=store.root)
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert duckdb.execute(f"SELECT n FROM '{out}'").fetchone() == (m.frames,)
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], fmt

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import docs_tables  # noqa: E402
+import docs_tables
 
 
 def test_an_empty_block_is_filled_with_the_indentation_of_its_marker():

@@ -12,10 +12,22 @@ from PIL import Image
 
 from recap_data.cli.main import cli
 from recap_data.labels import view_draw
-from recap_data.labels.view import render_episode, select_episodes, view
+from recap_data.labels.view import choose_episodes, render_episodes, stem, view
+from recap_data.store.db import connect
 from recap_data.store.decode import episode_table, iter_episode_frames
 from recap_data.store.label_sets import read_labels
 from recap_data.store.store import ShardStore
+
+
+def select_episodes(store: ShardStore, name: str, **chosen) -> list[dict]:
+    return choose_episodes(connect(store.root, labels=name), name, **chosen)
+
+
+def render_episode(store: ShardStore, name: str, shard: str, episode_index: int, folder) -> dict:
+    """One episode's video and contact sheet into `folder`, as `view` renders each."""
+    con = connect(store.root, labels=name)
+    chosen = choose_episodes(con, name, [f"{shard}:{episode_index}"])
+    return render_episodes(store, name, con, chosen, folder, sheets=True, progress=False)[0]
 
 
 def decoded(mp4) -> list[np.ndarray]:
@@ -83,11 +95,13 @@ def test_videos_show_every_frame_with_the_cameras_and_a_moving_cursor(labeled, t
 
 def test_selections_pick_the_episodes_pandas_finds(labeled):
     store = labeled[0]
+    def pairs(d, n):
+        return list(zip(d["shard"].head(n), d["episode_index"].head(n), strict=True))
+
     df = per_episode(store)
     best = df.sort_values(["mean_advantage", "shard", "episode_index"], ascending=[False, True, True])
     worst = df.sort_values(["mean_advantage", "shard", "episode_index"])
     wrong = df.sort_values(["abs_error", "shard", "episode_index"], ascending=[False, True, True])
-    pairs = lambda d, n: list(zip(d["shard"].head(n), d["episode_index"].head(n), strict=True))  # noqa: E731
     assert keys(select_episodes(store, "raw", best=3)) == pairs(best, 3)
     assert keys(select_episodes(store, "raw", worst=2)) == pairs(worst, 2)
     got = select_episodes(store, "raw", most_wrong=3)
@@ -179,12 +193,13 @@ def test_a_render_that_fails_leaves_no_file_and_no_directory(labeled, tmp_path, 
 
     monkeypatch.setattr(view_draw.EpisodeFrames, "compose", fail_at_frame_3)
     with pytest.raises(RuntimeError):
-        render_episode(store, "raw", "base", 1, tmp_path / "a.mp4", tmp_path / "a.png", progress=False)
+        render_episode(store, "raw", "base", 1, tmp_path)
     with pytest.raises(RuntimeError):
         view(store, "raw", tmp_path / "v", best=1, progress=False)
     assert list(tmp_path.iterdir()) == []  # no mp4, no temporary sibling, no staging directory
 
     monkeypatch.undo()
-    facts = render_episode(store, "raw", "base", 1, tmp_path / "a.mp4", tmp_path / "a.png", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a.png"]
-    assert len(decoded(tmp_path / "a.mp4")) == facts["frames"] and facts["sheet"] == str(tmp_path / "a.png")
+    facts = render_episode(store, "raw", "base", 1, tmp_path)
+    name = stem({"shard": "base", "episode_index": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.mp4", f"{name}.png"]
+    assert len(decoded(tmp_path / f"{name}.mp4")) == facts["frames"] and facts["sheet"] == str(tmp_path / f"{name}.png")

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
-from recap_data.io import atomic_directory, atomic_write_bytes, refuse_existing, write_json
+from recap_data.io import AtomicFile, atomic_directory, atomic_write_bytes, refuse_existing, write_json
 from recap_data.labels.view_draw import Curves, EpisodeFrames
 from recap_data.store.db import connect, query_error
 from recap_data.store.label_sets import check_shards_unchanged, read_manifest
@@ -103,18 +103,12 @@ def _choose(stats: pd.DataFrame, name: str, episodes, best: int, worst: int, mos
     return out
 
 
-def select_episodes(store: ShardStore, name: str, episodes: list[str] = (), best: int = 0, worst: int = 0,
-                    most_wrong: int = 0) -> list[dict]:
-    """The chosen episodes of label set `name`, each once, in the order asked (--episode first):
-    dicts of shard, episode_index, task, success, length, mean_advantage, positive_fraction,
-    start_value, start_return, value_error and chosen (why: "episode", "best", "worst", "most wrong")."""
-    read_manifest(store, name)  # a missing label set is its own error, before DuckDB's
-    return choose_episodes(connect(store.root, labels=name), name, episodes, best, worst, most_wrong)
-
-
 def choose_episodes(con, name: str, episodes: list[str] = (), best: int = 0, worst: int = 0,
                     most_wrong: int = 0) -> list[dict]:
-    """select_episodes over `con`, a connection that already has label set `name`'s views."""
+    """The chosen episodes of label set `name`, over `con` (a connection that already has its
+    views), each once, in the order asked (--episode first): dicts of shard, episode_index, task,
+    success, length, mean_advantage, positive_fraction, start_value, start_return, value_error and
+    chosen (why: "episode", "best", "worst", "most wrong")."""
     return _choose(_episodes(con), name, episodes, best, worst, most_wrong)
 
 
@@ -135,11 +129,9 @@ class _Mp4:
         import av
 
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner on stderr unless told errors only
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = AtomicFile(path)
         self.codec, options = _codec()
-        self.container = av.open(str(self.tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        self.container = av.open(str(self.file.tmp), "w", format="mp4", options={"movflags": "+faststart"})
         try:
             self.stream = self.container.add_stream(self.codec, rate=fps, options=options)
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
@@ -160,9 +152,9 @@ class _Mp4:
                     self.container.mux(packet)
             self.container.close()
             if ok:
-                os.replace(self.tmp, self.path)
+                self.file.commit()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self.file.discard()
 
 
 def _png(rgb: np.ndarray, path: Path) -> None:
@@ -180,14 +172,18 @@ def stem(e: dict) -> str:
     return f"{e['shard']}-ep{int(e['episode_index']):04d}"
 
 
-def _render(store: ShardStore, name: str, con, jobs: list[tuple[dict, Path, Path | None]], progress: bool):
-    """Render each (episode dict, mp4, sheet or None); the episodes of a shard in one decoding pass.
-    The facts come back in the order of `jobs`."""
+def render_episodes(store: ShardStore, name: str, con, chosen: list[dict], folder: Path, sheets: bool,
+                    progress: bool) -> list[dict]:
+    """The chosen episodes (see choose_episodes) as folder/SHARD-epNNNN.mp4, and .png contact sheets if
+    `sheets`, over `con` (a connection with the label set's views); their facts in the order chosen.
+    The episodes of a shard are rendered in one decoding pass."""
     from tqdm import tqdm
 
     from recap_data.io import pool_size
     from recap_data.store.decode import episode_table, iter_episode_frames
 
+    folder = Path(folder)
+    jobs = [(e, folder / f"{stem(e)}.mp4", folder / f"{stem(e)}.png" if sheets else None) for e in chosen]
     bar = tqdm(total=sum(e["length"] for e, _, _ in jobs), desc="rendering", unit="frame", disable=not progress)
     facts, pictures = [None] * len(jobs), {}  # one matplotlib figure per frame size, redrawn for each episode
     for shard in pd.unique(pd.Series([e["shard"] for e, _, _ in jobs])):
@@ -203,15 +199,6 @@ def _render(store: ShardStore, name: str, con, jobs: list[tuple[dict, Path, Path
             facts[i] = _render_one(con, e, [cams[k] for k in keys], mp4, sheet, manifest.fps, name, bar, pictures)
     bar.close()
     return facts
-
-
-def render_episodes(store: ShardStore, name: str, con, chosen: list[dict], folder: Path, sheets: bool,
-                    progress: bool) -> list[dict]:
-    """The chosen episodes (see select_episodes) as folder/SHARD-epNNNN.mp4, and .png contact sheets if
-    `sheets`, over `con` (a connection with the label set's views); their facts in the order chosen."""
-    folder = Path(folder)
-    return _render(store, name, con, [(e, folder / f"{stem(e)}.mp4", folder / f"{stem(e)}.png" if sheets else None)
-                                      for e in chosen], progress)
 
 
 def _render_one(con, e: dict, cameras: list[np.ndarray], mp4: Path, sheet: Path | None, fps: int, name: str, bar,
@@ -245,17 +232,6 @@ def _render_one(con, e: dict, cameras: list[np.ndarray], mp4: Path, sheet: Path 
     return {**e, "frames": len(curves), "seconds": round(time.perf_counter() - t0, 3), "mp4": str(mp4),
             "sheet": None if sheet is None else str(sheet), "codec": video.codec, "width": frames.width,
             "height": frames.height, "fps": fps}
-
-
-def render_episode(store: ShardStore, name: str, shard: str, episode_index: int, mp4: Path,
-                   sheet: Path | None = None, progress: bool = True) -> dict:
-    """Write one episode's video to `mp4` (atomically: a temporary sibling, then a rename) and, if
-    given, its contact sheet to `sheet`; returns the episode's dict (see select_episodes) with
-    frames, seconds, mp4, sheet, codec, width, height and fps."""
-    check_shards_unchanged(store, read_manifest(store, name))  # labels over other frames would be wrong pictures
-    con = connect(store.root, labels=name)
-    (e,) = choose_episodes(con, name, [f"{shard}:{episode_index}"])
-    return _render(store, name, con, [(e, Path(mp4), None if sheet is None else Path(sheet))], progress)[0]
 
 
 def view(store: ShardStore, name: str, out_dir: Path, *, episodes=(), best: int = 0, worst: int = 0,

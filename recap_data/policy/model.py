@@ -180,7 +180,7 @@ class RecapPolicy:
         tasks = [task] * state.shape[0] if isinstance(task, str) else list(task)
         conditional = self.provenance.get("indicator_mode") != "ignore"
         pos = self._inputs(observation, [prompt(t, True) if conditional else t for t in tasks])
-        images, img_masks = self.policy._preprocess_images(pos)  # noqa: SLF001 (pi0's own image prep)
+        images, img_masks = self.policy._preprocess_images(pos)
         state = self.policy.prepare_state(pos)  # (B, max_state_dim)
         if noise is None:
             noise = self.policy.model.sample_noise((state.shape[0], self.config.chunk_size, self.config.max_action_dim),
@@ -225,7 +225,7 @@ def guided_sample(model, images, img_masks, tokens_pos, masks_pos, tokens_unc, m
     prefix_embs, prefix_pad_masks, prefix_att_masks = model.embed_prefix(images2, img_masks2, tokens, masks)
     prefix_att_4d = prepare_attention_masks_4d(make_att_2d_masks(prefix_pad_masks, prefix_att_masks))
     position_ids = torch.cumsum(prefix_pad_masks, dim=1) - 1
-    model.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"  # noqa: SLF001
+    model.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"
     _, past_key_values = model.paligemma_with_expert.forward(
         attention_mask=prefix_att_4d, position_ids=position_ids, past_key_values=None,
         inputs_embeds=[prefix_embs, None], use_cache=True)

@@ -80,7 +80,7 @@ def install() -> None:
     class TinyAwarePaliGemma(vlm_class):
         def __init__(self, config):
             if _building_tiny.get():
-                config._vocab_size = TINY_VOCAB  # noqa: SLF001
+                config._vocab_size = TINY_VOCAB
                 config.image_token_index = TINY_VOCAB - 1
                 config.text_config.vocab_size = TINY_VOCAB
                 for key, value in TINY_VISION.items():

@@ -63,7 +63,7 @@ def configure() -> None:
         os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
     import libero.libero as libero_paths
 
-    libero_paths._assets_path_cache = str(assets)  # noqa: SLF001 (get_assets_path ignores the config)
+    libero_paths._assets_path_cache = str(assets)
 
 
 def suite(name: str):

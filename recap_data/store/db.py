@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from recap_data.errors import RecapError, first_line, one_line_errors
+from recap_data.io import AtomicFile
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, LABELS_FIX, label_set_names, label_set_path, read_manifest, table_parts
 from recap_data.store.schema import image_columns
@@ -203,19 +204,16 @@ def write_result(rel: duckdb.DuckDBPyRelation, fmt: str, output: Path | None) ->
             raise query_error(e) from None
         return df.to_csv(index=False) if fmt == "csv" else df.to_json(orient="records", lines=True)
     output = Path(output)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
-        if fmt in ("csv", "table"):
-            rel.write_csv(str(tmp))
-        elif fmt == "json":
-            tmp.write_text(rel.df().to_json(orient="records", lines=True))
-        else:
-            rel.write_parquet(str(tmp))
-        os.replace(tmp, output)
+        with AtomicFile(output) as out:
+            if fmt in ("csv", "table"):
+                rel.write_csv(str(out.tmp))
+            elif fmt == "json":
+                out.tmp.write_text(rel.df().to_json(orient="records", lines=True))
+            else:
+                rel.write_parquet(str(out.tmp))
     except duckdb.Error as e:
-        tmp.unlink(missing_ok=True)
         raise damaged_file_error(e) or RecapError(f"{output}: cannot write ({first_line(e)})") from None
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise RecapError(f"{output}: cannot write ({first_line(e)})") from None
     return None

@@ -64,11 +64,6 @@ def schema_difference(new: dict, existing: dict, existing_label: str) -> str | N
     return None
 
 
-def scalar_columns(features: dict) -> list[str]:
-    """Feature names stored as parquet columns (everything but images and videos)."""
-    return [k for k, ft in features.items() if ft["dtype"] not in IMAGE_DTYPES]
-
-
 def image_columns(features: dict) -> list[str]:
     """Image features stored inside the parquet files (dtype image); videos live in mp4 files."""
     return [k for k, ft in features.items() if ft["dtype"] == "image"]
