@@ -6,10 +6,11 @@ field's metadata and becomes its --help text (an option without one is an error 
 Precedence: command-line option > params file section > dataclass default.
 
 Every field is checked where the config is built, the same way for every stage: its type, a
-finite value for every float (never NaN or infinity), and the range its annotation declares,
-e.g. `steps: Count = param(500, ...)` (Count = Int(1), at least 1). The same range is the type of
-the field's command-line option, so `--lr nan` and `lr: nan` in a params file are refused alike.
-A stage's own cross-field rules stay in its `validate()`.
+finite value for every float (never NaN or infinity), and the range or choices its annotation
+declares, e.g. `steps: Count = param(500, ...)` (Count = Int(1), at least 1) or
+`env: Choice("embedded", "libero")`. The same range or choice is the type of the field's
+command-line option (a click.Choice lists the choices in --help), so `--lr nan` and `lr: nan` in
+a params file are refused alike. A stage's own cross-field rules stay in its `validate()`.
 """
 
 import copy
@@ -55,6 +56,21 @@ class Range:
         if self.high is not None:
             return f"a number {'<' if self.high_open else '<='} {text(self.high)}"
         return "a finite number"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """The allowed values of a text field."""
+
+    values: tuple[str, ...]
+
+    def problem(self, value) -> str | None:
+        return None if value in self.values else f"use one of {', '.join(self.values)}"
+
+
+def Choice(*values: str):
+    """A text field that takes one of `values`: `split: Choice("validation", "test") = "validation"`."""
+    return Annotated[str, OneOf(tuple(values))]
 
 
 def Int(low: int | None = None, high: int | None = None):
@@ -106,19 +122,20 @@ OutputFile = click.Path(dir_okay=False, path_type=Path)
 OutputDir = click.Path(file_okay=False, path_type=Path)
 
 
-def field_spec(hint) -> tuple[type | None, Range | None]:
-    """(scalar type, declared range) of a field's type hint; floats without a range must be finite."""
+def field_spec(hint) -> tuple[type | None, Range | OneOf | None]:
+    """(scalar type, declared range or choices) of a field's type hint; floats without a range must
+    be finite."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         hint = args[0] if len(args) == 1 else None
     bounds = None
     if typing.get_origin(hint) is Annotated:
         hint, *extras = typing.get_args(hint)
-        bounds = next((e for e in extras if isinstance(e, Range)), None)
+        bounds = next((e for e in extras if isinstance(e, (Range, OneOf))), None)
     kind = hint if hint in (int, float, str, bool) else None
     if kind is float and bounds is None:
         bounds = FINITE
-    return kind, bounds if kind in (int, float) else None
+    return kind, bounds if kind in (int, float, str) else None
 
 
 def is_a(kind: type, value) -> bool:
@@ -226,10 +243,12 @@ def config_options(cls, skip: tuple[str, ...] = ()):
                 continue
             flag = f.name.replace("_", "-")
             text = f"{field_doc(f)} [default: {f.default}]"
-            if bounds is not None and bounds != FINITE:
+            if isinstance(bounds, Range) and bounds != FINITE:
                 text = f"{text[:-1]}; {bounds.describe()}]"
             if kind is bool:
                 option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=text)
+            elif isinstance(bounds, OneOf):
+                option = click.option(f"--{flag}", f.name, type=click.Choice(bounds.values), default=None, help=text)
             else:
                 option = click.option(f"--{flag}", f.name, type=Bounded(kind, bounds) if bounds else kind,
                                       default=None, help=text)

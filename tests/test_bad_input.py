@@ -306,7 +306,7 @@ def test_frames_are_read_without_label_set_manifests(labeled, tmp_path):
 def test_unknown_baseline_names_are_one_line_errors(root, tmp_path):
     before = root_state(root)
     args = ["train", "policy", "--shard", "base", "--baseline", "bc", "--out", str(tmp_path / "p"), "--steps", "1"]
-    assert_clean_error(run(root, args), args, naming="field 'baseline' = 'bc' is unknown: use one of filtered_bc")
+    assert_clean_error(run(root, args), args, naming="option --baseline: 'bc' is not 'filtered_bc'")
     params = tmp_path / "params.yaml"
     params.write_text("iterations: {}\nbaselines: [bc]\n")
     args = ["summary", "--params", str(params), "--metrics-dir", str(tmp_path), "--out", str(tmp_path / "s.csv")]

@@ -73,6 +73,40 @@ def test_config_help_comes_from_field_metadata_and_an_undocumented_field_is_refu
         config_options(Undocumented)(click.command()(lambda **_: None))
 
 
+def test_a_choice_field_is_one_check_for_options_and_params_files(tmp_path):
+    from dataclasses import dataclass
+
+    import pytest
+
+    from recap_data.config import Choice, check_fields, config_options, load_config, param
+    from recap_data.errors import RecapError
+
+    @dataclass
+    class Mode:
+        mode: Choice("fast", "slow") = param("fast", "how to go")
+        other: Choice("a", "b") | None = param(None, "optional")
+
+        def validate(self):
+            check_fields(self, "go")
+            return self
+
+    @config_options(Mode)
+    @click.command()
+    def run(**_):
+        pass
+
+    (option,) = [p for p in run.params if p.name == "mode"]
+    assert isinstance(option.type, click.Choice) and option.type.choices == ("fast", "slow")
+    assert "[fast|slow]" in run.get_help(click.Context(run))
+    params = tmp_path / "params.yaml"
+    params.write_text("go: {mode: walk}\n")
+    with pytest.raises(RecapError, match=rf"^{params}: go: field 'mode' = 'walk' is invalid: use one of fast, slow$"):
+        load_config(Mode, "go", params)
+    with pytest.raises(RecapError, match=r"^go: field 'other' = 'c' is invalid: use one of a, b$"):
+        Mode(other="c").validate()
+    assert load_config(Mode, "go", params, {"mode": "slow"}).mode == "slow" and Mode().other is None
+
+
 def test_missing_gl_libraries_are_one_line_errors_naming_the_debian_package(monkeypatch):
     import pytest
 

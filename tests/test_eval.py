@@ -115,10 +115,10 @@ def test_throughput_and_the_steps_of_a_success_by_hand():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--env", "mars"], "option --env = 'mars' is unknown; use embedded or libero"),
+    (["--env", "mars"], "option --env: 'mars' is not one of 'embedded', 'libero'"),
     (["--episodes", "0"], "option --episodes: 0 is invalid: use a number >= 1"),
-    (["--suite", "libero_10"], "option --suite is for --env libero only"),
-    (["--render-size", "128"], "option --render-size is for --env libero only"),
+    (["--suite", "libero_10"], "field 'suite' (--suite) is for env libero only"),
+    (["--render-size", "128"], "field 'render_size' (--render-size) is for env libero only"),
     (["--task", "fly"], "--task 'fly' is not a task of the embedded world; valid tasks: 0: "),
     (["--max-steps", "50"], "--max-steps 50 differs from the base shard's world (20)"),
 ])
@@ -131,10 +131,15 @@ def test_bad_eval_and_rollout_options_are_one_line_errors(store, make_shard, tmp
     assert store.shard_ids() == ["base"] and not (tmp_path / "m.json").exists()
 
 
-def test_eval_split_must_be_held_out(store, make_shard):
+def test_eval_split_must_be_held_out(store, make_shard, tmp_path):
     make_shard("base")
     result = run_cli("eval", "--policy", "random", "--split", "train", root=store.root)
-    assert result.exit_code == 2 and "option --split = 'train' is invalid: use validation or test" in result.output
+    assert result.exit_code == 2 and "option --split: 'train' is not one of 'validation', 'test'" in result.output
+    params = tmp_path / "params.yaml"  # the same choice, from a params file, names the file and the field
+    params.write_text("eval: {split: train}\n")
+    result = run_cli("eval", "--policy", "random", "--params", str(params), root=store.root)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{params}: eval: field 'split' = 'train' is invalid: use one of validation, test" in result.output
 
 
 def test_policy_whose_features_differ_from_the_world_is_refused(store, make_shard, tmp_path):

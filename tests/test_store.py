@@ -109,7 +109,7 @@ def test_each_regime_records_the_shares_it_names(store, regime):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--regime", "human"], "field 'regime' = 'human' is invalid: use one of teleop, mixed, scarce, custom"),
+    (["--regime", "human"], "option --regime: 'human' is not one of 'teleop', 'mixed', 'scarce', 'custom'"),
     (["--regime", "teleop", "--expert", "0.5"], "field 'expert' must be left out; use regime custom"),
     (["--expert", "1"], "field 'expert' must be left out; use regime custom"),
     (["--regime", "custom", "--expert", "1"], "regime custom needs all five shares; field 'poor' is missing"),

@@ -10,7 +10,7 @@ demonstrations unless `success_column` names a per-frame success flag.
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from recap_data.config import param
+from recap_data.config import Choice, param
 from recap_data.data.demo_data import DemoDataConfig
 from recap_data.errors import RecapError
 from recap_data.store.store import Manifest, ShardStore
@@ -20,7 +20,8 @@ from recap_data.store.store import Manifest, ShardStore
 class BaseDataConfig(DemoDataConfig):
     """Where the base shard comes from (params.yaml section `base`); the generator's fields apply to `demo`."""
 
-    source: str = param("demo", "demo: the embedded world's demonstrators; lerobot: import the dataset at `path`")
+    source: Choice("demo", "lerobot") = param(
+        "demo", "demo: the embedded world's demonstrators; lerobot: import the dataset at `path`")
     path: str | None = param(None, "lerobot: a local LeRobot v3 dataset directory")
     success_column: str | None = param(None, "lerobot: per-frame success flag column (none: every episode succeeded)")
 
@@ -33,8 +34,6 @@ def make_base(store: ShardStore, cfg: BaseDataConfig, progress: bool = True) -> 
     if cfg.source == "demo":
         demo = DemoDataConfig(**{f.name: getattr(cfg, f.name) for f in fields(DemoDataConfig)})
         return make_demo_data(store, demo, progress=progress)
-    if cfg.source != "lerobot":
-        raise RecapError(f"base: field 'source' = {cfg.source!r} is invalid: use demo or lerobot")
     if not cfg.path or not Path(cfg.path).is_dir():
         raise RecapError(f"base: field 'path' = {cfg.path!r} is not a directory; point it at a local LeRobot v3 "
                          "dataset (e.g. a downloaded copy of the LIBERO demonstrations)")

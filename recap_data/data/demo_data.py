@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from recap_data.config import Count, Fraction, Int, Seed, check_fields, param
+from recap_data.config import Choice, Count, Fraction, Int, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store.store import Manifest, ShardStore, validate_shard_id
@@ -37,8 +37,9 @@ class DemoDataConfig:
     tasks: Int(1, 10) = param(10, "number of LIBERO-10 instructions (1-10), counted from first_task")
     first_task: Int(0, 9) = param(0, "index of the first instruction (they wrap around: 8 with tasks 3 is 8, 9, 0)")
     max_steps: Int(20, 10_000) = param(100, "the world's step cap (and its speed limit: 0.4 m / max_steps per step)")
-    regime: str = param("mixed", "the demonstration mix: teleop (all succeed: experts and poor-but-successful), "
-                                 "mixed (70% succeed), scarce (30%), or custom (the five shares below)")
+    regime: Choice(*REGIMES, CUSTOM) = param(
+        "mixed", "the demonstration mix: teleop (all succeed: experts and poor-but-successful), "
+                 "mixed (70% succeed), scarce (30%), or custom (the five shares below)")
     expert: Fraction | None = param(None, "regime custom: share of direct expert demonstrations")
     poor: Fraction | None = param(None, "regime custom: share of successes with a fumble, detour, hesitation, "
                                         "overshoot or crawl")
@@ -57,8 +58,6 @@ class DemoDataConfig:
 
         validate_shard_id(self.shard_id)
         given = [k for k in KINDS if getattr(self, k) is not None]
-        if self.regime not in (*REGIMES, CUSTOM):
-            bad("regime", f"use one of {', '.join([*REGIMES, CUSTOM])}")
         if self.regime != CUSTOM and given:
             bad("regime", f"it sets the shares itself, so field '{given[0]}' must be left out; "
                           f"use regime {CUSTOM} to give the five shares")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from recap_data.config import Count, Int, NonNegative, Positive, check_fields, param
-from recap_data.errors import RecapError
+from recap_data.config import Choice, Count, Int, NonNegative, Positive, check_fields, param
 
 NORMALIZATIONS = ("global", "per_task")
 THRESHOLDS = ("per_task", "global")  # label.threshold: one epsilon per task (the paper), or one over all frames
@@ -20,7 +19,8 @@ class RewardConfig:
 
     number_of_bins: Int(2, 100_000) = param(201, "B equal-width bins over [-1, 0] for the distributional value")
     c_fail: NonNegative = param(1000.0, "cost of failing, charged at the last frame of a failed episode")
-    normalization: str = param("per_task", "per_task: by each task's largest return magnitude; global")
+    normalization: Choice(*NORMALIZATIONS) = param(
+        "per_task", "per_task: by each task's largest return magnitude; global")
     reward_normalizer: Positive = param(1600.0, "the divisor for `global` normalization")
     n_steps: Count = param(50, "look-ahead N of the n-step return used by the advantage")
 
@@ -30,9 +30,6 @@ class RewardConfig:
 
     def validate(self) -> RewardConfig:
         check_fields(self, "reward")
-        if self.normalization not in NORMALIZATIONS:
-            raise RecapError(f"reward: field 'normalization' = {self.normalization!r} is invalid: use one of "
-                             f"{', '.join(NORMALIZATIONS)}")
         return self
 
     def to_dict(self) -> dict:

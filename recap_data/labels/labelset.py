@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from recap_data.config import Count, Float, Natural, check_fields, param
+from recap_data.config import Choice, Count, Float, Natural, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, write_json
 from recap_data.label_math.config import THRESHOLDS, RewardConfig
@@ -39,7 +39,8 @@ class LabelConfig:
 
     positive_fraction: Float(0, 1, low_open=True, high_open=True) = param(
         0.3, "target fraction of frames with A_t > epsilon")
-    threshold: str = param("per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
+    threshold: Choice(*THRESHOLDS) = param(
+        "per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
     batch_size: Count = param(64, "frames per value-model batch (label only; relabel runs no model)")
     decode_workers: Natural = param(
         0, "camera decoder processes at once (label only); 0: one per core left free by the model")

@@ -16,7 +16,7 @@ runs data-parallel (bf16 on GPU). The checkpoint layout is in policy.py.
 from dataclasses import dataclass
 from pathlib import Path
 
-from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
+from recap_data.config import Choice, Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.policy.baselines import BASELINES
 from recap_data.store.store import ShardStore
@@ -31,11 +31,12 @@ MODES = ("on", "use", "ignore")  # conditioning.MODES; a test checks they agree
 class PolicyTrainConfig:
     """pi0 policy model and training (params.yaml section `policy`)."""
 
-    size: str = param(
+    size: Choice("tiny", "real") = param(
         "tiny", "tiny: a ~0.3M-parameter pi0 with random weights, for CPU; real: pi0 from pretrained_path")
     pretrained_path: str | None = param(None, "real: local copy of lerobot/pi0_base (config.json, model.safetensors)")
     tokenizer_path: str | None = param(None, "real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)")
-    indicator_mode: str = param("use", "on: every frame positive (SFT); use: the label set's indicator; ignore: none")
+    indicator_mode: Choice(*MODES) = param(
+        "use", "on: every frame positive (SFT); use: the label set's indicator; ignore: none")
     indicator_dropout: Float(0, 1, high_open=True) = param(0.3, "share of samples without the indicator (paper: 0.3)")
     successes_only: bool = param(False, "filtered BC: draw training frames from successful episodes only")
     steps: Count = param(200, "optimizer steps")
@@ -56,22 +57,15 @@ class PolicyTrainConfig:
     log_every: Count = param(10, "steps per row of loss.csv")
     seed: Seed = param(0, "seeds the model, the sampler and the indicator dropout")
     bf16: bool = param(True, "bf16 mixed precision on GPU (CPU trains in float32)")
-    baseline: str | None = param(None, "train a baseline arm instead of RECAP: filtered_bc (successful episodes "
-                                       "only, indicator always positive); sets successes_only and indicator_mode")
+    baseline: Choice(*BASELINES) | None = param(
+        None, "train a baseline arm instead of RECAP: filtered_bc (successful episodes "
+              "only, indicator always positive); sets successes_only and indicator_mode")
 
     def validate(self) -> "PolicyTrainConfig":
         check_fields(self, "policy")
         if self.baseline is not None:
-            if self.baseline not in BASELINES:
-                raise RecapError(f"policy: field 'baseline' = {self.baseline!r} is unknown: use one of "
-                                 f"{', '.join(BASELINES)}")
             for name, value in BASELINES[self.baseline].items():  # the arm's settings, whatever was given
                 setattr(self, name, value)
-        if self.size not in ("tiny", "real"):
-            raise RecapError(f"policy: field 'size' = {self.size!r} is invalid: use tiny or real")
-        if self.indicator_mode not in MODES:
-            raise RecapError(f"policy: field 'indicator_mode' = {self.indicator_mode!r} is invalid: use one of "
-                             f"{', '.join(MODES)}")
         if self.n_action_steps > self.chunk_size:
             raise RecapError(f"policy: field 'n_action_steps' = {self.n_action_steps} is over chunk_size "
                              f"{self.chunk_size}; lower it")

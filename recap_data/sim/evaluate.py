@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from recap_data.config import Count, param
+from recap_data.config import Choice, Count, param
 from recap_data.errors import RecapError
 from recap_data.sim.rollout import (
     EVAL_SEED_OFFSET,
@@ -42,15 +42,10 @@ class EvalConfig(RolloutConfig):
     """Evaluation episodes (params.yaml section `eval`); the fields are rollout's."""
 
     episodes: Count = param(100, "evaluation episodes (at least 100 for an interval narrower than about +-10 points)")
-    split: str = param("validation", "embedded: held-out initial states, validation (100-199) or test (200-299)")
+    split: Choice("validation", "test") = param(
+        "validation", "embedded: held-out initial states, validation (100-199) or test (200-299)")
 
     command = "eval"
-
-    def validate(self) -> "EvalConfig":
-        super().validate()
-        if self.split not in ("validation", "test"):
-            raise RecapError(f"eval: option --split = {self.split!r} is invalid: use validation or test")
-        return self
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

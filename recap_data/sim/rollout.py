@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recap_data.config import Count, Int, Natural, NonNegative, Seed, check_fields, param
+from recap_data.config import Choice, Count, Int, Natural, NonNegative, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store import paths
@@ -36,7 +36,7 @@ EVAL_SEED_OFFSET = 10**9  # evaluation seeds start here; rollout seeds stay belo
 class RolloutConfig:
     """Rollouts (params.yaml section `rollout`)."""
 
-    env: str = param("embedded", "embedded: the embedded world; libero: the LIBERO simulator")
+    env: Choice(*ENVS) = param("embedded", "embedded: the embedded world; libero: the LIBERO simulator")
     suite: str | None = param(None, "libero only: benchmark suite (default libero_10)")
     task: str = param("8", "task index or instruction (embedded: LIBERO-10's; libero: the suite's), 8: moka pots")
     episodes: Count = param(4, "episodes to record")
@@ -52,13 +52,11 @@ class RolloutConfig:
 
     def validate(self) -> "RolloutConfig":
         check_fields(self, self.command)
-        if self.env not in ENVS:
-            raise RecapError(f"{self.command}: option --env = {self.env!r} is unknown; use {' or '.join(ENVS)}")
         if self.env == "embedded":
             for name in ("suite", "render_size"):
                 if getattr(self, name) is not None:
-                    raise RecapError(f"{self.command}: option --{name.replace('_', '-')} is for --env libero only; "
-                                     "drop it with --env embedded")
+                    raise RecapError(f"{self.command}: field '{name}' (--{name.replace('_', '-')}) is for env libero "
+                                     "only; leave it out with env embedded")
         return self
 
 

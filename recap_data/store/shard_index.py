@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from recap_data.config import Positive, check_fields, param
+from recap_data.config import Choice, Positive, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store.store import ShardStore
@@ -32,13 +32,11 @@ class MixtureConfig:
 
     base: Positive = param(1.0, "relative weight of each base (and imported) shard")
     rollouts: Positive = param(1.0, "relative weight of each rollout shard")
-    per: str = param(
+    per: Choice("shard", "frame") = param(
         "shard", "shard: a shard's draws follow its weight; frame: weight x frames (draws follow the frames)")
 
     def validate(self) -> "MixtureConfig":
         check_fields(self, "mixture")
-        if self.per not in ("shard", "frame"):
-            raise RecapError(f"mixture: field 'per' = {self.per!r} is invalid: use shard or frame")
         return self
 
 

@@ -46,8 +46,6 @@ from recap_data.store.paths import WEIGHTS_FILE as WEIGHTS
 from recap_data.train.checkpoint import directory_digest, weights_errors
 from recap_data.train.tokenizer import tiny_tokenizer
 
-SIZES = ("tiny", "real")
-
 
 @dataclass
 class ValueModelConfig:
@@ -158,8 +156,6 @@ class TextEncoder:
 
 def build_value_model(cfg: ValueModelConfig, texts: list[str]) -> tuple[ValueModel, object]:
     """A fresh model and tokenizer: tiny from scratch (tokenizer trained on `texts`), real from local paths."""
-    if cfg.size not in SIZES:
-        raise RecapError(f"value: field 'size' = {cfg.size!r} is invalid: use one of {', '.join(SIZES)}")
     _quiet_transformers()
     if cfg.size == "tiny":
         tokenizer = tiny_tokenizer(texts, cfg.tiny_vocab, cfg.max_text_tokens)

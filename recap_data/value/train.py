@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recap_data.config import Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
+from recap_data.config import Choice, Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.label_math.config import RewardConfig
 from recap_data.label_math.tables import compute_returns
@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
 class ValueTrainConfig:
     """Value-function model and training (params.yaml section `value`)."""
 
-    size: str = param("tiny", "tiny: small random-weight transformers for CPU; real: pretrained local paths")
+    size: Choice("tiny", "real") = param(
+        "tiny", "tiny: small random-weight transformers for CPU; real: pretrained local paths")
     vision_path: str | None = param(None, "real: local SigLIP directory")
     text_path: str | None = param(None, "real: local Gemma 3 directory (weights and tokenizer)")
     image_size: Int(8, 1024) = param(32, "tiny: image pixels fed to the vision tower (real: the tower's own size)")
