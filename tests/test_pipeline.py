@@ -19,7 +19,7 @@ from recap_data.train.checkpoint import directory_digest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
-ITERATION_STAGES = ("rollout", "index", "value", "infer", "label", "policy", "eval")
+ITERATION_STAGES = ("rollout", "index", "value", "values", "labels", "policy", "eval")
 SMALL = {  # the whole loop in a few minutes on 2 cores
     "base": {"episodes": 8, "tasks": 2, "image_size": 32, "max_steps": 24},
     "value": {"steps": 20, "batch_size": 8},
@@ -135,13 +135,13 @@ def test_dag_has_the_recap_stages_and_their_chain(tmp_path, baselines):
     assert {("sft", "eval_sft"), ("eval_sft", "summary")} <= edges
     for key, spec in iterations.items():
         prev_policy = "sft" if spec["prev"] == "sft" else f"policy@{spec['prev']}"
-        chain = [prev_policy, f"rollout@{key}", f"index@{key}", f"value@{key}", f"infer@{key}", f"label@{key}",
+        chain = [prev_policy, f"rollout@{key}", f"index@{key}", f"value@{key}", f"values@{key}", f"labels@{key}",
                  f"policy@{key}", f"eval@{key}", "summary"]
         assert set(zip(chain, chain[1:], strict=False)) <= edges, chain
         assert {("value_pre", f"value@{key}"), ("sft", f"policy@{key}")} <= edges
         assert (f"index@{spec['prev']}", f"index@{key}") in edges or spec["prev"] == "sft"
         # labeling reads the stored values only: the value model is upstream of inference alone
-        assert (f"value@{key}", f"label@{key}") not in edges
+        assert (f"value@{key}", f"labels@{key}") not in edges
 
 
 @pytest.fixture(scope="module")
@@ -280,15 +280,15 @@ def test_label_params_change_labeling_only_and_compare_across_commits(pipeline_r
     params["label"]["positive_fraction"] = 0.4
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = stages_to_run(cwd)
-    assert {"label@iter1", "label@iter2"} <= set(dry)
-    assert not {s for s in dry if s.split("@")[0] in ("infer", "value", "value_pre", "rollout", "base", "sft")}
+    assert {"labels@iter1", "labels@iter2"} <= set(dry)
+    assert not {s for s in dry if s.split("@")[0] in ("values", "value", "value_pre", "rollout", "base", "sft")}
     run(["git", "checkout", "params.yaml"], cwd)
 
     # An experiment on the label params, in the project's git repository.
     before = directory_digest(cwd / "models/value-iter1")
     out = run([DVC, "exp", "run", "-S", "label.positive_fraction=0.5"], cwd, timeout=1200).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert {"label@iter1", "policy@iter1"} <= ran and not ran & {"value_pre", "value@iter1", "infer@iter1"}
+    assert {"labels@iter1", "policy@iter1"} <= ran and not ran & {"value_pre", "value@iter1", "values@iter1"}
     assert directory_digest(cwd / "models/value-iter1") == before
     # `dvc exp show`: the baseline and the experiment side by side, with the headline metrics
     shown = json.loads(run([DVC, "exp", "show", "--json"], cwd).stdout)

@@ -1,0 +1,77 @@
+"""The docs block of bench_loops.py's results (bench/results/loops.json): per data regime, the
+arms loop against loop, the comparisons against their targets, and the value model's error."""
+
+ARM_NAMES = {"sft": "SFT (BC on the demonstrations; both loops start here)",
+             "recap it1": "RECAP, iteration 1", "recap it2": "RECAP, iteration 2",
+             "recap it2 beta*": "RECAP, iteration 2, guidance beta chosen on validation",
+             "recap it2 beta 0 (check)": "check, not an arm: RECAP iteration 2 without its indicator (beta 0)",
+             "fbc loop it1": "iterated filtered BC, iteration 1", "fbc loop it2": "iterated filtered BC, iteration 2",
+             "single-shot bc": "single shot, from scratch: BC", "single-shot fbc": "single shot: filtered BC",
+             "single-shot recap": "single shot: RECAP"}
+BOUNDS = (("value_model_mae", "value model: its mean (what labels use)"),
+          ("value_model_median_mae", "value model: its median"),
+          ("state_mlp_mae", "MLP on state, time and distances: a median predictor (L1)"),
+          ("state_mlp_mean_mae", "the same MLP as a mean predictor (squared loss)"),
+          ("constant_mae", "best constant (the training median)"),
+          ("outcome_oracle_mae", "told the episode's outcome (a bound)"))
+
+
+def _interval(pair) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def _arm_rows(e: dict) -> list[str]:
+    n = e["seeds"]
+    rows = [f"| arm | success, pooled ({n} x {e['episodes']} episodes) [Wilson 95%] | mean over seeds [t 95%] "
+            "| per seed | throughput per 1,000 steps [95%] | steps of a success |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for arm, a in e["arms"].items():
+        mean, low, high = a["success_mean_ci95_over_seeds"]
+        steps = a["success_steps_pooled"]
+        rows.append(f"| {ARM_NAMES.get(arm, arm)} | {a['success_pooled']:.3f} {_interval(a['success_pooled_wilson95'])} "
+                    f"| {mean:.3f} {_interval((low, high))} | {', '.join(f'{s:.2f}' for s in a['per_seed']['success'])} "
+                    f"| {a['throughput_pooled']:.2f} [{a['throughput_pooled_ci95'][0]:.2f}, "
+                    f"{a['throughput_pooled_ci95'][1]:.2f}] | {'-' if steps is None else f'{steps:.1f}'} |")
+    return rows
+
+
+def _comparison(name: str, c: dict, points: float, ratio: float) -> str:
+    success_met = c["success_points"] >= points and c["success_intervals_apart"] and c["success_same_sign_every_seed"]
+    tput_met = (c["throughput_ratio"] or 0) >= ratio and c["throughput_intervals_apart"] \
+        and c["throughput_same_sign_every_seed"]
+    return (f"- RECAP (iteration 2, beta chosen on validation) {name}: {c['success_points']:+.1f} points of success "
+            f"(target +{points:g}; intervals apart: {'yes' if c['success_intervals_apart'] else 'no'}; the same "
+            f"sign in every seed: {'yes' if c['success_same_sign_every_seed'] else 'no'}), throughput "
+            f"{c['throughput_ratio']}x (target {ratio:g}x; intervals apart: "
+            f"{'yes' if c['throughput_intervals_apart'] else 'no'}; every seed: "
+            f"{'yes' if c['throughput_same_sign_every_seed'] else 'no'}): "
+            f"target {'met' if success_met or tput_met else 'missed'}.")
+
+
+def loops(r: dict) -> str:
+    t = r["targets"]
+    out = []
+    for name, e in r["regimes"].items():
+        shares = ", ".join(f"{k} {v:g}" for k, v in e["shares"].items() if v)
+        tried = ", ".join(f"{b}: {s:.3f}" for b, s in e["guidance_on_validation"].items())
+        out += [f"**{name}** (demonstrators: {shares}; {e['seeds']} training seeds, {e['rollouts']} rollouts per "
+                f"iteration, {e['episodes']} test episodes per policy and seed; commit {e['commit']}, "
+                f"{e['machine']['cpus']} CPU cores). Guidance beta chosen on the validation split: "
+                f"{e['guidance_chosen']:g} (mean success there: {tried}).", "", *_arm_rows(e), ""]
+        c = e["comparisons"]
+        fbc = next(k for k in c if k != "vs sft")
+        out += [_comparison(f"against {fbc.removeprefix('vs ')}", c[fbc], t["recap_minus_fbc_loop_points"],
+                            t["recap_over_fbc_loop_throughput"]),
+                _comparison("against SFT", c["vs sft"], t["recap_minus_sft_points"], t["recap_over_sft_throughput"])]
+        v = e["value"]
+        held = v["heldout_rollouts_mae_mean"]
+        auc = "n/a (one outcome only)" if v["auc_v0_heldout_sft_rollouts"] is None \
+            else f"{v['auc_v0_heldout_sft_rollouts']:.2f}"
+        out += [f"- Value model (each seed's first fine-tune), on held-out training episodes: MAE "
+                f"{v['heldout_mae_mean']:.3f} (its median {v['heldout_median_mae_mean']:.3f}) against "
+                f"{v['heldout_constant_mae_mean']:.3f} for the best constant. On {v['heldout_episodes']} held-out SFT "
+                f"rollouts, AUC of V(o_0) for success {auc}, and MAE (x: the constant's over it):", "",
+                "  | predictor | MAE on held-out rollouts |", "  | --- | --- |",
+                *[f"  | {label} | {held[key]:.4f} ({held['constant_mae'] / held[key]:.2f}x) |"
+                  for key, label in BOUNDS if key in held], ""]
+    return "\n".join(out).rstrip()
