@@ -41,10 +41,9 @@ def make_shard(store):
     return make
 
 
-@pytest.fixture(scope="module")
-def labeled(tmp_path_factory):
-    """(store, value checkpoint): two shards, a tiny value checkpoint and the label set `raw` made from it;
-    one per test module (tests add label sets and checkpoints beside them)."""
+@pytest.fixture(scope="session")
+def labeled_once(tmp_path_factory) -> Path:
+    """The directory `labeled` copies: built once per test session."""
     from recap_data.label_math.config import RewardConfig
     from recap_data.labels.infer import label
     from recap_data.labels.labelset import LabelConfig
@@ -59,7 +58,18 @@ def labeled(tmp_path_factory):
     train_value(store, {"base": 1.0, "more": 1.0}, ckpt, ValueTrainConfig(steps=3, batch_size=8, num_workers=0),
                 RewardConfig(), progress=False)
     label(store, ["base", "more"], ckpt, "raw", RewardConfig(), LabelConfig(batch_size=7), progress=False)
-    return store, ckpt
+    return root
+
+
+@pytest.fixture(scope="module")
+def labeled(labeled_once, tmp_path_factory):
+    """(store, value checkpoint): two shards, a tiny value checkpoint and the label set `raw` made from it;
+    a copy per test module (tests add label sets and checkpoints beside them, or damage them)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("labels")
+    shutil.copytree(labeled_once, root, dirs_exist_ok=True)
+    return ShardStore(root / "data"), root / "value"
 
 
 @pytest.fixture
