@@ -30,7 +30,7 @@ from common import machine_info, write_results
 from torch.utils.data import DataLoader, RandomSampler
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
-from recap_data.data.frames import preload_cameras
+from recap_data.data.frame_dataset import preload_cameras
 from recap_data.label_math.config import RewardConfig
 from recap_data.labels.infer import label
 from recap_data.labels.labelset import LabelConfig

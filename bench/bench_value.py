@@ -26,7 +26,8 @@ from common import machine_info, synthetic_frames, write_results
 from torch.utils.data import DataLoader, RandomSampler
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
-from recap_data.data.frames import ShardFrames, load_frames, preload_cameras
+from recap_data.data.frame_dataset import ShardFrames, preload_cameras
+from recap_data.data.frames import load_frames
 from recap_data.label_math.config import RewardConfig
 from recap_data.label_math.tables import compute_returns
 from recap_data.store.schema import camera_keys

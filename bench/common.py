@@ -127,7 +127,8 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
 
 def value_medians(store, value_ckpt: Path, held: pd.DataFrame) -> np.ndarray:
     """The median of the checkpoint's predicted return distribution for every frame of `held`, in order."""
-    from recap_data.data.frames import ShardFrames, load_frames
+    from recap_data.data.frame_dataset import ShardFrames
+    from recap_data.data.frames import load_frames
     from recap_data.label_math.tables import compute_returns
     from recap_data.value.model import evaluate, load_value_checkpoint
 

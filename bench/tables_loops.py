@@ -27,11 +27,12 @@ def _arm_rows(e: dict) -> list[str]:
             "| --- | --- | --- | --- | --- | --- |"]
     for arm, a in e["arms"].items():
         mean, low, high = a["success_mean_ci95_over_seeds"]
-        steps = a["success_steps_pooled"]
-        rows.append(f"| {ARM_NAMES.get(arm, arm)} | {a['success_pooled']:.3f} {_interval(a['success_pooled_wilson95'])} "
-                    f"| {mean:.3f} {_interval((low, high))} | {', '.join(f'{s:.2f}' for s in a['per_seed']['success'])} "
-                    f"| {a['throughput_pooled']:.2f} [{a['throughput_pooled_ci95'][0]:.2f}, "
-                    f"{a['throughput_pooled_ci95'][1]:.2f}] | {'-' if steps is None else f'{steps:.1f}'} |")
+        steps, per_seed = a["success_steps_pooled"], ", ".join(f"{s:.2f}" for s in a["per_seed"]["success"])
+        tput, (tlow, thigh) = a["throughput_pooled"], a["throughput_pooled_ci95"]
+        pooled = f"{a['success_pooled']:.3f} {_interval(a['success_pooled_wilson95'])}"
+        rows.append(f"| {ARM_NAMES.get(arm, arm)} | {pooled} "
+                    f"| {mean:.3f} {_interval((low, high))} | {per_seed} | {tput:.2f} [{tlow:.2f}, {thigh:.2f}] "
+                    f"| {'-' if steps is None else f'{steps:.1f}'} |")
     return rows
 
 

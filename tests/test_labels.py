@@ -13,7 +13,8 @@ import torch
 from conftest import PYTHON, run_cli
 from label_reference import threshold
 
-from recap_data.data.frames import ShardFrames, load_frames
+from recap_data.data.frame_dataset import ShardFrames
+from recap_data.data.frames import load_frames
 from recap_data.errors import RecapError
 from recap_data.io import FAILPOINT_ENV
 from recap_data.label_math.config import RewardConfig

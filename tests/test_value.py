@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import mix, run_cli
 
-from recap_data.data.frames import holdout_mask, load_frames, mixture_weights, parse_mixture
+from recap_data.data.frames import holdout_mask, load_frames, mixture_weights
+from recap_data.data.shard_specs import parse_mixture
 from recap_data.errors import RecapError
 from recap_data.label_math.config import RewardConfig
 from recap_data.train.tokenizer import tiny_tokenizer

@@ -38,7 +38,7 @@ from recap_data.store.store import ShardStore
 def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, metrics: Path | None,
               force: bool, **options):
     """Run the value model over every frame and write a label set (return, value, advantage, indicator)."""
-    from recap_data.data.frames import shard_ids
+    from recap_data.data.shard_specs import shard_ids
     from recap_data.labels.infer import label
     from recap_data.value.model import checkpoint_reward
 

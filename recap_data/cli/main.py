@@ -230,7 +230,7 @@ def train():
 def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, params: Path | None,
                     metrics: Path | None, loss_csv: Path | None, force: bool, **options):
     """Train (or, with --init, fine-tune) the distributional value model; held-out episodes are scored."""
-    from recap_data.data.frames import parse_mixture
+    from recap_data.data.shard_specs import parse_mixture
     from recap_data.value.train import train_value
 
     reward = load_config(RewardConfig, "reward", params, pick(options, RewardConfig))
@@ -261,7 +261,7 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
 def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, init: Path | None,
                      params: Path | None, metrics: Path | None, loss_csv: Path | None, force: bool, **options):
     """Fine-tune pi0 with "Advantage: positive/negative" in its prompt (mode on, use or ignore)."""
-    from recap_data.data.frames import parse_mixture
+    from recap_data.data.shard_specs import parse_mixture
     from recap_data.policy.train import train_policy
 
     cfg = load_config(PolicyTrainConfig, "policy", params, pick(options, PolicyTrainConfig))

@@ -1,66 +1,14 @@
-"""Training data from shards: mixture specs, the frame table, held-out episodes, weighted sampling.
-
-The frame table (one row per frame, no images) comes from DuckDB's `frames` view. Images come
-from memory when the shards' decoded frames fit (decoded once, front to back, see decode.py),
-else from each shard's LeRobotDataset when a sample is drawn.
-"""
+"""The frame table of shards (one row per frame, no images) from DuckDB's `frames` view, and
+what training does with it: held-out episodes, weighted sampling, state and action arrays.
+Images: frame_dataset.py."""
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
+from recap_data.data.shard_specs import shard_digests
 from recap_data.errors import RecapError
 from recap_data.store.schema import EPISODE_KEY, STATE_KEY
 from recap_data.store.store import ShardStore
-
-
-def split_specs(specs: list[str] | tuple[str, ...], store: ShardStore | None = None) -> list[str]:
-    """Repeated and comma-separated --shard values, as one list: ['a', 'b,c'] -> ['a', 'b', 'c'].
-
-    `@FILE` stands for the shards of an index file (`recap-data index`), with their weights
-    (`id=weight`); with `store`, their content must still match the index.
-    """
-    from recap_data.store.shard_index import read_index
-
-    out = []
-    for item in specs:
-        for spec in (s.strip() for s in item.split(",")):
-            if spec.startswith("@"):
-                out += [f"{e['id']}={e['weight']}" for e in read_index(spec[1:], store)]
-            elif spec:
-                out.append(spec)
-    return out
-
-
-def shard_ids(specs: list[str] | tuple[str, ...], store: ShardStore | None = None) -> list[str]:
-    """The shard ids of --shard values, without weights."""
-    return [s.partition("=")[0] for s in split_specs(specs, store)]
-
-
-def parse_mixture(specs: list[str] | tuple[str, ...], store: ShardStore | None = None) -> dict[str, float]:
-    """['base', 'iter1=2'] or ['base,iter1=2'] -> {'base': 1.0, 'iter1': 2.0} (relative shard weights);
-    ['@data/index/iter1.json'] -> the index file's shards and weights."""
-    mixture: dict[str, float] = {}
-    for spec in split_specs(specs, store):
-        name, _, weight = spec.partition("=")
-        try:
-            value = float(weight) if weight else 1.0
-        except ValueError:
-            value = -1.0
-        if value <= 0 or not np.isfinite(value):
-            raise RecapError(f"shard spec {spec!r}: the weight must be a positive number (ID or ID=WEIGHT)")
-        if name in mixture:
-            raise RecapError(f"shard {name!r} is listed twice; give each shard once (ID or ID=WEIGHT)")
-        mixture[name] = value
-    if not mixture:
-        raise RecapError("no shards given; pass --shard ID[=WEIGHT] (see `recap-data shards list`)")
-    return mixture
-
-
-def shard_digests(store: ShardStore, shard_ids) -> dict[str, str]:
-    """{shard: content digest} from the manifests (an unknown shard is an error naming the known ones)."""
-    return {s: store.manifest(s).digest for s in shard_ids}
 
 
 def load_frames(store: ShardStore, shard_ids, with_state: bool = True) -> pd.DataFrame:
@@ -122,90 +70,6 @@ def mixture_weights(shards: np.ndarray, mixture: dict[str, float]) -> np.ndarray
     per_frame = {n: mixture[n] / c for n, c in zip(names, counts, strict=True)}
     weights = pd.Series(shards).map(per_frame).to_numpy(np.float64)
     return weights / weights.sum()
-
-
-def preload_cameras(store: ShardStore, shard_ids, keys: list[str], budget_mb: int, progress: bool = True,
-                    workers: int = 0) -> dict[str, dict[str, np.ndarray]] | None:
-    """Decode every camera frame of the shards into memory if they fit in `budget_mb` (else None),
-    with `workers` decoder processes at once (0: one per core; the model does not run yet)."""
-    from tqdm import tqdm
-
-    from recap_data.io import pool_size
-    from recap_data.store.decode import camera_bytes, decode_cameras
-
-    manifests = [store.manifest(s) for s in shard_ids]
-    need = sum(camera_bytes(m.features, keys, m.frames) for m in manifests)
-    if need > budget_mb * 2**20:
-        return None
-    workers = pool_size(workers, reserved=0)
-    return {m.shard_id: decode_cameras(store.shard_path(m.shard_id), m.features, keys, m.frames, workers=workers)
-            for m in tqdm(manifests, desc=f"decoding frames ({need / 2**20:.0f} MB)", unit="shard",
-                          disable=not progress)}
-
-
-class CameraSource:
-    """Camera images of any frame of the shards, as LeRobotDataset returns them: (3, H, W) floats in [0, 1].
-
-    From `preloaded` ({shard: {camera: (N, H, W, 3) uint8}}) when given, else from each shard's
-    LeRobotDataset, opened lazily (once per DataLoader worker).
-    """
-
-    def __init__(self, store: ShardStore, camera_keys: list[str],
-                 preloaded: dict[str, dict[str, np.ndarray]] | None = None):
-        self.root = store.shards_dir
-        self.camera_keys = list(camera_keys)
-        self.preloaded = preloaded
-        self._datasets: dict = {}
-
-    def _dataset(self, shard: str):
-        if shard not in self._datasets:
-            from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-            self._datasets[shard] = LeRobotDataset(f"recap-data/{shard}", root=self.root / shard)
-        return self._datasets[shard]
-
-    def __call__(self, shard: str, index: int) -> dict[str, torch.Tensor]:
-        """{camera key: (3, H, W) float32} of frame `index` (dataset index) of `shard`."""
-        if self.preloaded is not None:
-            cams = self.preloaded[shard]
-            return {k: torch.from_numpy(cams[k][index]).permute(2, 0, 1).float() / 255  # (3, H, W)
-                    for k in self.camera_keys}
-        item = self._dataset(shard)[int(index)]
-        if int(item["index"]) != index:
-            raise RecapError(f"shard {shard}: frame {index} read back as {int(item['index'])}; "
-                             "run `recap-data shards verify`")
-        return {k: item[k] for k in self.camera_keys}
-
-
-class ShardFrames(Dataset):
-    """Samples of chosen frames: camera images (K, 3, H, W), state, task and targets.
-
-    `frames` holds at least shard, index, task, state, return_bin, return_norm; images come from
-    a CameraSource over `preloaded` (see there).
-    """
-
-    def __init__(self, store: ShardStore, frames: pd.DataFrame, camera_keys: list[str],
-                 preloaded: dict[str, dict[str, np.ndarray]] | None = None):
-        self.cameras = CameraSource(store, camera_keys, preloaded)
-        self.shard = frames["shard"].to_numpy()
-        self.index = frames["index"].to_numpy(np.int64)
-        self.task = frames["task"].to_numpy()
-        self.state = torch.from_numpy(state_matrix(frames))  # (F, S)
-        self.return_bin = torch.from_numpy(frames["return_bin"].to_numpy(np.int64))
-        self.return_norm = torch.from_numpy(frames["return_norm"].to_numpy(np.float32))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def images(self, i: int) -> torch.Tensor:
-        """(K, 3, H, W) floats in [0, 1], as LeRobotDataset returns them."""
-        cams = self.cameras(self.shard[i], int(self.index[i]))
-        return torch.stack([cams[k] for k in self.cameras.camera_keys])  # (K, 3, H, W)
-
-    def __getitem__(self, i: int) -> dict:
-        images = self.images(i)
-        return {"images": images, "state": self.state[i], "task": self.task[i],
-                "return_bin": self.return_bin[i], "return_norm": self.return_norm[i], "row": i}
 
 
 def load_states(store: ShardStore, shard_id: str) -> np.ndarray:

@@ -104,7 +104,8 @@ def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, 
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from recap_data.data.frames import load_frames, shard_digests
+    from recap_data.data.frames import load_frames
+    from recap_data.data.shard_specs import shard_digests
     from recap_data.value.model import load_value_checkpoint
 
     cfg.validate()

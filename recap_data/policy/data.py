@@ -13,7 +13,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from recap_data.data.frames import CameraSource, load_frames, load_vectors, shard_digests, state_matrix
+from recap_data.data.frame_dataset import CameraSource
+from recap_data.data.frames import load_frames, load_vectors, state_matrix
+from recap_data.data.shard_specs import shard_digests
 from recap_data.errors import RecapError
 from recap_data.store.schema import ACTION_KEY, STATE_KEY
 from recap_data.store.store import ShardStore

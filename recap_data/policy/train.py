@@ -80,7 +80,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     """Train (or continue from `init`) a pi0 policy; write the checkpoint to `out`; return its metrics."""
     from torch.utils.data import DataLoader
 
-    from recap_data.data.frames import preload_cameras
+    from recap_data.data.frame_dataset import preload_cameras
     from recap_data.policy import pi0_compat
     from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
     from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data

@@ -111,15 +111,9 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    from recap_data.data.frames import (
-        ShardFrames,
-        holdout_mask,
-        load_frames,
-        mixture_weights,
-        preload_cameras,
-        shard_digests,
-        state_matrix,
-    )
+    from recap_data.data.frame_dataset import ShardFrames, preload_cameras
+    from recap_data.data.frames import holdout_mask, load_frames, mixture_weights, state_matrix
+    from recap_data.data.shard_specs import shard_digests
     from recap_data.value.model import (
         Collate,
         TextEncoder,
