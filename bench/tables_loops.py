@@ -13,7 +13,7 @@ BOUNDS = (("value_model_mae", "value model: its mean (what labels use)"),
           ("state_mlp_mae", "MLP on state, time and distances: a median predictor (L1)"),
           ("state_mlp_mean_mae", "the same MLP as a mean predictor (squared loss)"),
           ("constant_mae", "best constant (the training median)"),
-          ("outcome_oracle_mae", "told the episode's outcome (a bound)"))
+          ("outcome_oracle_mae", "the training median for the same outcome and time (5-frame bins)"))
 
 
 def _interval(pair) -> str:
