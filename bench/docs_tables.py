@@ -387,7 +387,8 @@ def view(r: dict) -> str:
         f"an episode); compositing every frame {p['compose_s']:.2f} s ({frames / p['compose_s']:,.0f} frames/s); "
         f"encoding {p['encode_s']:.2f} s ({frames / p['encode_s']:,.0f} frames/s)."])
 
-TABLES = {"loops": ("loops.json", loops), "recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value),
+TABLES = {"loops": ("loops.json", loops),
+          "recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value),
           "recap-findings": ("recap.json", recap_findings),
           "store-growth": ("store.json", store_growth), "store-query": ("store.json", store_query),
           "labels-decoding": ("labels.json", labels_decoding), "labels-sizing": ("labels.json", labels_sizing),
