@@ -37,6 +37,8 @@ class ThresholdParams(Protocol):
     positive_fraction: float
     threshold: str  # config.THRESHOLDS
 
+    def validate(self) -> ThresholdParams: ...
+
 
 @dataclass
 class Layout:
@@ -170,6 +172,7 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: ThresholdParam
     from recap_data.label_math import kernels
 
     reward.validate()
+    cfg.validate()
     lay = layout(frames, [*LABEL_COLUMNS[:7], "value"])
     value = lay.frames["value"].to_numpy(np.float64)
     bad = ~np.isfinite(value)
