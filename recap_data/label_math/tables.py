@@ -48,10 +48,7 @@ class Layout:
     task_codes: np.ndarray  # (F,) index into `tasks`
     tasks: list[str]  # the tasks present, in sorted order
     starts: np.ndarray  # (E+1,) first row of each episode, then F
-
-    @property
-    def success(self) -> np.ndarray:
-        return self.frames["success"].to_numpy(bool)
+    success: np.ndarray  # (F,) bool, the episode's outcome at every frame
 
 
 def encode(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -95,7 +92,7 @@ def layout(frames: pd.DataFrame, needed: list[str]) -> Layout:
             _refuse_positions(frames, shard_codes, episode, frame)
     frames = frames.reset_index(drop=True)
     task_codes, tasks = encode(frames["task"])
-    return Layout(frames, task_codes, [str(t) for t in tasks], starts)
+    return Layout(frames, task_codes, [str(t) for t in tasks], starts, frames["success"].to_numpy(bool))
 
 
 def task_normalizers(lay: Layout, cfg: RewardConfig) -> dict[str, float]:

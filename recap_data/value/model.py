@@ -215,12 +215,13 @@ def evaluate(model, dataset, encoder: TextEncoder, batch_size: int, num_workers:
     for batch in tqdm(loader, desc="evaluating held-out episodes", unit="batch", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = forward(model, batch)  # (B, bins)
+        probabilities = logits.float().softmax(-1)  # (B, bins): decoded twice, computed once
         rows.append(pd.DataFrame({
             "row": batch["row"].cpu().numpy(),
             "cross_entropy": F.cross_entropy(logits, batch["return_bin"], reduction="none").cpu().numpy(),
             "correct": (logits.argmax(-1) == batch["return_bin"]).cpu().numpy(),
-            "value": model.values(logits).cpu().numpy(),
-            "median": decode_medians(logits.float().softmax(-1), model.cfg.number_of_bins).cpu().numpy()}))
+            "value": decode_values(probabilities, model.cfg.number_of_bins).cpu().numpy(),
+            "median": decode_medians(probabilities, model.cfg.number_of_bins).cpu().numpy()}))
     model.train()
     return pd.concat(rows, ignore_index=True).sort_values("row").reset_index(drop=True)
 
