@@ -28,6 +28,9 @@ value-pre is trained once per regime (seed 0); the training seeds vary the polic
 value fine-tuning.
 
     .venv/bin/python bench/bench_loops.py [--regimes teleop,mixed,scarce] [--seeds 3] [--work DIR]
+
+With `--params pipelines/params-pi05.yaml` the same loops run with tiny pi0.5 (every other
+setting as params.yaml); results are keyed `<regime>-pi05` beside pi0's `<regime>`.
 """
 
 import argparse
@@ -67,12 +70,14 @@ class Regime:
         from recap_data.store.store import ShardStore
         from recap_data.value.train import ValueTrainConfig
 
-        self.name, self.work, self.models = name, work / name, work / name / "models"
-        self.store = ShardStore(self.work / "data")
         self.base = load_config(BaseDataConfig, "base", params, {"regime": name})
         self.reward = load_config(RewardConfig, "reward", params)
         self.value = load_config(ValueTrainConfig, "value", params)
         self.policy = load_config(PolicyTrainConfig, "policy", params)
+        # results and work are keyed by regime, and by family where it is not pi0 (params-pi05.yaml)
+        self.name = name if self.policy.type == "pi0" else f"{name}-{self.policy.type}"
+        self.work, self.models = work / self.name, work / self.name / "models"
+        self.store = ShardStore(self.work / "data")
         self.labels = load_config(LabelConfig, "label", params)
         self.mixture = load_config(MixtureConfig, "mixture", params)
         self.rollout = replace(load_config(RolloutConfig, "rollout", params), episodes=rollouts)
@@ -203,7 +208,7 @@ def run_regime(name: str, args) -> dict:
               for s in range(args.seeds) for k in range(1, ITERATIONS + 1)]
     data = {s: {k: getattr(r.store.manifest(s), k) for k in ("episodes", "frames", "successes")}
             for s in r.store.shard_ids()}
-    return {"regime": name, "shares": r.base.shares(), "guidance_chosen": beta,
+    return {"regime": name, "policy_type": r.policy.type, "shares": r.base.shares(), "guidance_chosen": beta,
             "guidance_on_validation": {f"{b:g}": round(float(np.mean(v)), 4) for b, v in on_validation.items()},
             "arms": arms, "comparisons": compare(arms, f"recap it{ITERATIONS} beta*", f"fbc loop it{ITERATIONS}"),
             "value": {"heldout_mae_mean": round(float(np.mean([v["value_mae"] for v in values])), 4),
@@ -266,16 +271,18 @@ def main() -> None:
     results = json.loads(args.results.read_text()) if args.results.exists() else {"regimes": {}}
     for name in args.regimes.split(","):
         entry = run_regime(name, args)
-        results["regimes"][name] = {**entry, "machine": machine_info(), "seeds": args.seeds,
+        key = name if entry["policy_type"] == "pi0" else f"{name}-{entry['policy_type']}"
+        results["regimes"][key] = {**entry, "machine": machine_info(), "seeds": args.seeds,
                                     "episodes": args.episodes, "rollouts": args.rollouts, "params": str(args.params),
                                     "commit": os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()}
         results["targets"] = TARGETS
-        print_regime(results["regimes"][name])
+        print_regime(results["regimes"][key])
         write_results(args.results, results)
 
 
 def print_regime(entry: dict) -> None:
-    print(f"\n{entry['regime']} {entry['shares']}: guidance chosen on validation {entry['guidance_chosen']:g} "
+    print(f"\n{entry['regime']} ({entry.get('policy_type', 'pi0')}) {entry['shares']}: "
+          f"guidance chosen on validation {entry['guidance_chosen']:g} "
           f"({entry['guidance_on_validation']})")
     print(f"{'arm':30s} {'success, mean [95% CI over seeds]':34s} {'pooled Wilson':16s} "
           f"{'throughput /1k steps [95% CI]':30s} steps of a success")

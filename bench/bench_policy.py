@@ -34,10 +34,9 @@ from recap_data.data.frame_dataset import preload_cameras
 from recap_data.label_math.config import RewardConfig
 from recap_data.labels.infer import label
 from recap_data.labels.labelset import LabelConfig
-from recap_data.policy import pi0_compat
 from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
 from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
-from recap_data.policy.model import build_policy, build_tokenizer
+from recap_data.policy.model import build_policy, build_tokenizer, processors
 from recap_data.policy.train import PolicyTrainConfig
 from recap_data.store.schema import camera_keys
 from recap_data.store.store import ShardStore
@@ -51,8 +50,8 @@ def timed_steps(store, data, loader, conditioned: bool, steps: int, cfg: PolicyT
     torch.manual_seed(0)
     features = store.manifest("base").features
     policy = build_policy(cfg, features)
-    tokenizer = build_tokenizer("tiny", data.frames["task"].unique(), None, cfg.tokenizer_max_length)
-    pre, _ = pi0_compat.pi0_processors(policy.config, dataset_stats(store, data), tokenizer)
+    tokenizer = build_tokenizer(cfg, data.frames["task"].unique(), features["observation.state"]["shape"][0])
+    pre, _ = processors(policy.config, dataset_stats(store, data), tokenizer)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     prompts = IndicatorPrompts("use", cfg.indicator_dropout, seed=0)
     policy.train()

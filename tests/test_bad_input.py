@@ -312,3 +312,17 @@ def test_unknown_baseline_names_are_one_line_errors(root, tmp_path):
     args = ["summary", "--params", str(params), "--metrics-dir", str(tmp_path), "--out", str(tmp_path / "s.csv")]
     assert_clean_error(run(root, args), args, naming="field 'baselines' = ['bc'] is invalid: use a list of filtered_bc")
     assert root_state(root) == before and not (tmp_path / "p").exists() and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("family,weights", [("pi0", "lerobot/pi0_base"), ("pi05", "lerobot/pi05_base")])
+def test_real_policy_without_local_weights_names_the_download(root, tmp_path, family, weights):
+    before = root_state(root)
+    args = ["train", "policy", "--shard", "base", "--indicator-mode", "on", "--type", family, "--size", "real",
+            "--pretrained-path", str(tmp_path / "nothing"), "--out", str(tmp_path / "p"), "--steps", "1"]
+    assert_clean_error(run(root, args), args, naming=f"field 'pretrained_path' = '{tmp_path / 'nothing'}'")
+    assert f"hf download {weights}" in run(root, args).output
+    params = tmp_path / "params.yaml"
+    params.write_text("policy:\n  type: pi1\n")
+    args = ["train", "policy", "--shard", "base", "--params", str(params), "--out", str(tmp_path / "p")]
+    assert_clean_error(run(root, args), args, naming="field 'type' = 'pi1' is invalid")
+    assert root_state(root) == before and not (tmp_path / "p").exists()

@@ -108,6 +108,7 @@ def test_html_report_without_videos_and_its_lineage(labeled, tmp_path):
     assert page.count("<tr class='task'>") == len(m.per_task) and page.count("<tr class='shard'>") == len(m.shards)
     assert page.count("data:image/png;base64,") == 2 and "<video" not in page
     assert m.value_checkpoint["digest"] in page and all(s["digest"] in page for s in m.shards)
+    assert page.count("<td class='l'>demonstrations</td>") == len(m.shards)  # recorded by: no policy
     assert json.loads((out / "summary.json").read_text())["digest"] == m.digest
 
 

@@ -216,6 +216,7 @@ def test_the_whole_loop_end_to_end_with_lineage(pipeline_run, tmp_path):
         page = (cwd / f"reports/{key}-html/report.html").read_text()
         assert 1 <= len(mp4s) <= 3 and page.count("data:video/mp4;base64,") == len(mp4s)
         assert json.loads((cwd / f"data/labels/{key}/manifest.json").read_text())["digest"] in page
+        assert "pi0 <code>models/policy-sft</code>" in page  # the shard table names who recorded iter1
         assert not (cwd / f"reports/{key}/report.html").exists()
     assert "Data and pipelines are up to date" in run([DVC, "status"], cwd).stdout
     # Every output is versioned: what Git does not hold, DVC's cache does (docs/pipeline.md)

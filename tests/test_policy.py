@@ -13,7 +13,8 @@ from recap_data.policy import conditioning
 from recap_data.policy import train as train_policy_module
 from recap_data.policy.conditioning import prompt
 from recap_data.policy.data import PolicyFrames, load_policy_data
-from recap_data.policy.model import RecapPolicy, build_policy, guided_sample
+from recap_data.policy.lerobot_compat import sample_chunk
+from recap_data.policy.model import RecapPolicy, build_policy, prompt_too_long
 from recap_data.policy.train import PolicyTrainConfig, train_policy
 from recap_data.store.label_sets import label_set_path, read_manifest
 from recap_data.store.store import ShardStore
@@ -39,8 +40,11 @@ def observation(batch: int = 2, seed: int = 0) -> dict:
             "observation.state": torch.randn(batch, 8, generator=g)}
 
 
-def test_modes_agree_with_conditioning():
+def test_modes_and_families_agree_with_their_modules():
+    from recap_data.policy import lerobot_compat
+
     assert train_policy_module.MODES == conditioning.MODES
+    assert train_policy_module.FAMILIES == tuple(lerobot_compat.FAMILIES)
 
 
 def test_sft_training_lowers_the_loss_and_records_provenance(world):
@@ -60,12 +64,12 @@ def test_sft_training_lowers_the_loss_and_records_provenance(world):
 def test_checkpoint_round_trip_gives_the_same_actions_as_lerobot_loading_it(world):
     from lerobot.policies.pi0 import PI0Policy
 
-    from recap_data.policy.pi0_compat import load_processors
+    from recap_data.policy.lerobot_compat import load_processors
 
     _, sft, _ = world
     ours = RecapPolicy.load(sft)
     theirs = PI0Policy.from_pretrained(sft, local_files_only=True)  # LeRobot's own loader
-    pre, post = load_processors(sft, ours.tokenizer)
+    pre, post = load_processors(sft, ours.tokenizer, prompt_too_long)
     obs, task = observation(), "put both moka pots on the stove"
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(2, ours.config.chunk_size, ours.config.max_action_dim, generator=g)
@@ -78,31 +82,28 @@ def test_checkpoint_round_trip_gives_the_same_actions_as_lerobot_loading_it(worl
     torch.testing.assert_close(mine, again, rtol=0, atol=0)
 
 
-def test_guidance_mixes_conditional_and_unconditional_velocities(world):
-    from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK as MASK
-    from lerobot.utils.constants import OBS_LANGUAGE_TOKENS as TOKENS
-
-    _, sft, _ = world
-    p = RecapPolicy.load(sft)
+def assert_guidance_mixes_velocities(p: RecapPolicy) -> None:
+    """Guidance through one 2B batch equals LeRobot's own sampler at beta 1 (the positive prompt)
+    and beta 0 (the task alone), and differs from both elsewhere."""
     obs, task = observation(), "put both moka pots on the stove"
     pos = p.preprocessor({**obs, "task": [prompt(task, True)] * 2})
     unc = p.preprocessor({**obs, "task": [task] * 2})
-    images, masks = p.policy._preprocess_images(pos)
-    state = p.policy.prepare_state(pos)
     noise = torch.randn(2, p.config.chunk_size, p.config.max_action_dim, generator=torch.Generator().manual_seed(2))
-    model = p.policy.model
-
-    def plain(inputs):
-        return model.sample_actions(images, masks, inputs[TOKENS], inputs[MASK], state, noise=noise)
 
     def guided(beta):
-        return guided_sample(model, images, masks, pos[TOKENS], pos[MASK], unc[TOKENS], unc[MASK], state, noise, beta)
+        return sample_chunk(p.policy, pos, unc, noise, beta)
 
-    torch.testing.assert_close(guided(1.0), plain(pos), atol=1e-5, rtol=0)  # beta 1: the conditional policy
-    torch.testing.assert_close(guided(0.0), plain(unc), atol=1e-5, rtol=0)  # beta 0: the unconditional one
-    assert (guided(2.0) - plain(pos)).abs().max() > 1e-4
+    plain_pos, plain_unc = sample_chunk(p.policy, pos, None, noise, 1.0), sample_chunk(p.policy, unc, None, noise, 1.0)
+    torch.testing.assert_close(guided(1.0), plain_pos, atol=1e-5, rtol=0)  # beta 1: the conditional policy
+    torch.testing.assert_close(guided(0.0), plain_unc, atol=1e-5, rtol=0)  # beta 0: the unconditional one
+    assert (plain_pos - plain_unc).abs().max() > 1e-4  # the prompt matters
+    assert (guided(1.5) - plain_pos).abs().max() > 1e-4
     beta2 = p.predict_chunk(obs, task, guidance=2.0, noise=noise)
     assert beta2.shape == (2, p.config.chunk_size, 7) and torch.isfinite(beta2).all()
+
+
+def test_guidance_mixes_conditional_and_unconditional_velocities(world):
+    assert_guidance_mixes_velocities(RecapPolicy.load(world[1]))
 
 
 def test_use_mode_trains_on_the_label_set_from_the_sft_checkpoint(world, tmp_path):

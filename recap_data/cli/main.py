@@ -213,7 +213,7 @@ def training_outputs(command):
 
 @cli.group()
 def train():
-    """Train the value function or the pi0 policy on shards."""
+    """Train the value function or the policy (pi0 or pi0.5) on shards."""
 
 
 @train.command("value")
@@ -260,7 +260,7 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
 @click.pass_obj
 def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, init: Path | None,
                      params: Path | None, metrics: Path | None, loss_csv: Path | None, force: bool, **options):
-    """Fine-tune pi0 with "Advantage: positive/negative" in its prompt (mode on, use or ignore)."""
+    """Fine-tune pi0 or pi0.5 with "Advantage: positive/negative" in its prompt (mode on, use or ignore)."""
     from recap_data.data.shard_specs import parse_mixture
     from recap_data.policy.train import train_policy
 

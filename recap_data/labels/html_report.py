@@ -66,7 +66,19 @@ def task_table(per_task: dict) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
-def lineage(manifest: LabelManifest) -> str:
+def recorded_by(policy: dict | None) -> str:
+    """Who recorded a shard: the policy's family, path and digest, from its manifest's source."""
+    if not policy:
+        return "demonstrations"
+    if not policy.get("digest"):
+        return f"<code>{_e(policy.get('path'))}</code>"
+    return (f"{_e(policy.get('type') or 'pi0')} <code>{_e(policy.get('path'))}</code> "
+            f"(<code>{_e(str(policy['digest'])[:12])}</code>)")
+
+
+def lineage(manifest: LabelManifest, policies: dict[str, dict | None] | None = None) -> str:
+    """The label set's facts and its shards; `policies`: shard id -> the manifest's source.policy."""
+    policies = policies or {}
     ckpt = manifest.value_checkpoint or {}
     parent = (f"<code>{_e(manifest.parent.get('name'))}</code> (<code>{_e(manifest.parent.get('digest'))}</code>): "
               "this set reuses its values" if manifest.parent else "none (values computed by the model)")
@@ -80,11 +92,13 @@ def lineage(manifest: LabelManifest) -> str:
     facts_html = "".join(f"<tr><th class='l'>{k}</th><td class='l'>{v}</td></tr>" for k, v in facts)
     shards = "".join(f"<tr class='shard'><td class='l'><code>{_e(s['id'])}</code></td>"
                      f"<td class='l'><code>{_e(s.get('digest', '-'))}</code></td>"
+                     f"<td class='l'>{recorded_by(policies.get(s['id']))}</td>"
                      f"<td>{_num(s.get('episodes'), 'd')}</td><td>{_num(s.get('frames'), 'd')}</td></tr>"
                      for s in manifest.shards)
     return (f"<table id='lineage'>{facts_html}</table>"
             "<table id='shards'><thead><tr><th class='l'>shard</th><th class='l'>digest (checked unchanged)</th>"
-            f"<th>episodes</th><th>frames</th></tr></thead><tbody>{shards}</tbody></table>")
+            "<th class='l'>recorded by</th><th>episodes</th><th>frames</th></tr></thead>"
+            f"<tbody>{shards}</tbody></table>")
 
 
 def video_figure(video: dict) -> str:
@@ -105,8 +119,9 @@ def video_figure(video: dict) -> str:
 
 
 def render_html(result: dict, manifest: LabelManifest, plots: dict[str, Path], videos: list[dict],
-                videos_note: str = "") -> str:
-    """The page. `plots`: title -> PNG file; `videos`: selection dicts with an `mp4` path and a `why`."""
+                videos_note: str = "", policies: dict[str, dict | None] | None = None) -> str:
+    """The page. `plots`: title -> PNG file; `videos`: selection dicts with an `mp4` path and a `why`;
+    `policies`: shard id -> the policy that recorded it (its manifest's source.policy)."""
     name = result["label_set"]
     plots_html = "".join(f"<h3>{_e(title)}</h3><img class='plot' alt='{_e(title)}' src='{data_uri(png, 'image/png')}'>"
                          for title, png in plots.items())
@@ -134,7 +149,7 @@ failed episodes.</p>
 <p class="note">{_e(videos_note)}</p>
 {videos_html}
 <h2>Lineage</h2>
-{lineage(manifest)}
+{lineage(manifest, policies)}
 <p class="note">Written by <code>recap-data report {_e(name)} --html</code>; self-contained: plots and videos
 are embedded.</p>
 </body></html>

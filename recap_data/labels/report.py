@@ -198,7 +198,8 @@ def write_page(store: ShardStore, name: str, con, result: dict, manifest, plots_
              "Value over time (solid: V(o_t); dashed: the actual normalized return)": plots_dir / "value_curves.png"}
     note = (f"The {videos} episode(s) of best and of worst mean advantage, and the {videos} whose value at "
             "the first frame is furthest from the outcome (videos/ beside this page)." if videos else "")
-    page = render_html(result, manifest, plots, rendered, note)
+    policies = {s["id"]: store.manifest(s["id"]).source.get("policy") for s in manifest.shards}
+    page = render_html(result, manifest, plots, rendered, note, policies)
     atomic_write_text(page_dir / "report.html", page)
     return [{**{k: v.get(k) for k in ("shard", "episode_index", "why", "frames", "seconds")},
              "mp4": v["mp4"].relative_to(page_dir).as_posix()} for v in rendered]

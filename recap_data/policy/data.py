@@ -90,12 +90,15 @@ def load_policy_data(store: ShardStore, mixture: dict[str, float] | None, labels
 
 
 def dataset_stats(store: ShardStore, data: PolicyData) -> dict[str, dict[str, torch.Tensor]]:
-    """Mean and std of state and action over every frame, for pi0's MEAN_STD normalization."""
+    """Statistics of state and action over every frame: mean and std for pi0's MEAN_STD
+    normalization, the 1st and 99th percentiles for pi0.5's QUANTILES (as LeRobot's stats.json)."""
     actions = np.concatenate([load_vectors(store, s, ACTION_KEY) for s in data.mixture])  # (F, A)
     out = {}
     for key, values in ((STATE_KEY, state_matrix(data.frames)), (ACTION_KEY, actions)):
+        q01, q99 = np.quantile(values, [0.01, 0.99], axis=0).astype(values.dtype)  # (2, D) -> D, D
         out[key] = {"mean": torch.from_numpy(values.mean(0)), "std": torch.from_numpy(np.maximum(values.std(0), 1e-3)),
-                    "min": torch.from_numpy(values.min(0)), "max": torch.from_numpy(values.max(0))}
+                    "min": torch.from_numpy(values.min(0)), "max": torch.from_numpy(values.max(0)),
+                    "q01": torch.from_numpy(q01), "q99": torch.from_numpy(q99)}
     return out
 
 

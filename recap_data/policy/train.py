@@ -1,4 +1,4 @@
-"""`recap-data train policy`: advantage-conditioned fine-tuning of pi0 (LeRobot 0.6.1) on shards.
+"""`recap-data train policy`: advantage-conditioned fine-tuning of pi0 or pi0.5 (LeRobot 0.6.1) on shards.
 
 The RECAP parts live here and in conditioning.py; the model, its processors and its loss are
 LeRobot's. Each sample's task string gets the indicator text ("Advantage: positive/negative")
@@ -10,7 +10,7 @@ and indicator dropout leaves it out for a fraction of samples (the unconditional
 classifier-free guidance needs). Frames are drawn by an episode-aware weighted sampler over the
 shard mixture. `--init CKPT` continues from a checkpoint (RECAP restarts each iteration from the
 SFT policy). One process by default; `accelerate launch -m recap_data.cli.main train policy ...`
-runs data-parallel (bf16 on GPU). The checkpoint layout is in policy.py.
+runs data-parallel (bf16 on GPU). The checkpoint layout is in model.py.
 """
 
 from dataclasses import dataclass
@@ -25,15 +25,19 @@ from recap_data.train.checkpoint import write_training_run
 # torch, LeRobot and transformers (and conditioning, which needs torch) are imported inside
 # functions: the CLI builds its options from PolicyTrainConfig and must start fast.
 MODES = ("on", "use", "ignore")  # conditioning.MODES; a test checks they agree
+FAMILIES = ("pi0", "pi05")  # lerobot_compat.FAMILIES; a test checks they agree
 
 
 @dataclass
 class PolicyTrainConfig:
-    """pi0 policy model and training (params.yaml section `policy`)."""
+    """pi0 / pi0.5 policy model and training (params.yaml section `policy`)."""
 
+    type: Choice(*FAMILIES) = param(
+        "pi0", "policy family: pi0, or pi05 (pi0.5: the discretized state goes into its prompt)")
     size: Choice("tiny", "real") = param(
-        "tiny", "tiny: a ~0.3M-parameter pi0 with random weights, for CPU; real: pi0 from pretrained_path")
-    pretrained_path: str | None = param(None, "real: local copy of lerobot/pi0_base (config.json, model.safetensors)")
+        "tiny", "tiny: a ~0.3M-parameter model with random weights, for CPU; real: weights from pretrained_path")
+    pretrained_path: str | None = param(
+        None, "real: local copy of lerobot/pi0_base or lerobot/pi05_base (config.json, model.safetensors)")
     tokenizer_path: str | None = param(None, "real: local PaliGemma tokenizer directory (google/paligemma-3b-pt-224)")
     indicator_mode: Choice(*MODES) = param(
         "use", "on: every frame positive (SFT); use: the label set's indicator; ignore: none")
@@ -77,11 +81,10 @@ class PolicyTrainConfig:
 def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: str | None, out: Path,
                  cfg: PolicyTrainConfig, init: Path | None = None, metrics_path: Path | None = None,
                  loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
-    """Train (or continue from `init`) a pi0 policy; write the checkpoint to `out`; return its metrics."""
+    """Train (or continue from `init`) a pi0 / pi0.5 policy; write the checkpoint to `out`; return its metrics."""
     from torch.utils.data import DataLoader
 
     from recap_data.data.frame_dataset import preload_cameras
-    from recap_data.policy import pi0_compat
     from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
     from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
     from recap_data.policy.model import (
@@ -90,9 +93,10 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         build_tokenizer,
         check_prompt_lengths,
         policy_features,
+        processors,
         save_policy,
     )
-    from recap_data.store.schema import camera_keys
+    from recap_data.store.schema import STATE_KEY, camera_keys
     from recap_data.train.loop import run_provenance, start_run, train_loop
 
     cfg.validate()
@@ -105,6 +109,9 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     tasks = sorted(data.frames["task"].unique())
     if init is not None:
         ckpt = RecapPolicy.load(init, str(accelerator.device))
+        if ckpt.family != cfg.type:
+            raise RecapError(f"{init}: a {ckpt.family} checkpoint, and policy.type is {cfg.type}: continue from a "
+                             f"checkpoint of the same family or set --type {ckpt.family}")
         policy, tokenizer, pre = ckpt.policy, ckpt.tokenizer, ckpt.preprocessor
         post, init_info = ckpt.postprocessor, {"path": str(init), "digest": ckpt.digest}
         inputs, outputs = policy_features(features)
@@ -115,10 +122,10 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
     else:
         policy = build_policy(cfg, features)
         policy.config.device = str(accelerator.device)
-        tokenizer = build_tokenizer(cfg.size, tasks, cfg.tokenizer_path, cfg.tokenizer_max_length)
-        pre, post = pi0_compat.pi0_processors(policy.config, dataset_stats(store, data), tokenizer)
+        tokenizer = build_tokenizer(cfg, tasks, features[STATE_KEY]["shape"][0])
+        pre, post = processors(policy.config, dataset_stats(store, data), tokenizer)
         init_info = None
-    check_prompt_lengths(tokenizer, tasks, policy.config.tokenizer_max_length)  # before any training
+    check_prompt_lengths(tokenizer, tasks, policy.config)  # before any training
 
     cameras = camera_keys(features)
     preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process,
@@ -154,7 +161,8 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         **run_provenance(cfg, accelerator),
         "shards": [{"id": s, "digest": data.digests[s], "weight": w} for s, w in data.mixture.items()],
         "label_set": data.label_set, "init": init_info, "indicator_mode": cfg.indicator_mode,
-        "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only, "size": cfg.size,
+        "indicator_dropout": cfg.indicator_dropout, "successes_only": cfg.successes_only, "type": policy.config.type,
+        "size": cfg.size,
         "baseline": cfg.baseline,
     }
     policy.config.device = "cpu"  # a checkpoint loads anywhere; RecapPolicy.load sets the device

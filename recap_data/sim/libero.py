@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from recap_data.errors import RecapError
+from recap_data.policy.lerobot_compat import reset_libero
 from recap_data.sim.gl import check_gl
 from recap_data.store.schema import AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
 
@@ -128,8 +129,7 @@ class LiberoTask:
 
     def reset(self, init_state: int, seed: int) -> dict:
         """Start an episode from official initial state `init_state` (then LIBERO's 10 settle steps)."""
-        self.env.init_state_id = init_state  # LiberoEnv resets to this state, then advances its own counter
-        observation, _ = self.env.reset(seed=seed)
+        observation, _ = reset_libero(self.env, init_state, seed)
         return self.frame(observation)
 
     def step(self, action: np.ndarray) -> tuple[dict, bool]:

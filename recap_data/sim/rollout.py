@@ -255,13 +255,13 @@ def run_episodes(stack, env: EnvPlan, policy: str, guidance: float, plans: list[
 
 
 def policy_source(policy: str, provenance: dict | None) -> dict:
-    """The manifest's record of the policy: path, content digest, indicator mode."""
-    digest = None
-    if provenance is not None:
-        from recap_data.train.checkpoint import directory_digest
+    """The manifest's record of the policy: path, content digest, family (pi0 / pi05), indicator mode."""
+    if provenance is None:
+        return {"path": policy, "digest": None, "type": None, "indicator_mode": None}
+    from recap_data.train.checkpoint import directory_digest
 
-        digest = directory_digest(Path(policy))
-    return {"path": policy, "digest": digest, "indicator_mode": (provenance or {}).get("indicator_mode")}
+    return {"path": policy, "digest": directory_digest(Path(policy)), "type": provenance.get("type", "pi0"),
+            "indicator_mode": provenance.get("indicator_mode")}
 
 
 def rollout(store: ShardStore, shard_id: str, policy: str, cfg: RolloutConfig, metrics_path: Path | None = None,
