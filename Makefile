@@ -31,6 +31,7 @@ bench: venv
 	$(VENV)/bin/python bench/bench_scale.py
 	$(VENV)/bin/python bench/bench_report.py
 	$(VENV)/bin/python bench/bench_policy.py
+	$(VENV)/bin/python bench/bench_real_size.py
 	$(VENV)/bin/python bench/bench_rollout.py
 	$(VENV)/bin/python bench/bench_world.py
 	$(VENV)/bin/python bench/bench_recap.py

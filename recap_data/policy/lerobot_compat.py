@@ -9,14 +9,18 @@ passes tokenizer objects. `install()` makes small, idempotent patches, the same 
 (pi0.5's modules hold their own copies of pi0's classes, so each is patched on its own):
 
 1. PI0Config / PI05Config.__post_init__ reject unknown variants: "gemma_tiny" is checked as if
-   it were gemma_300m (the other checks still run), then restored.
+   it were gemma_300m, a shallow variant "gemma_2b:1" as gemma_2b (the other checks still run),
+   then restored.
 2. get_gemma_config("gemma_tiny") returns TINY_GEMMA. Both models hard-code 8 attention heads
    (compute_layer_complete reshapes to 8 * head_dim), and the VLM and the action expert share
-   depth, heads and head_dim, so only the width and MLP size are shrunk.
+   depth, heads and head_dim, so only the width and MLP size are shrunk. A shallow variant
+   (`shallow_variant`: the real widths with fewer layers, for shape tests) is the real config
+   with its depth cut.
 3. PaliGemmaWithExpertModel hard-codes a 257,152-token vocabulary, a 4,304-wide SigLIP MLP and
    projection_dim 2048. While a gemma_tiny model is being built (and only then), the two model
    classes it constructs shrink their configs: TINY_VOCAB tokens, TINY_VISION, and
-   projection_dim = the VLM width (the image tokens join the language tokens).
+   projection_dim = the VLM width (the image tokens join the language tokens). While a shallow
+   one is built, the vocabulary is the tiny one too and the SigLIP tower gets the cut depth.
 4. make_pi0(5)_pre_post_processors build TokenizerProcessorStep(tokenizer_name="google/paligemma-3b-pt-224");
    processors() builds LeRobot's own pipelines with a tokenizer object instead. LeRobot then
    saves no tokenizer name, and load_processors() passes the tokenizer back as an override.
@@ -46,7 +50,7 @@ TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 
 FAMILIES = {"pi0": ("lerobot.policies.pi0", "PI0Config", "PI0Policy", "make_pi0_pre_post_processors"),
             "pi05": ("lerobot.policies.pi05", "PI05Config", "PI05Policy", "make_pi05_pre_post_processors")}
 STATE_BINS = 256  # pi0.5 writes each normalized state dimension into its prompt as a bin in -1..255
-_building_tiny = contextvars.ContextVar("recap_data_building_tiny_pi0", default=False)
+_building = contextvars.ContextVar("recap_data_building_variant", default=None)  # the VLM's _VariantConfig
 _installed = False
 
 
@@ -79,7 +83,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    tiny_gemma = _TinyGemmaConfig(width=64, depth=2, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=8)
+    tiny_gemma = _VariantConfig(width=64, depth=2, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=8, tiny=True)
     for family in FAMILIES:
         _patch_config(getattr(_module(family, "configuration"), FAMILIES[family][1]))
         _patch_model(_module(family, "modeling"), tiny_gemma)
@@ -90,32 +94,42 @@ def _patch_config(config_cls) -> None:
     original_post_init = config_cls.__post_init__
 
     def post_init(self):
-        tiny = {f: getattr(self, f) == TINY_VARIANT for f in ("paligemma_variant", "action_expert_variant")}
-        for field, is_tiny in tiny.items():
-            if is_tiny:
-                setattr(self, field, "gemma_300m")
+        ours = {f: getattr(self, f) for f in ("paligemma_variant", "action_expert_variant")
+                if getattr(self, f) == TINY_VARIANT or ":" in getattr(self, f)}
+        for field, variant in ours.items():
+            setattr(self, field, "gemma_300m" if variant == TINY_VARIANT else variant.split(":")[0])
         try:
             original_post_init(self)
         finally:
-            for field, is_tiny in tiny.items():
-                if is_tiny:
-                    setattr(self, field, TINY_VARIANT)
+            for field, variant in ours.items():
+                setattr(self, field, variant)
 
     config_cls.__post_init__ = post_init
 
 
 def _patch_model(modeling, tiny_gemma) -> None:
     original_get_config = modeling.get_gemma_config
-    modeling.get_gemma_config = lambda variant: tiny_gemma if variant == TINY_VARIANT else original_get_config(variant)
+
+    def get_gemma_config(variant: str):
+        if variant == TINY_VARIANT:
+            return tiny_gemma
+        if ":" in variant:  # shallow: the real widths, `layers` deep
+            base, layers = variant.split(":")
+            real = original_get_config(base)
+            return _VariantConfig(real.width, int(layers), real.mlp_dim, real.num_heads, real.num_kv_heads,
+                                  real.head_dim, tiny=False)
+        return original_get_config(variant)
+
+    modeling.get_gemma_config = get_gemma_config
 
     original_init = modeling.PaliGemmaWithExpertModel.__init__
 
     def with_expert_init(self, vlm_config, action_expert_config, *args, **kwargs):
-        token = _building_tiny.set(isinstance(vlm_config, _TinyGemmaConfig))
+        token = _building.set(vlm_config if isinstance(vlm_config, _VariantConfig) else None)
         try:
             original_init(self, vlm_config, action_expert_config, *args, **kwargs)
         finally:
-            _building_tiny.reset(token)
+            _building.reset(token)
 
     modeling.PaliGemmaWithExpertModel.__init__ = with_expert_init
 
@@ -123,18 +137,22 @@ def _patch_model(modeling, tiny_gemma) -> None:
 
     class TinyAwarePaliGemma(vlm_class):
         def __init__(self, config):
-            if _building_tiny.get():
+            variant = _building.get()
+            if variant is not None:  # ours: the tiny vocabulary, and a tiny or a shallow vision tower
                 config._vocab_size = TINY_VOCAB
                 config.image_token_index = TINY_VOCAB - 1
                 config.text_config.vocab_size = TINY_VOCAB
-                for key, value in TINY_VISION.items():
-                    setattr(config.vision_config, key, value)
-                config.vision_config.projection_dim = config.text_config.hidden_size
+                if variant.tiny:
+                    for key, value in TINY_VISION.items():
+                        setattr(config.vision_config, key, value)
+                    config.vision_config.projection_dim = config.text_config.hidden_size
+                else:
+                    config.vision_config.num_hidden_layers = variant.depth
             super().__init__(config)
 
     class TinyAwareExpert(expert_class):
         def __init__(self, config, **kwargs):
-            if _building_tiny.get():
+            if _building.get() is not None:
                 config.vocab_size = TINY_VOCAB
             super().__init__(config, **kwargs)
 
@@ -142,12 +160,22 @@ def _patch_model(modeling, tiny_gemma) -> None:
     modeling.PiGemmaForCausalLM = TinyAwareExpert
 
 
-class _TinyGemmaConfig:
-    """Same fields as modeling_pi0.GemmaConfig; its type marks a tiny build."""
+class _VariantConfig:
+    """Same fields as modeling_pi0.GemmaConfig; its type marks one of our variants (tiny or shallow)."""
 
-    def __init__(self, width, depth, mlp_dim, num_heads, num_kv_heads, head_dim):
+    def __init__(self, width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, tiny: bool):
         self.width, self.depth, self.mlp_dim = width, depth, mlp_dim
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.tiny = tiny
+
+
+def shallow_variant(variant: str, layers: int) -> str:
+    """LeRobot's `variant` (gemma_2b, gemma_300m) at its real widths (hidden, MLP, heads, the
+    so400m vision tower) with `layers` transformer layers in the VLM, the action expert and the
+    vision tower, and the tiny vocabulary: every layer's shape of the real model, built in seconds
+    where the real embedding tables alone take a minute of random initialization on 2 cores
+    (tests/test_real_widths.py; bench/bench_real_size.py builds the whole model)."""
+    return f"{variant}:{layers}"
 
 
 def pi05_prompt(task: str, state_bins: str) -> str:

@@ -115,21 +115,41 @@ def processors(config, dataset_stats: dict | None, tokenizer):
 BASE_CHECKPOINTS = {"pi0": "lerobot/pi0_base", "pi05": "lerobot/pi05_base"}
 
 
+def _common_fields(cfg) -> dict:
+    return {"chunk_size": cfg.chunk_size, "n_action_steps": cfg.n_action_steps, "device": "cpu",
+            "tokenizer_max_length": cfg.tokenizer_max_length, "num_inference_steps": cfg.num_inference_steps,
+            "train_expert_only": cfg.train_expert_only, "freeze_vision_encoder": cfg.freeze_vision_encoder}
+
+
+def _new_config(cfg, features: dict, vlm: str, expert: str, image_size: int):
+    config = lerobot_compat.config_class(cfg.type)(paligemma_variant=vlm, action_expert_variant=expert,
+                                                   image_resolution=(image_size, image_size), **_common_fields(cfg))
+    config.input_features, config.output_features = policy_features(features)
+    return config
+
+
+REFERENCE_VARIANTS = ("gemma_2b", "gemma_300m")  # pi0_base / pi05_base: PaliGemma's Gemma 2B, the 300M expert
+REFERENCE_IMAGE_SIZE = 224
+
+
+def reference_policy(cfg, features: dict, layers: int | None = None):
+    """pi0 or pi0.5 (cfg.type) at the reference widths (PaliGemma gemma_2b with the gemma_300m
+    action expert, 224-px images) with random weights, where the weights are not at hand;
+    `layers` cuts the depth of the VLM, the expert and the vision tower."""
+    vlm, expert = (v if layers is None else lerobot_compat.shallow_variant(v, layers) for v in REFERENCE_VARIANTS)
+    config = _new_config(cfg, features, vlm, expert, REFERENCE_IMAGE_SIZE)
+    return lerobot_compat.policy_class(cfg.type)(config)
+
+
 def build_policy(cfg, features: dict):
     """A new pi0 or pi0.5 policy (cfg.type): tiny (random weights) or real (weights from
     cfg.pretrained_path). `cfg`: PolicyTrainConfig."""
     from lerobot.configs import PreTrainedConfig
 
     policy_class = lerobot_compat.policy_class(cfg.type)
-    inputs, outputs = policy_features(features)
-    common = {"chunk_size": cfg.chunk_size, "n_action_steps": cfg.n_action_steps, "device": "cpu",
-              "tokenizer_max_length": cfg.tokenizer_max_length, "num_inference_steps": cfg.num_inference_steps}
     if cfg.size == "tiny":
-        config = lerobot_compat.config_class(cfg.type)(
-            paligemma_variant=lerobot_compat.TINY_VARIANT, action_expert_variant=lerobot_compat.TINY_VARIANT,
-            image_resolution=(cfg.image_size, cfg.image_size), **common)
-        config.input_features, config.output_features = inputs, outputs
-        return policy_class(config)
+        tiny = lerobot_compat.TINY_VARIANT
+        return policy_class(_new_config(cfg, features, tiny, tiny, cfg.image_size))
     path, base = Path(cfg.pretrained_path or ""), BASE_CHECKPOINTS[cfg.type]
     if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
         raise RecapError(f"policy: field 'pretrained_path' = {cfg.pretrained_path!r} holds no config.json and "
@@ -141,9 +161,9 @@ def build_policy(cfg, features: dict):
         raise RecapError(f"policy: field 'pretrained_path' = {cfg.pretrained_path!r} holds a {held!r} checkpoint "
                          f"(config.json), and policy.type is {cfg.type!r}: point it at {base} or set type {held}")
     config = PreTrainedConfig.from_pretrained(path, local_files_only=True)
-    for key, value in common.items():
+    for key, value in _common_fields(cfg).items():
         setattr(config, key, value)
-    config.input_features, config.output_features = inputs, outputs
+    config.input_features, config.output_features = policy_features(features)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # from_pretrained prints, and falls back to random weights
         policy = policy_class.from_pretrained(path, config=config, local_files_only=True, strict=False)

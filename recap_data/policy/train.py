@@ -55,6 +55,9 @@ class PolicyTrainConfig:
     image_size: Int(8, 1024) = param(
         32, "tiny: pixels fed to the vision tower, a multiple of 8 (real pi0: its own 224)")
     tokenizer_max_length: Count = param(48, "prompt limit in tokens; a longer prompt is an error, never cut")
+    train_expert_only: bool = param(
+        False, "freeze the VLM (LeRobot's option): train the action expert and projections only")
+    freeze_vision_encoder: bool = param(False, "freeze the SigLIP vision tower (LeRobot's option)")
     preload_mb: Natural = param(4096, "decode all camera frames into memory once when they fit in this many MB")
     decode_workers: Natural = param(0, "camera decoder processes at once when preloading; 0: one per core")
     num_workers: Natural = param(0, "DataLoader worker processes")

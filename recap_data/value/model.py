@@ -177,6 +177,26 @@ def build_value_model(cfg: ValueModelConfig, texts: list[str]) -> tuple[ValueMod
     return ValueModel(cfg, vision, text), tokenizer
 
 
+# The reference towers of pipelines/params-real.yaml (google/siglip-so400m-patch14-224 and
+# google/gemma-3-270m) as their config.json files describe them, so that the real widths can be built
+# with random weights where the weights are not at hand (bench/bench_real_size.py, the shape test).
+REFERENCE_VISION = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                    "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "vision_use_head": False}
+REFERENCE_TEXT = {"vocab_size": 262_144, "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 18,
+                  "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "query_pre_attn_scalar": 256,
+                  "sliding_window": 512, "max_position_embeddings": 32_768, "rope_theta": 1_000_000.0,
+                  "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+
+
+def reference_model(cfg: ValueModelConfig, layers: int | None = None) -> ValueModel:
+    """The reference value model's architecture with random weights; `layers` cuts both towers'
+    depth (every width and the 224-px image stay real)."""
+    _quiet_transformers()
+    depth = {} if layers is None else {"num_hidden_layers": layers}
+    cfg.image_size = REFERENCE_VISION["image_size"]
+    return model_from_configs(cfg, {**REFERENCE_VISION, **depth}, {**REFERENCE_TEXT, **depth})
+
+
 def model_from_configs(cfg: ValueModelConfig, vision: dict, text: dict) -> ValueModel:
     """An untrained model of a saved architecture (weights are loaded after)."""
     return ValueModel(cfg, SiglipVisionModel(SiglipVisionConfig(**vision)), Gemma3TextModel(Gemma3TextConfig(**text)))
