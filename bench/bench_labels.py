@@ -47,7 +47,7 @@ from label_reference import reference_labels, threshold
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.data.frames import load_frames, load_states
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
 from recap_data.labels.labelset import LabelConfig, write_label_set
@@ -172,10 +172,10 @@ def numpy_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig, n
     divisor = np.array([normalizers[task] for task in tasks])[codes]  # (F,)
     mc = -(length - 1 - t) - reward.c_fail * failed
     norm = mc / divisor
-    ahead = t + reward.n_steps < length
-    nstep = np.where(ahead, -float(reward.n_steps), mc) / divisor
+    ahead = t + cfg.n_steps < length
+    nstep = np.where(ahead, -float(cfg.n_steps), mc) / divisor
     value = frames["value"].to_numpy()
-    value_next = np.where(ahead, value[np.minimum(np.arange(n) + reward.n_steps, n - 1)], 0.0)
+    value_next = np.where(ahead, value[np.minimum(np.arange(n) + cfg.n_steps, n - 1)], 0.0)
     advantage = nstep + value_next - value
     eps = np.array([threshold(advantage[codes == g], cfg.positive_fraction) for g in range(len(tasks))])
     return pd.DataFrame({"reward": np.where(t == length - 1, np.where(failed, -reward.c_fail, 0.0), -1.0),
@@ -191,7 +191,7 @@ def bench_math(n_frames: int, repeats: int = 5) -> dict:
     """Label math from stored values in memory: the compiled kernels (build_labels, what relabel
     runs), plain numpy and today's pandas reference, one run, answers compared."""
     frames = synthetic_labels(n_frames)
-    reward, cfg = RewardConfig(normalization="global"), LabelConfig()
+    reward, cfg = RewardConfig(normalization="global"), AdvantageConfig()
     normalizers = {t: 1600.0 for t in frames["task"].cat.categories}
     build_labels(frames.head(1000), reward, cfg, normalizers)  # compile (or load numba's cache): not timed
     kernel_s = []
@@ -227,7 +227,8 @@ def bench_query(work: Path, math: dict) -> dict:
     labels["task"] = labels["task"].astype(str)
     write_label_set(store, "big", labels, per_task, value_checkpoint={"path": "-", "digest": "-"},
                     shards=[{"id": "base", "digest": "-", "episodes": int(labels["episode_index"].nunique()),
-                             "frames": len(labels)}], reward=reward, cfg=LabelConfig(), normalizers={})
+                             "frames": len(labels)}], reward=reward, advantage=AdvantageConfig(), cfg=LabelConfig(),
+                    normalizers={})
     con = connect(store.root, labels="big")
     times = []
     for _ in range(3):

@@ -61,7 +61,7 @@ class Regime:
     def __init__(self, name: str, work: Path, params: Path, rollouts: int):
         from recap_data.config import load_config
         from recap_data.data.base_data import BaseDataConfig
-        from recap_data.label_math.config import RewardConfig
+        from recap_data.label_math.config import AdvantageConfig, RewardConfig
         from recap_data.labels.labelset import LabelConfig
         from recap_data.policy.train import PolicyTrainConfig
         from recap_data.sim.evaluate import EvalConfig
@@ -79,6 +79,7 @@ class Regime:
         self.work, self.models = work / self.name, work / self.name / "models"
         self.store = ShardStore(self.work / "data")
         self.labels = load_config(LabelConfig, "label", params)
+        self.advantage = load_config(AdvantageConfig, "advantage", params)
         self.mixture = load_config(MixtureConfig, "mixture", params)
         self.rollout = replace(load_config(RolloutConfig, "rollout", params), episodes=rollouts)
         self.eval = load_config(EvalConfig, "eval", params)
@@ -121,7 +122,7 @@ class Regime:
         self.timed(ckpt.name, ckpt.exists(), lambda: train_value(
             self.store, mixture, ckpt, self.value, self.reward, init=self.models / "value-pre", progress=False))
         self.timed(f"label {name}", (self.store.root / "labels" / name).exists(), lambda: label(
-            self.store, list(mixture), ckpt, name, self.reward, self.labels, progress=False))
+            self.store, list(mixture), ckpt, name, self.reward, self.labels, self.advantage, progress=False))
         return name
 
     def cached(self, name: str, fn) -> dict:
@@ -184,7 +185,8 @@ def run_regime(name: str, args) -> dict:
         held = f"sft-heldout-s{seed}"
         r.shard(held, sft, seed=100 * seed + 99)
         r.timed(f"label {held}", (r.store.root / "labels" / held).exists(), lambda h=held, s=seed: label(
-            r.store, [h], r.models / f"value-recap-s{s}-it1", h, r.reward, r.labels, progress=False))
+            r.store, [h], r.models / f"value-recap-s{s}-it1", h, r.reward, r.labels, r.advantage,
+            progress=False))
         heldout.append(read_labels(r.store, held))
         bounds.append(r.cached(f"value-bounds-s{seed}", lambda h=heldout[-1], s=seed: value_bounds(
             r.store, read_labels(r.store, f"recap-s{s}-it1"), h, r.base.first_task, s,

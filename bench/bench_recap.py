@@ -50,7 +50,7 @@ GUIDANCE = {"bc": (1.0,), "fbc": (1.0,), "recap": (1.0, 1.5, 2.5, 0.0)}  # beta 
 def main() -> None:
     from recap_data.config import load_config
     from recap_data.data.base_data import BaseDataConfig, make_base
-    from recap_data.label_math.config import RewardConfig
+    from recap_data.label_math.config import AdvantageConfig, RewardConfig
     from recap_data.labels.infer import label
     from recap_data.labels.labelset import LabelConfig
     from recap_data.policy.train import PolicyTrainConfig, train_policy
@@ -75,6 +75,7 @@ def main() -> None:
     value_cfg = load_config(ValueTrainConfig, "value", params)
     policy_cfg = load_config(PolicyTrainConfig, "policy", params)
     label_cfg = load_config(LabelConfig, "label", params)
+    advantage = load_config(AdvantageConfig, "advantage", params)
     mixture_cfg = load_config(MixtureConfig, "mixture", params)
     rollout_cfg = load_config(RolloutConfig, "rollout", params)
     eval_cfg = load_config(EvalConfig, "eval", params)
@@ -113,10 +114,10 @@ def main() -> None:
     value_metrics = json.loads((models / "value" / "metrics.json").read_text())["holdout"]
     if not (store.root / "labels" / "bench").exists():
         timed("label", lambda: label(store, list(mixture), models / "value", "bench", reward, label_cfg,
-                                     progress=False))
+                                     advantage, progress=False))
     if not (store.root / "labels" / "heldout").exists():
         timed("label-heldout", lambda: label(store, ["sft-rollouts-heldout"], models / "value", "heldout", reward,
-                                             label_cfg, progress=False))
+                                             label_cfg, advantage, progress=False))
     held = read_labels(store, "heldout")
     start = held[held["frame_index"] == 0]
     value_auc = auc(start["value"].to_numpy(), start["success"].to_numpy(bool))

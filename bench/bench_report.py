@@ -32,7 +32,7 @@ import yaml
 from common import machine_info, write_results
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.labels.infer import label
 from recap_data.labels.labelset import LabelConfig
 from recap_data.labels.report import report
@@ -55,7 +55,8 @@ def make_label_sets(store: ShardStore, work: Path, params: dict) -> dict[str, li
                 reward, progress=False)
     sets = {"iter1": ["base", "rollouts-iter1"], "iter2": list(shards)}
     for name, ids in sets.items():
-        label(store, ids, ckpt, name, reward, LabelConfig(**params["label"]), progress=False)
+        label(store, ids, ckpt, name, reward, LabelConfig(**params["label"]), AdvantageConfig(**params["advantage"]),
+              progress=False)
     return sets
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.io import write_json
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.labelset import LabelConfig, label_manifest
 from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table
@@ -67,7 +67,7 @@ def fake_shards(store: ShardStore, ids: list[str]) -> list[dict]:
 def synthetic_label_set(store: ShardStore, name: str, n_frames: int, n_shards: int) -> None:
     """A label set of about n_frames synthetic frames over n_shards fake shards (see the docstring)."""
     rng = np.random.default_rng(0)
-    reward, cfg = RewardConfig(normalization="global"), LabelConfig()
+    reward, cfg = RewardConfig(normalization="global"), AdvantageConfig()
     shards = fake_shards(store, [f"s{i:04d}" for i in range(n_shards)])
     normalizers = {f"task {i}": 1600.0 for i in range(10)}
     per_task: dict = {}
@@ -88,7 +88,8 @@ def synthetic_label_set(store: ShardStore, name: str, n_frames: int, n_shards: i
                 per_task[task]["episodes"] += st["episodes"]
         digest = writer.finish()
     m = label_manifest(name, shards, per_task, value_checkpoint={"path": "synthetic", "digest": "-"}, reward=reward,
-                       cfg=cfg, normalizers=normalizers, frames=frames_total, positives=positives, parent=None,
+                       advantage=cfg, label=asdict(LabelConfig()), normalizers=normalizers, frames=frames_total,
+                       positives=positives, parent=None,
                        digest=digest, parts=writer.parts)
     write_json(label_set_path(store, name) / paths.MANIFEST, asdict(m))
 

@@ -37,7 +37,7 @@ from common import machine_info, write_results
 from tqdm import tqdm
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.labelset import LabelConfig, write_label_set
 from recap_data.store import paths
@@ -93,11 +93,11 @@ def add_label_sets(store: ShardStore, count: int) -> None:
                          "FROM frames ORDER BY shard, episode_index, frame_index").df().assign(value=-0.5)
     reward = RewardConfig(normalization="global", reward_normalizer=2000.0)
     normalizers = {t: 2000.0 for t in frames["task"].unique()}
-    labels, per_task = build_labels(frames, reward, LabelConfig(), normalizers)
+    labels, per_task = build_labels(frames, reward, AdvantageConfig(), normalizers)
     shards = [{"id": m.shard_id, "digest": m.digest, "episodes": m.episodes, "frames": m.frames}
               for m in store.manifests()]
     write_label_set(store, "ls-000", labels, per_task, value_checkpoint={"path": "-", "digest": "-"}, shards=shards,
-                    reward=reward, cfg=LabelConfig(), normalizers=normalizers)
+                    reward=reward, advantage=AdvantageConfig(), cfg=LabelConfig(), normalizers=normalizers)
     for i in range(1, count):
         dst = label_set_path(store, f"ls-{i:03d}")
         shutil.copytree(label_set_path(store, "ls-000"), dst)

@@ -34,7 +34,7 @@ from common import machine_info, write_results
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.data.frames import load_frames
 from recap_data.io import pool_size
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels, compute_returns
 from recap_data.labels import view as view_module
 from recap_data.labels.labelset import LabelConfig, write_label_set
@@ -48,7 +48,7 @@ RESULTS = Path(__file__).parent / "results" / "view.json"
 
 def synthetic_label_set(store: ShardStore, name: str) -> None:
     frames = load_frames(store, ["base"], with_state=False)
-    reward, cfg = RewardConfig(), LabelConfig()
+    reward, cfg = RewardConfig(), AdvantageConfig()
     returns, normalizers = compute_returns(frames, reward)
     rng = np.random.default_rng(0)
     frames = frames.merge(returns[["shard", "index", "return_norm"]], on=["shard", "index"]).sort_values(
@@ -58,7 +58,7 @@ def synthetic_label_set(store: ShardStore, name: str) -> None:
     m = store.manifest("base")
     write_label_set(store, name, labels, per_task, value_checkpoint={"path": "synthetic", "digest": "none"},
                     shards=[{"id": "base", "digest": m.digest, "episodes": m.episodes, "frames": m.frames}],
-                    reward=reward, cfg=cfg, normalizers=normalizers)
+                    reward=reward, advantage=cfg, cfg=LabelConfig(), normalizers=normalizers)
 
 
 def parts(store: ShardStore, name: str, work: Path) -> dict:

@@ -197,10 +197,21 @@ def read_section(path: Path | None, section: str, required: bool = True) -> dict
     return data[section]
 
 
+# Fields that moved between params sections: (old section, field) -> its section now. A params file
+# written before the move gets a one-line error saying where the field lives.
+MOVED_FIELDS = {("reward", "n_steps"): "advantage", ("label", "positive_fraction"): "advantage",
+                ("label", "threshold"): "advantage"}
+
+
 def build_config(cls, section: str, values: dict, where: str):
     """cls(**values) with unknown keys and wrong types reported as one line naming the field."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
+    moved = [(f, MOVED_FIELDS[(section, f)]) for f in unknown if (section, f) in MOVED_FIELDS]
+    if moved:
+        field, now = moved[0]
+        raise RecapError(f"{where}: field '{section}.{field}' has moved to section '{now}'; move it there "
+                         f"({now}.{field})")
     if unknown:
         raise RecapError(f"{where}: section '{section}' has unknown field '{unknown[0]}'; "
                          f"known fields: {', '.join(names)}")
@@ -225,15 +236,17 @@ def build_config(cls, section: str, values: dict, where: str):
         raise (RecapError(f"{where}: {e}") if Path(where).is_file() else e) from None
 
 
-def load_config(cls, section: str, params: Path | None, overrides: dict | None = None):
-    """Config of one stage: the params file's section, then non-None overrides on top."""
-    values = dict(read_section(params, section))
+def load_config(cls, section: str, params: Path | None, overrides: dict | None = None, required: bool = True):
+    """Config of one stage: the params file's section (which may be left out where not `required`:
+    its defaults), then non-None overrides on top."""
+    values = dict(read_section(params, section, required))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return build_config(cls, section, values, str(params) if params else "command line")
 
 
-def config_options(cls, skip: tuple[str, ...] = ()):
-    """Click options for the scalar fields of `cls` (default None: the params file or default wins)."""
+def config_options(cls, skip: tuple[str, ...] = (), default_from: str | None = None):
+    """Click options for the scalar fields of `cls` (default None: the params file or default wins);
+    `default_from` says in --help where an option left out comes from, instead of the field's default."""
     hints = typing.get_type_hints(cls, include_extras=True)
 
     def decorate(command):
@@ -242,7 +255,7 @@ def config_options(cls, skip: tuple[str, ...] = ()):
             if f.name in skip or kind is None:
                 continue
             flag = f.name.replace("_", "-")
-            text = f"{field_doc(f)} [default: {f.default}]"
+            text = f"{field_doc(f)} [default: {f.default if default_from is None else default_from}]"
             if isinstance(bounds, Range) and bounds != FINITE:
                 text = f"{text[:-1]}; {bounds.describe()}]"
             if kind is bool:

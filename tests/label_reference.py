@@ -46,8 +46,8 @@ def task_normalizers(frames: pd.DataFrame, cfg: RewardConfig) -> dict[str, float
     return {task: float(max(value, 1.0)) for task, value in by_task.items()}
 
 
-def reference_returns(frames: pd.DataFrame, cfg: RewardConfig,
-                      normalizers: dict[str, float] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+def reference_returns(frames: pd.DataFrame, cfg: RewardConfig, normalizers: dict[str, float] | None = None,
+                      n_steps: int | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """label_math.tables.compute_returns, as written in its docstring."""
     cfg.validate()
     frames = episode_layout(frames)
@@ -69,11 +69,11 @@ def reference_returns(frames: pd.DataFrame, cfg: RewardConfig,
     mc_return = -(length - 1 - t) - cfg.c_fail * failed  # (F,) float
     _check_fits(frames, mc_return, divisor, cfg)
     normalized = mc_return / divisor
-    nstep = np.where(t + cfg.n_steps < length, -float(cfg.n_steps), mc_return) / divisor
-    return frames.assign(
-        reward=reward, mc_return=mc_return.astype(np.float64), normalizer=divisor,
-        return_norm=normalized, return_bin=return_bins(normalized, cfg.number_of_bins),
-        nstep_return=nstep), dict(normalizers)
+    out = frames.assign(reward=reward, mc_return=mc_return.astype(np.float64), normalizer=divisor,
+                        return_norm=normalized, return_bin=return_bins(normalized, cfg.number_of_bins))
+    if n_steps:
+        out["nstep_return"] = np.where(t + n_steps < length, -float(n_steps), mc_return) / divisor
+    return out, dict(normalizers)
 
 
 def _check_fits(frames: pd.DataFrame, mc_return: np.ndarray, divisor: np.ndarray, cfg: RewardConfig) -> None:
@@ -125,8 +125,8 @@ def reference_labels(frames: pd.DataFrame, reward: RewardConfig, cfg,
         row = frames[bad].iloc[0]
         raise RecapError(f"shard {row['shard']}: episode {row['episode_index']} frame {row['frame_index']} has value "
                          f"{row['value']}; the value model produced NaN or infinity ({int(bad.sum())} frames)")
-    out, _ = reference_returns(frames, reward, normalizers)
-    out = add_advantages(out, reward.n_steps)
+    out, _ = reference_returns(frames, reward, normalizers, cfg.n_steps)
+    out = add_advantages(out, cfg.n_steps)
     advantage = out["advantage"].to_numpy()
     codes, tasks = pd.factorize(out["task"].astype(str), sort=True)  # (F,) task code per frame
     groups = codes if cfg.threshold == "per_task" else np.zeros(len(out), np.int64)

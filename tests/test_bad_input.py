@@ -150,7 +150,7 @@ def test_error_after_a_progress_bar_starts_on_its_own_line(capsys):
     ("reward: {}\nvalue:\n  steps: ten\n", "must be int"),
     ("reward: {}\nvalue:\n  image_size: 3\n", "value: field 'image_size' = 3 is invalid"),
     ("value: {}\nreward:\n  c_fail: .nan\n", "reward: field 'c_fail' = nan"),
-    ("value: {}\nreward:\n  n_steps: 0\n", "reward: field 'n_steps' = 0"),
+    ("value: {}\nreward:\n  n_steps: 50\n", "field 'reward.n_steps' has moved to section 'advantage'"),
     ("\x00\x01binary", "cannot read params")])
 def test_bad_params_files(root, tmp_path, content, message):
     params = tmp_path / "params.yaml"

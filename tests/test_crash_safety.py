@@ -144,13 +144,13 @@ def test_label_set_replacement_killed_at_every_rename(labeled, tmp_path, failpoi
     store.clean_stale_tmp()  # what every writer does first; puts an aside copy back
     assert label_set_names(store) == ["raw"]
     assert not [p.name for p in (store.root / "labels").iterdir() if p.name.startswith(".")]
-    fraction = read_manifest(store, "raw").label["positive_fraction"]
+    fraction = read_manifest(store, "raw").advantage["positive_fraction"]
     if survivor == "old":
         assert directory_digest(label_set_path(store, "raw")) == old and fraction == 0.3
     else:
         assert fraction == 0.1 and read_manifest(store, "raw").digest != ""
     relabel(store, "raw", "raw", {"positive_fraction": 0.2}, force=True)  # the name is usable again
-    assert read_manifest(store, "raw").label["positive_fraction"] == 0.2
+    assert read_manifest(store, "raw").advantage["positive_fraction"] == 0.2
 
 
 @pytest.mark.parametrize(("failpoint", "fallback", "survivor"), SWAP_KILLS)

@@ -8,9 +8,8 @@ from label_reference import reference_labels, reference_returns, threshold
 
 from recap_data.errors import RecapError
 from recap_data.label_math import kernels
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels, compute_returns
-from recap_data.labels.labelset import LabelConfig
 
 
 def random_frames(rng: np.random.Generator, n_episodes: int, categorical: bool) -> pd.DataFrame:
@@ -41,12 +40,12 @@ def normalizers_for(frames: pd.DataFrame, reward: RewardConfig) -> dict:
 def test_kernels_match_the_reference_bit_for_bit(seed):
     rng = np.random.default_rng(seed)
     frames = random_frames(rng, n_episodes=40, categorical=seed % 2 == 0)
-    reward = RewardConfig(n_steps=int(rng.choice([1, 5, 50])), normalization=["per_task", "global"][seed % 2],
-                          reward_normalizer=2000.0)
+    n = int(rng.choice([1, 5, 50]))
+    reward = RewardConfig(normalization=["per_task", "global"][seed % 2], reward_normalizer=2000.0)
     normalizers = normalizers_for(frames, reward)
-    for cfg in (LabelConfig(threshold="per_task", positive_fraction=float(rng.uniform(0.05, 0.95))),
-                LabelConfig(threshold="global", positive_fraction=0.3),
-                LabelConfig(positive_fraction=1e-6), LabelConfig(positive_fraction=0.999999)):  # k = 0 and k = n
+    for cfg in (AdvantageConfig(n, threshold="per_task", positive_fraction=float(rng.uniform(0.05, 0.95))),
+                AdvantageConfig(n, threshold="global", positive_fraction=0.3),  # below: k = 0 and k = n
+                AdvantageConfig(n, positive_fraction=1e-6), AdvantageConfig(n, positive_fraction=0.999999)):
         fast, fast_tasks = build_labels(frames, reward, cfg, normalizers)
         ref, ref_tasks = reference_labels(frames, reward, cfg, normalizers)
         pd.testing.assert_frame_equal(fast, ref, check_exact=True)
@@ -58,9 +57,9 @@ def test_kernels_match_the_reference_bit_for_bit(seed):
 def test_value_targets_match_the_reference_bit_for_bit(normalization):
     """compute_returns (the value model's targets) runs the same kernel as the labels."""
     frames = random_frames(np.random.default_rng(9), n_episodes=30, categorical=normalization == "global")
-    reward = RewardConfig(n_steps=7, c_fail=50.0, normalization=normalization, reward_normalizer=500.0)
-    got, got_norms = compute_returns(frames.sample(frac=1.0, random_state=2), reward)  # any order in, sorted out
-    want, want_norms = reference_returns(frames, reward)
+    reward = RewardConfig(c_fail=50.0, normalization=normalization, reward_normalizer=500.0)
+    got, got_norms = compute_returns(frames.sample(frac=1.0, random_state=2), reward, n_steps=7)  # any order in
+    want, want_norms = reference_returns(frames, reward, n_steps=7)
     assert got_norms == want_norms and list(got_norms) == list(want_norms)
     pd.testing.assert_frame_equal(got[want.columns], want, check_exact=True)
 
@@ -68,7 +67,7 @@ def test_value_targets_match_the_reference_bit_for_bit(normalization):
 def test_unsorted_frames_give_the_reference_result():
     frames = random_frames(np.random.default_rng(7), n_episodes=10, categorical=False)
     shuffled = frames.sample(frac=1.0, random_state=0)
-    reward, cfg = RewardConfig(n_steps=5), LabelConfig()
+    reward, cfg = RewardConfig(), AdvantageConfig(n_steps=5)
     normalizers = normalizers_for(frames, reward)
     fast, _ = build_labels(shuffled, reward, cfg, normalizers)
     pd.testing.assert_frame_equal(fast, reference_labels(frames, reward, cfg, normalizers)[0], check_exact=True)
@@ -76,7 +75,7 @@ def test_unsorted_frames_give_the_reference_result():
 
 def test_inputs_the_kernels_refuse_get_the_reference_error():
     frames = random_frames(np.random.default_rng(8), n_episodes=10, categorical=True)
-    reward, cfg = RewardConfig(), LabelConfig()
+    reward, cfg = RewardConfig(), AdvantageConfig()
     normalizers = normalizers_for(frames, reward)
     nan = frames.copy()
     nan.loc[5, "value"] = np.nan

@@ -17,7 +17,7 @@ from recap_data.data.frame_dataset import ShardFrames
 from recap_data.data.frames import load_frames
 from recap_data.errors import RecapError
 from recap_data.io import FAILPOINT_ENV
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
 from recap_data.labels.labelset import LabelConfig
@@ -28,7 +28,7 @@ from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import directory_digest
 from recap_data.value.model import load_value_checkpoint
 
-REWARD = RewardConfig(number_of_bins=21, c_fail=20, normalization="global", reward_normalizer=40, n_steps=3)
+REWARD = RewardConfig(number_of_bins=21, c_fail=20, normalization="global", reward_normalizer=40)
 
 
 def frames_with_values(specs):
@@ -47,7 +47,7 @@ def test_advantages_by_hand():
         ("a", False, [-0.61, -0.53], ()),  # shorter than N: Monte-Carlo advantage
         ("a", True, [-0.1, -0.13, -0.07, -0.11], (1,)),  # frame 1 is a human intervention
     ])
-    labels, per_task = build_labels(frames, REWARD, LabelConfig(positive_fraction=0.25), {"a": 40.0})
+    labels, per_task = build_labels(frames, REWARD, AdvantageConfig(n_steps=3, positive_fraction=0.25), {"a": 40.0})
     n = 40.0
     expected_next = [-0.04, 0.0, 0, 0, 0, 0, 0, -0.11, 0, 0, 0]  # V(o_{t+3}) inside the episode, else 0
     expected_nstep = [-3 / n, -3 / n, -2 / n, -1 / n, 0.0,  # success: three -1s, then the rest (0 at the end)
@@ -77,7 +77,7 @@ def test_threshold_realises_the_fraction_exactly_without_ties():
 def test_nan_values_are_refused():
     frames = frames_with_values([("a", True, [-0.2, float("nan"), 0.0], ())])
     with pytest.raises(RecapError, match="episode 0 frame 1 has value nan"):
-        build_labels(frames, REWARD, LabelConfig(), {"a": 40.0})
+        build_labels(frames, REWARD, AdvantageConfig(n_steps=3), {"a": 40.0})
 
 
 def test_every_frame_labelled_once_with_the_models_values(labeled):
@@ -112,7 +112,7 @@ def relabeled(labeled):
     """The label set raw-40: raw's values relabelled at 40% positive with N = 5 (made once per module)."""
     store, _ = labeled
     if not label_set_path(store, "raw-40").exists():
-        relabel(store, "raw", "raw-40", {"positive_fraction": 0.4}, n_steps=5)
+        relabel(store, "raw", "raw-40", {"positive_fraction": 0.4, "n_steps": 5})
     return read_manifest(store, "raw-40")
 
 
@@ -121,8 +121,8 @@ def test_relabel_from_stored_values(labeled, relabeled):
     m = relabeled
     old, new = read_labels(store, "raw"), read_labels(store, "raw-40")
     np.testing.assert_array_equal(old["value"], new["value"])
-    assert m.parent["name"] == "raw" and m.label["positive_fraction"] == 0.4 and m.reward["n_steps"] == 5
-    assert m.label["threshold"] == "per_task"  # not overridden: the source's
+    assert m.parent["name"] == "raw" and m.advantage["positive_fraction"] == 0.4 and m.advantage["n_steps"] == 5
+    assert m.advantage["threshold"] == "per_task"  # not overridden: the source's
     assert abs(new["indicator"].mean() - 0.4) < 0.02
     con = connect(store.root, labels="raw-40")
     n, pos = con.execute("SELECT count(*), avg(indicator::INT) FROM labeled_frames").fetchone()
@@ -162,7 +162,7 @@ def test_refusals_leave_existing_label_sets_untouched(labeled, relabeled, tmp_pa
     shutil.copytree(store.root, again.root)
     forced = run_cli("relabel", "raw-40", "--out", "raw-40", "--positive-fraction", "0.2", "--force", root=again.root)
     assert forced.exit_code == 0, forced.output
-    assert read_manifest(again, "raw-40").label["positive_fraction"] == 0.2
+    assert read_manifest(again, "raw-40").advantage["positive_fraction"] == 0.2
     assert directory_digest(label_set_path(store, "raw")) == before
 
 
@@ -177,7 +177,7 @@ def test_sigkill_before_the_rename_leaves_no_label_set(labeled):
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not label_set_path(store, "killed").exists()
     assert directory_digest(label_set_path(store, "raw")) == before
-    assert read_manifest(store, "raw").label["positive_fraction"] == 0.3
+    assert read_manifest(store, "raw").advantage["positive_fraction"] == 0.3
     # the next writer of that name cleans the dead process's temporary directory
     relabel(store, "raw", "killed", {})
     assert not list((store.root / "labels").glob(".killed.tmp.*"))
@@ -297,12 +297,16 @@ def test_split_inference_gives_the_same_label_set(labeled):
 def test_cli_label_reads_params_and_checks_reward_against_the_checkpoint(labeled, tmp_path):
     store, ckpt = labeled
     params = tmp_path / "params.yaml"
-    params.write_text("label:\n  positive_fraction: 0.5\n")  # no reward section: the checkpoint's is used
+    params.write_text("advantage:\n  positive_fraction: 0.5\n")  # no reward section: the checkpoint's is used
     ok = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "half", "--params", str(params),
                  root=store.root)
     assert ok.exit_code == 0, ok.output
-    assert read_manifest(store, "half").label["positive_fraction"] == 0.5
-    params.write_text("label:\n  positive_fraction: 0.5\nreward:\n  c_fail: 7\n")
+    assert read_manifest(store, "half").advantage["positive_fraction"] == 0.5
+    params.write_text("label:\n  positive_fraction: 0.5\n")  # written before the advantage section
+    moved = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "bad", "--params", str(params),
+                    root=store.root)
+    assert moved.exit_code == 2 and "field 'label.positive_fraction' has moved to section 'advantage'" in moved.output
+    params.write_text("advantage:\n  positive_fraction: 0.5\nreward:\n  c_fail: 7\n")
     bad = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "bad", "--params", str(params),
                   root=store.root)
     assert bad.exit_code == 2 and "other reward params (c_fail: checkpoint 1000.0, requested 7.0)" in bad.output

@@ -287,7 +287,7 @@ def test_label_params_change_labeling_only_and_compare_across_commits(pipeline_r
 
     # An experiment on the label params, in the project's git repository.
     before = directory_digest(cwd / "models/value-iter1")
-    out = run([DVC, "exp", "run", "-S", "label.positive_fraction=0.5"], cwd, timeout=1200).stdout
+    out = run([DVC, "exp", "run", "-S", "advantage.positive_fraction=0.5"], cwd, timeout=1200).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert {"labels@iter1", "policy@iter1"} <= ran and not ran & {"value_pre", "value@iter1", "values@iter1"}
     assert directory_digest(cwd / "models/value-iter1") == before
@@ -297,14 +297,14 @@ def test_label_params_change_labeling_only_and_compare_across_commits(pipeline_r
     rows = {"baseline": baseline["data"], "exp": baseline["experiments"][0]["revs"][0]["data"]}
     for name, target in (("baseline", 0.3), ("exp", 0.5)):
         metrics = {path: m["data"] for path, m in rows[name]["metrics"].items()}
-        assert rows[name]["params"]["params.yaml"]["data"]["label"]["positive_fraction"] == target
+        assert rows[name]["params"]["params.yaml"]["data"]["advantage"]["positive_fraction"] == target
         assert abs(metrics["metrics/iter1/labels.json"]["positive_fraction"] - target) < 0.02
         assert {"success_rate", "ci_low", "ci_high"} <= set(metrics["metrics/iter2/eval.json"])
         assert metrics["metrics/iter2/value.json"]["mae"] > 0
 
     # Committed, the change is a `dvc metrics diff` and a `dvc plots diff` against HEAD~1.
     run(["git", "add", "-A"], cwd)
-    run(["git", "commit", "-qm", "label.positive_fraction 0.5"], cwd)
+    run(["git", "commit", "-qm", "advantage.positive_fraction 0.5"], cwd)
     changed = json.loads(run([DVC, "metrics", "diff", "HEAD~1", "--json"], cwd).stdout)
     for key in ("iter1", "iter2"):
         label = changed[f"metrics/{key}/labels.json"]["positive_fraction"]

@@ -9,8 +9,6 @@ import torch
 from conftest import run_cli
 
 from recap_data.errors import RecapError
-from recap_data.policy import conditioning
-from recap_data.policy import train as train_policy_module
 from recap_data.policy.conditioning import prompt
 from recap_data.policy.data import PolicyFrames, load_policy_data
 from recap_data.policy.lerobot_compat import sample_chunk
@@ -38,13 +36,6 @@ def observation(batch: int = 2, seed: int = 0) -> dict:
     return {"observation.images.image": torch.rand(batch, 3, 32, 32, generator=g),
             "observation.images.image2": torch.rand(batch, 3, 32, 32, generator=g),
             "observation.state": torch.randn(batch, 8, generator=g)}
-
-
-def test_modes_and_families_agree_with_their_modules():
-    from recap_data.policy import lerobot_compat
-
-    assert train_policy_module.MODES == conditioning.MODES
-    assert train_policy_module.FAMILIES == tuple(lerobot_compat.FAMILIES)
 
 
 def test_sft_training_lowers_the_loss_and_records_provenance(world):

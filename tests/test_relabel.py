@@ -13,7 +13,7 @@ import pytest
 from test_label_kernels import normalizers_for, random_frames
 
 from recap_data.errors import RecapError
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels import parts
 from recap_data.labels import relabel as relabel_module
@@ -36,23 +36,24 @@ def synthetic(tmp_path, monkeypatch):
     def make(seed: int, part_rows: int):
         monkeypatch.setattr(parts, "PART_ROWS", part_rows)
         frames = random_frames(np.random.default_rng(seed), n_episodes=30, categorical=seed % 2 == 0)
-        reward = RewardConfig(n_steps=7, reward_normalizer=2000.0, normalization="global")
+        reward = RewardConfig(reward_normalizer=2000.0, normalization="global")
         normalizers = normalizers_for(frames, reward)
-        labels, per_task = build_labels(frames, reward, LabelConfig(), normalizers)
+        labels, per_task = build_labels(frames, reward, AdvantageConfig(n_steps=7), normalizers)
         store = ShardStore(tmp_path / f"data-{seed}-{part_rows}")
         shards = [{"id": s, "digest": "-", "episodes": int(g["episode_index"].nunique()), "frames": len(g)}
                   for s, g in frames.groupby("shard", observed=True)]
         write_label_set(store, "src", labels, per_task, value_checkpoint={"path": "-", "digest": "-"}, shards=shards,
-                        reward=reward, cfg=LabelConfig(), normalizers=normalizers)
+                        reward=reward, advantage=AdvantageConfig(n_steps=7), cfg=LabelConfig(),
+                        normalizers=normalizers)
         return store, frames
 
     return make
 
 
-def in_memory(store: ShardStore, source: str, cfg: LabelConfig, n_steps: int | None = None):
+def in_memory(store: ShardStore, source: str, cfg: AdvantageConfig):
     """What relabel computed before it streamed: build_labels over every stored value at once."""
     m = read_manifest(store, source)
-    reward = RewardConfig(**{**m.reward, **({"n_steps": n_steps} if n_steps else {})})
+    reward = RewardConfig(**m.reward)
     columns = ["shard", "episode_index", "frame_index", "index", "task", "success", "is_intervention", "value"]
     frames = read_labels(store, source, columns)[columns]
     return build_labels(frames, reward, cfg, m.return_normalizers)
@@ -73,12 +74,11 @@ def assert_same_labels(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 def test_streamed_relabel_is_build_labels_bit_for_bit(synthetic, monkeypatch, seed, part_rows, chunk_rows):
     store, _ = synthetic(seed, part_rows)
     monkeypatch.setattr(parts, "PART_ROWS", chunk_rows)  # batches cut episodes: the carry is exercised
-    for name, overrides, n_steps in (("a", {"positive_fraction": 0.4}, None), ("b", {"threshold": "global"}, 3),
-                                     ("c", {"positive_fraction": 1e-6}, 200), ("d", {"positive_fraction": 0.999999},
-                                                                               None)):
-        m = relabel(store, "src", name, overrides, n_steps=n_steps)
-        cfg = LabelConfig(**{**read_manifest(store, "src").label, **overrides})
-        expected, per_task = in_memory(store, "src", cfg, n_steps)
+    for name, overrides in (("a", {"positive_fraction": 0.4}), ("b", {"threshold": "global", "n_steps": 3}),
+                            ("c", {"positive_fraction": 1e-6, "n_steps": 200}), ("d", {"positive_fraction": 0.999999})):
+        m = relabel(store, "src", name, overrides)
+        cfg = AdvantageConfig(**{**read_manifest(store, "src").advantage, **overrides})
+        expected, per_task = in_memory(store, "src", cfg)
         assert_same_labels(read_labels(store, name), expected)
         assert m.per_task == per_task and m.frames == len(expected)
         assert m.positive_fraction == expected["indicator"].mean()
@@ -89,7 +89,7 @@ def test_streamed_relabel_is_build_labels_bit_for_bit(synthetic, monkeypatch, se
 def test_parts_hold_whole_episodes_in_key_order(synthetic):
     store, frames = synthetic(3, 40)
     m = read_manifest(store, "src")
-    assert m.format == "recap-data/label-set@2" and len(m.parts) > 6
+    assert m.format == "recap-data/label-set@3" and len(m.parts) > 6
     assert sum(p["rows"] for p in m.parts) == len(frames)
     lengths = frames.groupby(["shard", "episode_index"], observed=True).size()
     seen = set()
@@ -112,7 +112,8 @@ def test_episode_cuts():
 
 
 def write_format_1(store: ShardStore, name: str, copy: str) -> None:
-    """A label set as format 1 wrote it: one table per shard (pandas), no parts in the manifest."""
+    """A label set as format 1 wrote it: one table per shard (pandas), no parts in the manifest, the
+    advantage's params in the reward's (n_steps) and the label's (as format 2 also kept them)."""
     src = label_set_path(store, name)
     dst = label_set_path(store, copy)
     (dst / "tables").mkdir(parents=True)
@@ -121,6 +122,9 @@ def write_format_1(store: ShardStore, name: str, copy: str) -> None:
         g.to_parquet(dst / "tables" / f"{shard}.parquet", index=False, row_group_size=50)
     manifest = json.loads((src / "manifest.json").read_text())
     del manifest["parts"]
+    advantage = manifest.pop("advantage")
+    manifest["reward"]["n_steps"] = advantage["n_steps"]
+    manifest["label"].update(positive_fraction=advantage["positive_fraction"], threshold=advantage["threshold"])
     manifest.update(format="recap-data/label-set@1", name=copy)
     (dst / "manifest.json").write_text(json.dumps(manifest))
 
@@ -129,10 +133,11 @@ def test_format_1_is_still_read_and_relabel_rewrites_it(synthetic):
     store, _ = synthetic(4, 50)
     write_format_1(store, "src", "old")
     assert_same_labels(read_labels(store, "old"), read_labels(store, "src"))
+    assert read_manifest(store, "old").advantage == read_manifest(store, "src").advantage
     con = connect(store.root, labels="old")
     assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == read_manifest(store, "src").frames
     new, again = relabel(store, "old", "new", {}), relabel(store, "src", "again", {})
-    assert new.format == "recap-data/label-set@2" and new.per_task == again.per_task
+    assert new.format == "recap-data/label-set@3" and new.per_task == again.per_task
     assert_same_labels(read_labels(store, "new"), read_labels(store, "again"))
 
 
@@ -155,9 +160,10 @@ def test_a_missing_part_an_unknown_format_and_the_memory_bound_are_refused(synth
                                          "limit; nothing was written"):
         relabel(store, "src", "x", {}, memory_limit_mb=1)
     manifest = label_set_path(store, "holed") / "manifest.json"
-    manifest.write_text(manifest.read_text().replace("label-set@2", "label-set@3"))
-    with pytest.raises(RecapError, match="field 'format' is 'recap-data/label-set@3', expected "
-                                         "'recap-data/label-set@2' \\(or the older 'recap-data/label-set@1'\\)"):
+    manifest.write_text(manifest.read_text().replace("label-set@3", "label-set@9"))
+    with pytest.raises(RecapError, match="field 'format' is 'recap-data/label-set@9', expected "
+                                         "'recap-data/label-set@3' \\(or the older 'recap-data/label-set@2' or "
+                                         "'recap-data/label-set@1'\\)"):
         relabel(store, "holed", "x", {})
     assert state(store) == before
 

@@ -20,8 +20,8 @@ def episodes(*specs):
 
 
 def test_success_and_failure_by_hand_with_global_normalizer():
-    cfg = RewardConfig(number_of_bins=5, c_fail=5, normalization="global", reward_normalizer=10, n_steps=2)
-    out, norms = compute_returns(episodes(("a", 3, True), ("a", 2, False)), cfg)
+    cfg = RewardConfig(number_of_bins=5, c_fail=5, normalization="global", reward_normalizer=10)
+    out, norms = compute_returns(episodes(("a", 3, True), ("a", 2, False)), cfg, n_steps=2)
     assert norms == {"a": 10.0}
     assert out["reward"].tolist() == [-1, -1, 0, -1, -5]
     assert out["mc_return"].tolist() == [-2, -1, 0, -6, -5]
@@ -33,16 +33,16 @@ def test_success_and_failure_by_hand_with_global_normalizer():
 
 
 def test_nstep_return_inside_a_long_episode():
-    cfg = RewardConfig(number_of_bins=201, c_fail=100, normalization="global", reward_normalizer=200, n_steps=3)
-    out, _ = compute_returns(episodes(("a", 6, False)), cfg)
+    cfg = RewardConfig(number_of_bins=201, c_fail=100, normalization="global", reward_normalizer=200)
+    out, _ = compute_returns(episodes(("a", 6, False)), cfg, n_steps=3)
     # t=0..2: t+3 < 6, three rewards of -1; t=3..5: the remaining rewards, -100 on the last frame
     np.testing.assert_allclose(out["nstep_return"] * 200, [-3, -3, -3, -102, -101, -100])
     np.testing.assert_allclose(out["mc_return"], [-105, -104, -103, -102, -101, -100])
 
 
 def test_per_task_normalizer_is_the_tasks_largest_return_magnitude():
-    cfg = RewardConfig(number_of_bins=5, c_fail=5, normalization="per_task", n_steps=50)
-    out, norms = compute_returns(episodes(("a", 3, True), ("a", 2, False), ("b", 4, True)), cfg)
+    cfg = RewardConfig(number_of_bins=5, c_fail=5, normalization="per_task")
+    out, norms = compute_returns(episodes(("a", 3, True), ("a", 2, False), ("b", 4, True)), cfg, n_steps=50)
     assert norms == {"a": 6.0, "b": 3.0}  # a: failure 1 + 5; b: longest success T-1 = 3
     b = out[out["task"] == "b"]
     np.testing.assert_allclose(b["return_norm"], [-1.0, -2 / 3, -1 / 3, 0.0])
@@ -81,9 +81,9 @@ def test_stored_normalizers_must_cover_the_data():
 def test_matches_a_per_frame_reference_on_random_episodes():
     rng = np.random.default_rng(0)
     specs = [(f"t{rng.integers(3)}", int(rng.integers(1, 80)), bool(rng.random() < 0.6)) for _ in range(40)]
-    cfg = RewardConfig(number_of_bins=51, c_fail=30, normalization="per_task", n_steps=7)
+    cfg = RewardConfig(number_of_bins=51, c_fail=30, normalization="per_task")
     frames = episodes(*specs).sample(frac=1, random_state=1)  # any row order in, sorted out
-    out, norms = compute_returns(frames, cfg)
+    out, norms = compute_returns(frames, cfg, n_steps=7)
     expected = []
     for e, (task, length, success) in enumerate(specs):
         rewards = [-1.0] * (length - 1) + [0.0 if success else -30.0]

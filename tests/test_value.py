@@ -55,7 +55,11 @@ def test_checkpoint_round_trip_and_provenance(store, two_shards, tmp_path):
 
     with pytest.raises(RecapError, match=r"other reward params \(c_fail: checkpoint 50.0, requested 1000.0"):
         load_value_checkpoint(out, RewardConfig(number_of_bins=21))
-    load_value_checkpoint(out, RewardConfig(number_of_bins=21, c_fail=50, n_steps=7))  # n_steps: advantage only
+    load_value_checkpoint(out, RewardConfig(number_of_bins=21, c_fail=50))
+    reward_json, saved = out / "reward.json", (out / "reward.json").read_text()
+    reward_json.write_text(json.dumps({**json.loads(saved), "n_steps": 7}))  # as stored before the advantage section
+    assert load_value_checkpoint(out, RewardConfig(number_of_bins=21, c_fail=50)).reward == ckpt.reward
+    reward_json.write_text(saved)
 
     # --init fine-tunes: the weights start from the checkpoint and provenance names it
     tuned = tmp_path / "tuned"

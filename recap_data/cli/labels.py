@@ -17,7 +17,7 @@ from recap_data.config import (
     pick,
     read_section,
 )
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.labels.labelset import LabelConfig
 from recap_data.store import paths
 from recap_data.store.store import ShardStore
@@ -28,11 +28,12 @@ from recap_data.store.store import ShardStore
 @click.option("--shard", "shards", multiple=True, required=True, help="Shard to label (repeat or comma-separate).")
 @click.option("--out", "name", required=True, help="Name of the new label set (under <root>/labels/).")
 @click.option("--params", type=InputFile,
-              help="params.yaml to read the `label` and `reward` sections from (options override it).")
+              help="params.yaml to read the `label`, `advantage` and `reward` sections from (options override it).")
 @click.option("--metrics", type=OutputFile,
               help="Write the realised positive fraction as JSON here (each task's is in the report).")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @config_options(LabelConfig)
+@config_options(AdvantageConfig)
 @config_options(RewardConfig)
 @click.pass_obj
 def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, metrics: Path | None,
@@ -42,12 +43,13 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     from recap_data.labels.infer import label
     from recap_data.value.model import checkpoint_reward
 
-    cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig))
+    cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig), required=False)
+    advantage = load_config(AdvantageConfig, "advantage", params, pick(options, AdvantageConfig), required=False)
     given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
              **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
     reward = build_config(RewardConfig, "reward", {**checkpoint_reward(value_ckpt).to_dict(), **given},
                           str(params) if params else "command line")
-    m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, force=force)
+    m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, advantage, force=force)
     if m is not None:
         _label_metrics(m, metrics)
         click.echo(_label_summary(m))
@@ -67,25 +69,22 @@ def _label_metrics(m, path: Path | None) -> None:
 @click.argument("source")
 @click.option("--out", "name", required=True, help="Name of the new label set.")
 @click.option("--params", type=InputFile,
-              help="params.yaml to read the `label` section from (default: the source's label params).")
-@click.option("--n-steps", type=Bounded(int, Range(1)), help="Look-ahead N of the advantage (default: the source's).")
+              help="params.yaml to read the `advantage` section from (default: the source's advantage params).")
 @click.option("--metrics", type=OutputFile,
               help="Write the realised positive fraction as JSON here (each task's is in the report).")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @click.option("--memory-limit-mb", type=Bounded(int, Range(1)), default=4096, show_default=True,
               help="Refuse, before writing anything, a relabel whose estimated peak memory is larger.")
-@config_options(LabelConfig, skip=("batch_size", "decode_workers"))
+@config_options(AdvantageConfig, default_from="the source's")
 @click.pass_obj
-def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, n_steps: int | None,
-                metrics: Path | None, force: bool, memory_limit_mb: int, **options):
-    """Write a new label set from SOURCE's stored values with other label params; no model run."""
+def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, metrics: Path | None, force: bool,
+                memory_limit_mb: int, **options):
+    """Write a new label set from SOURCE's stored values with other advantage params; no model run."""
     from recap_data.labels.relabel import relabel
 
-    from_file = {k: v for k, v in read_section(params, "label", required=False).items()
-                 if k not in ("batch_size", "decode_workers")}  # value inference's, which relabel does not run
-    overrides = {**from_file, **{k: v for k, v in pick(options, LabelConfig).items() if v is not None}}
-    m = relabel(store, source, name, overrides, n_steps=n_steps, force=force, memory_limit_mb=memory_limit_mb,
-                progress=True)
+    overrides = {**read_section(params, "advantage", required=False),
+                 **{k: v for k, v in pick(options, AdvantageConfig).items() if v is not None}}
+    m = relabel(store, source, name, overrides, force=force, memory_limit_mb=memory_limit_mb, progress=True)
     _label_metrics(m, metrics)
     click.echo(_label_summary(m))
 
@@ -173,7 +172,7 @@ def view_cmd(store: ShardStore, labels: str, out: Path | None, episodes, best: i
 def _label_summary(m) -> str:
     eps = ", ".join(f"{s['positive_fraction']:.3f}" for s in m.per_task.values())
     return (f"wrote label set {m.name}: {m.frames} frames, {m.positive_fraction:.3f} positive "
-            f"(target {m.label['positive_fraction']}; per task {eps}), {m.digest[:19]}")
+            f"(target {m.advantage['positive_fraction']}; per task {eps}), {m.digest[:19]}")
 
 
 LABEL_COMMANDS = [label_cmd, relabel_cmd, report_cmd, export_cmd, view_cmd]

@@ -12,7 +12,8 @@ Per episode of T frames, t = 0..T-1, normalizer Z (per task or global, see confi
                  strictly above it, the midpoint of the two around that position
   indicator      I_t = A_t > epsilon, and always true on a human intervention
 
-  config.py   RewardConfig (params.yaml `reward`) and the threshold modes
+  config.py   RewardConfig (params.yaml `reward`: the value targets), AdvantageConfig (`advantage`: N,
+              the positive fraction and the threshold mode)
   bins.py     the bins over [-1, 0]: encoding returns, decoding a predicted distribution
   kernels.py  the formulas above, compiled (numba): kernels.per_frame is where each per-frame
               formula is written, once; thresholds by a radix selection instead of a sort

@@ -14,12 +14,12 @@ String columns are coded once (encode) and the frames sorted only when they are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recap_data.errors import RecapError
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.store.label_sets import LABEL_COLUMNS
 from recap_data.store.schema import EPISODE_KEY
 
@@ -29,15 +29,6 @@ if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
 KEY = [*EPISODE_KEY, "frame_index"]
 RETURN_COLUMNS = ("reward", "mc_return", "return_norm", "nstep_return")
 EMPTY = "no frames to compute returns for: the input shards are empty"
-
-
-class ThresholdParams(Protocol):
-    """What the thresholds need of the label params (labels.labelset.LabelConfig)."""
-
-    positive_fraction: float
-    threshold: str  # config.THRESHOLDS
-
-    def validate(self) -> ThresholdParams: ...
 
 
 @dataclass
@@ -108,7 +99,8 @@ def task_normalizers(lay: Layout, cfg: RewardConfig) -> dict[str, float]:
     return {task: float(max(largest[i], 1.0)) for i, task in enumerate(lay.tasks)}
 
 
-def per_frame(lay: Layout, value: np.ndarray, reward: RewardConfig, normalizers: dict[str, float]) -> dict:
+def per_frame(lay: Layout, value: np.ndarray, reward: RewardConfig, normalizers: dict[str, float],
+              n_steps: int) -> dict:
     """kernels.per_frame over the laid-out frames: every per-frame column (F,) and `normalizer`."""
     from recap_data.label_math import kernels
 
@@ -118,7 +110,7 @@ def per_frame(lay: Layout, value: np.ndarray, reward: RewardConfig, normalizers:
         raise RecapError(f"no return normalizer for task {unknown[0]!r}: the value model never saw it; "
                          "train it on data including this task or use reward.normalization: global")
     divisors = np.array([normalizers[task] for task in lay.tasks], np.float64)  # (tasks,)
-    out, status = frame_columns(lay.starts, lay.success, lay.task_codes, divisors, value, reward)
+    out, status = frame_columns(lay.starts, lay.success, lay.task_codes, divisors, value, reward, n_steps)
     out["normalizer"] = divisors[lay.task_codes]  # (F,)
     if status != kernels.OK:
         _refuse_outcomes(lay)
@@ -129,7 +121,7 @@ def per_frame(lay: Layout, value: np.ndarray, reward: RewardConfig, normalizers:
 
 
 def frame_columns(starts: np.ndarray, success: np.ndarray, task_codes: np.ndarray, divisors: np.ndarray,
-                  value: np.ndarray, reward: RewardConfig) -> tuple[dict, int]:
+                  value: np.ndarray, reward: RewardConfig, n_steps: int) -> tuple[dict, int]:
     """(every per-frame column (F,), kernel status) for frames laid out as episodes [starts[e],
     starts[e+1]); divisors (tasks,) is Z per task code. Also relabel's, chunk by chunk."""
     from recap_data.label_math import kernels
@@ -137,16 +129,17 @@ def frame_columns(starts: np.ndarray, success: np.ndarray, task_codes: np.ndarra
     n = len(value)
     out = {name: np.empty(n, np.float64) for name in (*RETURN_COLUMNS, "value_next", "advantage")}
     out["return_bin"] = np.empty(n, np.int64)
-    status = kernels.per_frame(starts, success, task_codes, divisors, value, float(reward.c_fail), reward.n_steps,
+    status = kernels.per_frame(starts, success, task_codes, divisors, value, float(reward.c_fail), n_steps,
                                reward.number_of_bins, out["reward"], out["mc_return"], out["return_norm"],
                                out["return_bin"], out["nstep_return"], out["value_next"], out["advantage"])
     return out, status
 
 
-def compute_returns(frames: pd.DataFrame, cfg: RewardConfig,
-                    normalizers: dict[str, float] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+def compute_returns(frames: pd.DataFrame, cfg: RewardConfig, normalizers: dict[str, float] | None = None,
+                    n_steps: int | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """The frames, sorted by shard, episode and frame, with reward, mc_return, normalizer,
-    return_norm, return_bin, nstep_return and length added; and the normalizers used.
+    return_norm, return_bin and length added (and nstep_return, over `n_steps`, when it is
+    given: the value model's targets do not need it); and the normalizers used.
 
     `normalizers` (task -> divisor) reuses the ones a value model was trained with; by default
     they come from `cfg` and the data (task_normalizers). No return may fall below -1: an episode
@@ -155,12 +148,13 @@ def compute_returns(frames: pd.DataFrame, cfg: RewardConfig,
     cfg.validate()
     lay = layout(frames, [*KEY, "task", "success"])
     normalizers = task_normalizers(lay, cfg) if normalizers is None else normalizers
-    out = per_frame(lay, np.zeros(len(lay.frames)), cfg, normalizers)
-    columns = {c: out[c] for c in ("reward", "mc_return", "normalizer", "return_norm", "return_bin", "nstep_return")}
+    out = per_frame(lay, np.zeros(len(lay.frames)), cfg, normalizers, n_steps or 1)
+    names = ("reward", "mc_return", "normalizer", "return_norm", "return_bin", *(("nstep_return",) if n_steps else ()))
+    columns = {c: out[c] for c in names}
     return lay.frames.assign(**columns, length=_lengths(lay)), dict(normalizers)
 
 
-def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: ThresholdParams,
+def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: AdvantageConfig,
                  normalizers: dict[str, float]) -> tuple[pd.DataFrame, dict]:
     """Label rows (LABEL_COLUMNS, sorted by shard, episode and frame) and per-task statistics from
     frames with keys, index, task, success, is_intervention and value."""
@@ -177,7 +171,7 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: ThresholdParam
         row = lay.frames[bad].iloc[0]
         raise RecapError(f"shard {row['shard']}: episode {row['episode_index']} frame {row['frame_index']} has value "
                          f"{row['value']}; the value model produced NaN or infinity ({int(bad.sum())} frames)")
-    out = per_frame(lay, value, reward, normalizers)
+    out = per_frame(lay, value, reward, normalizers, cfg.n_steps)
     n = len(lay.frames)
     groups = lay.task_codes if cfg.threshold == "per_task" else np.zeros(n, np.int8)
     epsilon_of = kernels.thresholds(out["advantage"], groups, int(groups.max()) + 1, cfg.positive_fraction)
@@ -192,7 +186,7 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: ThresholdParam
     return pd.DataFrame(columns, copy=False), per_task
 
 
-def task_statistics(counts: np.ndarray, tasks, epsilon_of: np.ndarray, cfg: ThresholdParams) -> dict:
+def task_statistics(counts: np.ndarray, tasks, epsilon_of: np.ndarray, cfg: AdvantageConfig) -> dict:
     """Per task: epsilon, realised and target positive fraction, frames, episodes, interventions,
     from counts (4, tasks) of frames, positive frames, episodes and interventions."""
     frames_per, positives, episodes_per, interventions = counts

@@ -127,7 +127,7 @@ def render_html(result: dict, manifest: LabelManifest, plots: dict[str, Path], v
                          for title, png in plots.items())
     videos_html = (f"<div class='videos'>{''.join(video_figure(v) for v in videos)}</div>" if videos
                    else "<p class='note'>No episode videos in this report (<code>--videos 0</code>).</p>")
-    threshold = result.get("threshold", manifest.label.get("threshold", ""))
+    threshold = result.get("threshold", manifest.advantage.get("threshold", ""))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
@@ -136,7 +136,7 @@ def render_html(result: dict, manifest: LabelManifest, plots: dict[str, Path], v
 <body>
 <h1>Label set <code>{_e(name)}</code></h1>
 <p class="sub">{_num(result['frames'], 'd')} frames, {_num(result['positive_fraction'], '.3f')} positive overall
-(target {_num(manifest.label.get('positive_fraction'), '.2f')}, threshold {_e(threshold)}), digest
+(target {_num(manifest.advantage.get('positive_fraction'), '.2f')}, threshold {_e(threshold)}), digest
 <code>{_e(manifest.digest[:23])}</code></p>
 <h2>Per task</h2>
 <p class="note">epsilon: the task's advantage threshold; positive: the realised fraction of frames with advantage &gt;

@@ -16,7 +16,7 @@ import pandas as pd
 
 from recap_data.errors import RecapError
 from recap_data.io import prefetch, refuse_existing
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.labelset import LabelConfig, write_label_set
 from recap_data.store.label_sets import LabelManifest, label_set_path
@@ -98,8 +98,10 @@ def infer_values(ckpt, store: ShardStore, frames: pd.DataFrame, batch_size: int,
 
 
 def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, reward: RewardConfig,
-          cfg: LabelConfig, force: bool = False, progress: bool = True) -> LabelManifest | None:
-    """Value inference over every frame of the shards, then a new label set `name` (None on other ranks)."""
+          cfg: LabelConfig, advantage: AdvantageConfig | None = None, force: bool = False,
+          progress: bool = True) -> LabelManifest | None:
+    """Value inference over every frame of the shards, then a new label set `name` (None on other
+    ranks); `advantage`: its params (default AdvantageConfig's)."""
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -109,6 +111,7 @@ def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, 
     from recap_data.value.model import load_value_checkpoint
 
     cfg.validate()
+    advantage = (advantage or AdvantageConfig()).validate()
     if not shard_ids:
         raise RecapError("label: no shards given; pass --shard ID (see `recap-data shards list`)")
     refuse_existing(label_set_path(store, validate_shard_id(name, "label set name")), force, "label set")
@@ -127,9 +130,9 @@ def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, 
         raise RecapError(f"label: {len(values)} values for {len(frames)} frames; every frame needs exactly one")
     if shard_digests(store, shard_ids) != before:
         raise RecapError("label: a shard changed while its values were computed; run `recap-data label` again")
-    labels, per_task = build_labels(frames, reward, cfg, ckpt.normalizers)
+    labels, per_task = build_labels(frames, reward, advantage, ckpt.normalizers)
     shards = [{"id": s, "digest": before[s], "episodes": store.manifest(s).episodes,
                "frames": store.manifest(s).frames} for s in shard_ids]
     return write_label_set(store, name, labels, per_task, value_checkpoint={"path": str(value_ckpt),
-                           "digest": ckpt.digest}, shards=shards, reward=reward, cfg=cfg,
+                           "digest": ckpt.digest}, shards=shards, reward=reward, advantage=advantage, cfg=cfg,
                            normalizers=ckpt.normalizers, force=force)

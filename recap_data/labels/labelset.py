@@ -2,8 +2,9 @@
 that fills them is recap_data/label_math).
 
     <root>/labels/<name>/
-      manifest.json          value checkpoint digest, shard digests, reward and label params,
-                             epsilon and realised positive fraction per task, counts, time, parts
+      manifest.json          value checkpoint digest, shard digests, reward, advantage and label
+                             params, epsilon and realised positive fraction per task, counts,
+                             time, parts
       tables/<shard>/part-NNNNN.parquet
                              one row per frame, keyed by (shard, episode_index, frame_index), in
                              parts of whole episodes (labels/parts.py)
@@ -21,10 +22,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from recap_data.config import Choice, Count, Float, Natural, check_fields, param
+from recap_data.config import Count, Natural, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, write_json
-from recap_data.label_math.config import THRESHOLDS, RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.store import paths
 from recap_data.store.label_sets import KEY, LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
@@ -35,26 +36,21 @@ if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
 
 @dataclass
 class LabelConfig:
-    """Labeling (params.yaml section `label`)."""
+    """The value pass of `label` (params.yaml section `label`; the advantage's own params are in
+    section `advantage`)."""
 
-    positive_fraction: Float(0, 1, low_open=True, high_open=True) = param(
-        0.3, "target fraction of frames with A_t > epsilon")
-    threshold: Choice(*THRESHOLDS) = param(
-        "per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
     batch_size: Count = param(64, "frames per value-model batch (label only; relabel runs no model)")
     decode_workers: Natural = param(
         0, "camera decoder processes at once (label only); 0: one per core left free by the model")
 
     def validate(self) -> LabelConfig:
         check_fields(self, "label")
-        if self.threshold not in THRESHOLDS:
-            raise RecapError(f"label: field 'threshold' = {self.threshold!r} is invalid: use one of "
-                             f"{', '.join(THRESHOLDS)}")
         return self
 
 
 def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task: dict, *, value_checkpoint: dict,
-                    shards: list[dict], reward: RewardConfig, cfg: LabelConfig, normalizers: dict,
+                    shards: list[dict], reward: RewardConfig, advantage: AdvantageConfig, cfg: LabelConfig,
+                    normalizers: dict,
                     parent: dict | None = None, force: bool = False) -> LabelManifest:
     """Write the table parts and the manifest into a temporary directory, then rename it into place."""
     from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table
@@ -68,8 +64,8 @@ def write_label_set(store: ShardStore, name: str, labels: pd.DataFrame, per_task
                 for lo, hi in episode_cuts(rows["episode_index"].to_numpy()):
                     writer.submit(str(shard), frame_to_table(rows.iloc[lo:hi]))
             digest = writer.finish()
-        manifest = label_manifest(name, shards, per_task, value_checkpoint=value_checkpoint, reward=reward, cfg=cfg,
-                                  normalizers=normalizers, frames=len(labels),
+        manifest = label_manifest(name, shards, per_task, value_checkpoint=value_checkpoint, reward=reward,
+                                  advantage=advantage, label=asdict(cfg), normalizers=normalizers, frames=len(labels),
                                   positives=int(labels["indicator"].sum()), parent=parent, digest=digest,
                                   parts=writer.parts)
         write_json(tmp / paths.MANIFEST, asdict(manifest))
@@ -85,10 +81,12 @@ def check_rows(name: str, rows_per_shard: dict, shards: list[dict], duplicated: 
 
 
 def label_manifest(name: str, shards: list[dict], per_task: dict, *, value_checkpoint: dict, reward: RewardConfig,
-                   cfg: LabelConfig, normalizers: dict, frames: int, positives: int, parent: dict | None,
-                   digest: str, parts: list[dict]) -> LabelManifest:
+                   advantage: AdvantageConfig, label: dict, normalizers: dict, frames: int, positives: int,
+                   parent: dict | None, digest: str, parts: list[dict]) -> LabelManifest:
+    """`label`: the value pass's LabelConfig as a dict (relabel keeps its source's)."""
     return LabelManifest(
         name=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"), value_checkpoint=value_checkpoint,
-        shards=shards, reward=reward.to_dict(), label=asdict(cfg), return_normalizers=normalizers,
+        shards=shards, reward=reward.to_dict(), advantage=advantage.to_dict(), label=label,
+        return_normalizers=normalizers,
         per_task=per_task, frames=frames, positive_fraction=positives / frames if frames else 0.0,
         parent=parent, digest=digest, parts=parts)

@@ -1,6 +1,6 @@
 """`recap-data relabel LABELS`: a new label set from a label set's stored values, no model run.
 
-Changes the label params (positive fraction, per-task or global threshold) or n_steps; the
+Changes the advantage's params (n_steps, positive fraction, per-task or global threshold); the
 returns, advantages and thresholds are recomputed from the stored V(o_t) of every frame. The
 shards must be unchanged since those values were computed.
 
@@ -28,9 +28,9 @@ import numpy as np
 from recap_data.config import build_config
 from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, pool_size, prefetch, write_json
-from recap_data.label_math.config import RewardConfig
+from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels, frame_columns, task_statistics
-from recap_data.labels.labelset import LabelConfig, check_rows, label_manifest
+from recap_data.labels.labelset import check_rows, label_manifest
 from recap_data.store import paths
 from recap_data.store.label_sets import (
     LABELS_FIX,
@@ -52,18 +52,17 @@ DEFAULT_MEMORY_LIMIT_MB = 4096
 BYTES_PER_ROW, BASE_MB = 260, 400
 
 
-def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_steps: int | None = None,
-            force: bool = False, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
-            progress: bool = False) -> LabelManifest:
-    """Relabel `source` into `name`; label params default to the source's, overridden by `label_overrides`."""
+def relabel(store: ShardStore, source: str, name: str, overrides: dict, force: bool = False,
+            memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, progress: bool = False) -> LabelManifest:
+    """Relabel `source` into `name`; the advantage's params default to the source's, overridden by
+    `overrides` (AdvantageConfig fields)."""
     from recap_data.label_math import kernels
     from recap_data.labels.parts import PartWriter
 
     parent = read_manifest(store, source)
     check_shards_unchanged(store, parent)
-    cfg = build_config(LabelConfig, "label", {**parent.label, **label_overrides}, "relabel")
-    given = {} if n_steps is None else {"n_steps": n_steps}  # 0 is refused, not taken as "not given"
-    reward = build_config(RewardConfig, "reward", {**parent.reward, **given}, "relabel")
+    cfg = build_config(AdvantageConfig, "advantage", {**parent.advantage, **overrides}, "relabel")
+    reward = build_config(RewardConfig, "reward", parent.reward, "relabel")
     parts = table_parts(store, source, parent)
     tasks = sorted(parent.per_task)
     missing = [t for t in tasks if t not in parent.return_normalizers]
@@ -90,9 +89,10 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
         check_rows(name, rows, parent.shards)
         per_task = task_statistics(counts, tasks, math.epsilon_of, cfg)
         manifest = label_manifest(
-            name, parent.shards, per_task, value_checkpoint=parent.value_checkpoint, reward=reward, cfg=cfg,
-            normalizers=parent.return_normalizers, frames=int(counts[0].sum()), positives=int(counts[1].sum()),
-            parent={"name": parent.name, "digest": parent.digest, "label": asdict(LabelConfig(**parent.label))},
+            name, parent.shards, per_task, value_checkpoint=parent.value_checkpoint, reward=reward, advantage=cfg,
+            label=parent.label, normalizers=parent.return_normalizers, frames=int(counts[0].sum()),
+            positives=int(counts[1].sum()), parent={"name": parent.name, "digest": parent.digest,
+                                                    "advantage": parent.advantage},
             digest=digest, parts=writer.parts)
         write_json(tmp / paths.MANIFEST, asdict(manifest))
     return manifest
@@ -101,7 +101,7 @@ def relabel(store: ShardStore, source: str, name: str, label_overrides: dict, n_
 class _Math:
     """The per-chunk label math of build_labels (kernels.per_frame), on the chunks of iter_chunks."""
 
-    def __init__(self, reward: RewardConfig, cfg: LabelConfig, divisors: np.ndarray, tasks: list[str]):
+    def __init__(self, reward: RewardConfig, cfg: AdvantageConfig, divisors: np.ndarray, tasks: list[str]):
         self.reward, self.cfg, self.divisors, self.tasks = reward, cfg, divisors, tasks
         self.n_groups = len(tasks) if cfg.threshold == "per_task" else 1
         self.epsilon_of: np.ndarray | None = None
@@ -116,7 +116,7 @@ class _Math:
         starts, status = kernels.episode_starts(shard_code, chunk["episode_index"], chunk["frame_index"])
         if status == kernels.OK:
             out, status = frame_columns(starts, chunk["success"], chunk["task"], self.divisors, chunk["value"],
-                                        self.reward)
+                                        self.reward, self.cfg.n_steps)
         if status != kernels.OK:
             self._refused(part, chunk)
         out["group"] = chunk["task"] if self.cfg.threshold == "per_task" else np.zeros(n, np.int32)

@@ -42,7 +42,7 @@ def per_task_summary(con, manifest) -> pd.DataFrame:
                avg(value) FILTER (WHERE frame_index = 0 AND success) AS start_value_success,
                avg(value) FILTER (WHERE frame_index = 0 AND NOT success) AS start_value_failure
         FROM labels GROUP BY task ORDER BY task""").df()
-    df["target"] = manifest.label["positive_fraction"]
+    df["target"] = manifest.advantage["positive_fraction"]
     for i, qv in enumerate(QUANTILES):
         df[f"advantage_q{int(qv * 100):02d}"] = df["advantage_quantiles"].map(lambda a, i=i: float(a[i]))
     return df.drop(columns="advantage_quantiles")
@@ -164,7 +164,7 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
     except duckdb.Error as e:
         raise query_error(e) from None
     result = {"label_set": name, "digest": manifest.digest, "frames": manifest.frames,
-              "positive_fraction": manifest.positive_fraction, "threshold": manifest.label["threshold"],
+              "positive_fraction": manifest.positive_fraction, "threshold": manifest.advantage["threshold"],
               "per_task": {r["task"]: {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "task"}
                            for r in summary.to_dict("records")}}
     selected = select_videos(con, name, videos) if html else []

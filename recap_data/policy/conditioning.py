@@ -13,8 +13,6 @@ model is conditional and unconditional (needed for classifier-free guidance).
 """
 
 import numpy as np
-import torch
-from torch.utils.data import Sampler
 
 from recap_data.errors import RecapError
 
@@ -61,13 +59,14 @@ class IndicatorPrompts:
         return [prompt(t, None if d else bool(p)) for t, p, d in zip(tasks, positive, dropped, strict=True)]
 
 
-class WeightedEpisodeSampler(Sampler[int]):
+class WeightedEpisodeSampler:
     """Frames drawn with replacement so that shard s gets w_s / sum(w) of the draws, uniformly
     over its usable frames (a frame is usable if at least `drop_n_last_frames` frames follow it
     in its episode, e.g. a full action chunk). Memory is O(episodes): positions map to frames
     through per-shard cumulative counts. Indices are positions in the concatenation of the
     shards in `episodes` order. Each iteration (epoch) is a pure function of (seed, epoch), and
-    process `rank` of `world` takes every world-th draw.
+    process `rank` of `world` takes every world-th draw. (A DataLoader takes any sized iterable as
+    its sampler: this module imports no torch at import, so the CLI can read MODES from it.)
     """
 
     def __init__(self, episodes: list[tuple[str, int, int]], weights: dict[str, float], num_samples: int,
@@ -92,7 +91,7 @@ class WeightedEpisodeSampler(Sampler[int]):
             self.starts.append(starts)
             self.cum.append(np.cumsum(usable))  # (E,) usable frames up to and including episode e
             probs.append(weights[shard])
-        self.probs = torch.tensor(probs, dtype=torch.float64) / sum(probs)
+        self.probs = np.asarray(probs, np.float64) / sum(probs)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -101,10 +100,13 @@ class WeightedEpisodeSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
+        import torch
+
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         total = self.num_samples * self.world
-        shard = torch.multinomial(self.probs, total, replacement=True, generator=g).numpy()  # (N,)
+        probs = torch.from_numpy(self.probs)
+        shard = torch.multinomial(probs, total, replacement=True, generator=g).numpy()  # (N,)
         u = torch.rand(total, generator=g, dtype=torch.float64).numpy()  # (N,)
         out = np.empty(total, np.int64)
         for k in range(len(self.shards)):

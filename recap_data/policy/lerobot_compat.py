@@ -37,8 +37,6 @@ import importlib
 from collections.abc import Callable
 from functools import partial
 
-import torch
-
 from recap_data.errors import RecapError
 
 TINY_VARIANT = "gemma_tiny"
@@ -239,13 +237,20 @@ def _guard(pre, too_long: Callable[[str, int, int], None]):
     return pre
 
 
-@torch.no_grad()
-def sample_chunk(policy, pos: dict, unc: dict | None, noise: torch.Tensor | None, beta: float) -> torch.Tensor:
+def sample_chunk(policy, pos: dict, unc: dict | None, noise, beta: float):
     """Actions (B, chunk, max_action_dim), normalized, for preprocessed batches: `pos` with the
     positive prompt and `unc` with the task alone. unc None: LeRobot's own sample_actions on pos.
     Otherwise classifier-free guidance: the two prefixes run as one batch of 2B and each Euler
     step mixes v_uncond + beta * (v_pos - v_uncond). pi0 also feeds the state to the action
     expert; pi0.5 has it in the prompt only."""
+    import torch
+
+    with torch.no_grad():
+        return _sample_chunk(policy, pos, unc, noise, beta)
+
+
+def _sample_chunk(policy, pos: dict, unc: dict | None, noise, beta: float):
+    import torch
     from lerobot.policies.common.flow_matching import euler_integrate
     from lerobot.policies.common.vla_utils import make_att_2d_masks, prepare_attention_masks_4d
     from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
@@ -274,7 +279,7 @@ def sample_chunk(policy, pos: dict, unc: dict | None, noise: torch.Tensor | None
         attention_mask=prefix_att_4d, position_ids=position_ids, past_key_values=None,
         inputs_embeds=[prefix_embs, None], use_cache=True)
 
-    def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def velocity(x_t, t):
         v = model.denoise_step(**state2, prefix_pad_masks=prefix_pad_masks, past_key_values=past_key_values,
                                x_t=torch.cat([x_t, x_t]), timestep=torch.cat([t, t]))  # (2B, chunk, D)
         v_pos, v_unc = v[:b], v[b:]

@@ -19,13 +19,13 @@ from pathlib import Path
 from recap_data.config import Choice, Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.policy.baselines import BASELINES
+from recap_data.policy.conditioning import MODES
+from recap_data.policy.lerobot_compat import FAMILIES
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
 
-# torch, LeRobot and transformers (and conditioning, which needs torch) are imported inside
-# functions: the CLI builds its options from PolicyTrainConfig and must start fast.
-MODES = ("on", "use", "ignore")  # conditioning.MODES; a test checks they agree
-FAMILIES = ("pi0", "pi05")  # lerobot_compat.FAMILIES; a test checks they agree
+# torch, LeRobot and transformers are imported inside functions: the CLI builds its options from
+# PolicyTrainConfig and must start fast (conditioning and lerobot_compat import neither at import).
 
 
 @dataclass

@@ -129,8 +129,8 @@ def _label_views(con: duckdb.DuckDBPyConnection, store: ShardStore, name: str | 
     rows, manifests = [], {}
     for n in label_set_names(store):
         m = manifests[n] = read_manifest(store, n)
-        rows.append((n, m.created_at, m.frames, m.positive_fraction, m.label["threshold"],
-                     m.label["positive_fraction"], m.reward["n_steps"], m.value_checkpoint.get("digest"),
+        rows.append((n, m.created_at, m.frames, m.positive_fraction, m.advantage["threshold"],
+                     m.advantage["positive_fraction"], m.advantage["n_steps"], m.value_checkpoint.get("digest"),
                      (m.parent or {}).get("name"), m.digest, str(label_set_path(store, n))))
     if rows:
         _insert(con, "label_sets", rows)

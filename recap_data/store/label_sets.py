@@ -31,8 +31,10 @@ from recap_data.store.store import MISSING_FIX, SHARD_ID_RE, ShardStore
 if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
     import pandas as pd
 
-LABEL_FORMAT = "recap-data/label-set@2"
+LABEL_FORMAT = "recap-data/label-set@3"
+LABEL_FORMAT_2 = "recap-data/label-set@2"  # the advantage's params inside reward and label: still read
 LABEL_FORMAT_1 = "recap-data/label-set@1"  # one table per shard, no parts listed: still read
+ADVANTAGE_FIELDS = {"n_steps": "reward", "positive_fraction": "label", "threshold": "label"}  # where @1/@2 kept them
 LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
 KEY = ["shard", "episode_index", "frame_index"]
 LABEL_COLUMNS = [*KEY, "index", "task", "success", "is_intervention", "reward", "mc_return", "return_norm",
@@ -47,8 +49,8 @@ class LabelManifest:
     created_at: str
     value_checkpoint: dict  # {"path", "digest"} of the model whose values these are
     shards: list[dict]  # [{"id", "digest", "episodes", "frames"}] labelled, in order
-    reward: dict  # RewardConfig used for returns and n-step advantages
-    label: dict  # LabelConfig used for the thresholds
+    reward: dict  # RewardConfig used for the returns (the value model's targets)
+    label: dict  # LabelConfig of the value pass (batch size, decoders)
     return_normalizers: dict  # task -> normalizer (from the value checkpoint)
     per_task: dict  # task -> {"epsilon", "positive_fraction", "target", "frames", "episodes", "interventions"}
     frames: int
@@ -58,6 +60,7 @@ class LabelManifest:
     format: str = LABEL_FORMAT
     extra: dict = field(default_factory=dict)
     parts: list[dict] = field(default_factory=list)  # [{"path", "shard", "rows"}] in key order (format 2)
+    advantage: dict = field(default_factory=dict)  # AdvantageConfig: n_steps, positive_fraction, threshold
 
 
 def table_parts(store: ShardStore, name: str, manifest: LabelManifest | None = None) -> list[dict]:
@@ -98,13 +101,19 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
                          "`recap-data label`, or `dvc pull` it where DVC tracks the store")
     fix = "make the label set again with `recap-data label` or `relabel --force`"
     data = read_json(path, what="label set manifest", fix=fix)
-    if data.get("format") not in (LABEL_FORMAT, LABEL_FORMAT_1):
+    if data.get("format") not in (LABEL_FORMAT, LABEL_FORMAT_2, LABEL_FORMAT_1):
         raise RecapError(f"{path}: field 'format' is {data.get('format')!r}, expected {LABEL_FORMAT!r} (or the "
-                         f"older {LABEL_FORMAT_1!r}); {fix}")
+                         f"older {LABEL_FORMAT_2!r} or {LABEL_FORMAT_1!r}); {fix}")
     try:
-        return LabelManifest(**data)
+        manifest = LabelManifest(**data)
     except TypeError as e:  # a field missing or unknown
         raise RecapError(f"{path}: unreadable label set manifest ({e}); {fix}") from None
+    if manifest.format != LABEL_FORMAT:  # the advantage's params, where formats 1 and 2 kept them
+        try:
+            manifest.advantage = {k: getattr(manifest, section).pop(k) for k, section in ADVANTAGE_FIELDS.items()}
+        except (KeyError, AttributeError) as e:
+            raise RecapError(f"{path}: unreadable label set manifest (no {e} in its reward or label); {fix}") from None
+    return manifest
 
 
 def read_labels(store: ShardStore, name: str, columns: list[str] | None = None,

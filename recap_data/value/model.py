@@ -36,7 +36,7 @@ from transformers import (
 from recap_data.errors import RecapError
 from recap_data.io import read_json, write_json
 from recap_data.label_math.bins import decode_medians, decode_values
-from recap_data.label_math.config import TARGET_FIELDS, RewardConfig
+from recap_data.label_math.config import TARGET_FIELDS, RewardConfig, stored_reward
 from recap_data.store.paths import CONFIG_FILE as CONFIG
 from recap_data.store.paths import NORMALIZATION_FILE as NORMALIZATION
 from recap_data.store.paths import PROVENANCE_FILE as PROVENANCE
@@ -292,7 +292,7 @@ def load_value_checkpoint(path: Path, reward: RewardConfig | None = None) -> Val
                              fix=fix) for name in (CONFIG, REWARD, NORMALIZATION, PROVENANCE)}
     config, norm, provenance = parts[CONFIG], parts[NORMALIZATION], parts[PROVENANCE]
     try:
-        stored = RewardConfig(**parts[REWARD])
+        stored = RewardConfig(**stored_reward(parts[REWARD]))
         return_normalizers = {k: float(v) for k, v in norm["return_normalizers"].items()}
     except (TypeError, KeyError, AttributeError, ValueError) as e:
         raise RecapError(f"{path}: unreadable value checkpoint ({type(e).__name__}: {e}); write it again with "
@@ -320,7 +320,7 @@ def checkpoint_reward(path: Path) -> RewardConfig:
     """The reward params a value checkpoint was trained with."""
     data = read_json(Path(path) / REWARD, what="value checkpoint", fix="train one with `recap-data train value`")
     try:
-        return RewardConfig(**data)
+        return RewardConfig(**stored_reward(data))
     except TypeError as e:  # a field missing or unknown
         raise RecapError(f"{Path(path) / REWARD}: not a value checkpoint's reward params ({e}); train one with "
                          "`recap-data train value`") from None
