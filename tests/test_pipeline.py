@@ -273,19 +273,19 @@ def test_a_run_shared_through_a_remote_pulls_whole_and_runs_nothing(pipeline_run
     assert not (second / "data/labels/again").exists() and not (tmp_path / "v").exists()
 
 
-def test_label_params_change_labeling_only_and_compare_across_commits(pipeline_run, tmp_path):
+def test_advantage_params_change_labeling_only_and_compare_across_commits(pipeline_run, tmp_path):
     cwd = pipeline_run
     assert run(["git", "status", "--porcelain"], cwd).stdout == ""
-    # Only labeling and what follows it depends on the label params: never the value model.
+    # Only labeling and what follows it depends on the advantage's params: never the value model.
     params = yaml.safe_load((cwd / "params.yaml").read_text())
-    params["label"]["positive_fraction"] = 0.4
+    params["advantage"]["positive_fraction"] = 0.4
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = stages_to_run(cwd)
     assert {"labels@iter1", "labels@iter2"} <= set(dry)
     assert not {s for s in dry if s.split("@")[0] in ("values", "value", "value_pre", "rollout", "base", "sft")}
     run(["git", "checkout", "params.yaml"], cwd)
 
-    # An experiment on the label params, in the project's git repository.
+    # An experiment on the advantage's params, in the project's git repository.
     before = directory_digest(cwd / "models/value-iter1")
     out = run([DVC, "exp", "run", "-S", "advantage.positive_fraction=0.5"], cwd, timeout=1200).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
