@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from tables_loops import loops
+from tables_real_size import real_size
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -387,7 +388,7 @@ def view(r: dict) -> str:
         f"an episode); compositing every frame {p['compose_s']:.2f} s ({frames / p['compose_s']:,.0f} frames/s); "
         f"encoding {p['encode_s']:.2f} s ({frames / p['encode_s']:,.0f} frames/s)."])
 
-TABLES = {"loops": ("loops.json", loops),
+TABLES = {"loops": ("loops.json", loops), "real-size": ("real_size.json", real_size),
           "recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value),
           "recap-findings": ("recap.json", recap_findings),
           "store-growth": ("store.json", store_growth), "store-query": ("store.json", store_query),
