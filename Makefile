@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: venv repro test lint bench
+.PHONY: venv repro test test-fast lint bench
 
 venv:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_FLAGS)
@@ -23,6 +23,12 @@ test: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python bench/docs_tables.py --check
 	$(VENV)/bin/python -m pytest -q -rs --durations=15 tests  # -rs: each skipped test's reason
+
+# A quick local answer: lint and every test not marked slow or sim (CI runs `make test`, all of them)
+test-fast: venv
+	$(VENV)/bin/ruff check recap_data tests bench scripts
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pytest -q -x -m "not slow and not sim" tests
 
 bench: venv
 	$(VENV)/bin/python bench/bench_store.py

@@ -14,6 +14,8 @@ from recap_data.store.store import ShardStore
 from recap_data.store.verify import verify_shard
 from recap_data.train.checkpoint import directory_digest
 
+pytestmark = pytest.mark.slow  # processes killed at every failpoint
+
 WRITER_ARGS = ["--tasks", "2", "--max-steps", "20", "--image-size", "32"]
 
 

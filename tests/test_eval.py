@@ -53,6 +53,7 @@ def tiny_policy(store, path, steps: int = 2):
     return path
 
 
+@pytest.mark.slow
 def test_trained_policy_rollout_with_workers_and_guidance_matches_one_process(store, make_shard, tmp_path):
     make_shard("base")
     policy = tiny_policy(store, tmp_path / "policy")
@@ -154,6 +155,7 @@ def test_policy_whose_features_differ_from_the_world_is_refused(store, make_shar
     assert result.exit_code == 2 and "feature observation.images.image is (3, 32, 32) in the policy" in result.output
 
 
+@pytest.mark.slow
 def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
     """The embedded world is learnable by the tiny pi0: 400 steps of BC on 30 expert demonstrations
     of one task succeed far more often than random actions, on held-out initial states."""

@@ -9,9 +9,12 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import PYTHON
 
 from recap_data.store.label_sets import read_labels, read_manifest
+
+pytestmark = pytest.mark.slow  # two torchrun launchers
 
 
 def free_port() -> int:

@@ -16,6 +16,8 @@ from recap_data.store.shard_index import read_index
 from recap_data.store.store import ShardStore, file_sha256
 from recap_data.train.checkpoint import directory_digest
 
+pytestmark = pytest.mark.slow  # dvc repro in a clone: minutes
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")

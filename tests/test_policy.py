@@ -186,6 +186,7 @@ def test_cli_trains_a_policy_and_reports_errors_in_one_line(world, tmp_path):
     np.testing.assert_array_equal(sorted(p.name for p in tmp_path.iterdir()), ["cli-policy"])
 
 
+@pytest.mark.slow
 def test_data_parallel_run_with_two_processes(world, tmp_path):
     """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples."""
     import os

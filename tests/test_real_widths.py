@@ -13,6 +13,8 @@ from recap_data.policy.train import PolicyTrainConfig
 from recap_data.store.schema import ACTION_KEY, STATE_KEY
 from recap_data.value.model import ValueModelConfig, reference_model
 
+pytestmark = pytest.mark.slow  # the real widths, one layer: about a minute
+
 CAMERAS = ("observation.images.image", "observation.images.image2")
 TASK = "put both moka pots on the stove"
 FEATURES = {**{c: {"dtype": "video", "shape": [224, 224, 3]} for c in CAMERAS},

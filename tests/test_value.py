@@ -152,6 +152,7 @@ def test_cli_train_value_with_params_file(store, two_shards, tmp_path):
     assert unknown.exit_code == 2 and "no shard 'nope'" in unknown.output
 
 
+@pytest.mark.slow
 def test_tiny_value_model_learns_the_embedded_data(tmp_path):
     """A short CPU run: held-out value MAE well below the best constant predictor's (the train median).
 
