@@ -158,7 +158,7 @@ def synthetic_labels(n_frames: int) -> pd.DataFrame:
                          value=rng.uniform(-1, 0, len(frames)))
 
 
-def numpy_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: LabelConfig, normalizers: dict) -> pd.DataFrame:
+def numpy_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: AdvantageConfig, normalizers: dict) -> pd.DataFrame:
     """The same formulas in plain numpy on sorted frames (vectorized, one np.partition per task; no
     pandas, no compiled code): the baseline the issue names."""
     shard, episode = frames["shard"].cat.codes.to_numpy(), frames["episode_index"].to_numpy()

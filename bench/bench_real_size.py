@@ -63,9 +63,7 @@ def policy_run(family: str, args) -> dict:
     cfg = PolicyTrainConfig(type=family, chunk_size=50, n_action_steps=50, tokenizer_max_length=64,
                             train_expert_only=True, freeze_vision_encoder=True)
     started = time.perf_counter()
-    policy = reference_policy(cfg, FEATURES)
-    policy.config.dtype = args.dtype
-    policy.to(device=args.device, dtype=getattr(torch, args.dtype))
+    policy = reference_policy(cfg, FEATURES, dtype=args.dtype).to(args.device)
     built = time.perf_counter() - started
     tokenizer = build_tokenizer(cfg, [TASK], 8)
     stats = {k: {"mean": torch.zeros(n), "std": torch.ones(n), "min": -torch.ones(n), "max": torch.ones(n),
@@ -117,18 +115,20 @@ def value_run(args) -> dict:
     torch.manual_seed(0)
     started = time.perf_counter()
     model = reference_model(ValueModelConfig(size="real", camera_keys=list(CAMERAS), state_mlp=True))
+    model.to(device=args.device, dtype=getattr(torch, args.dtype))
     built = time.perf_counter() - started
     b = args.batch * 4
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, 512, (b, 16))
+    ids = torch.randint(0, 512, (b, 16), device=args.device)
     started = time.perf_counter()
-    logits = model(torch.rand(b, 2, 3, 224, 224), torch.randn(b, 8), ids, torch.ones_like(ids))  # (B, bins)
-    loss = F.cross_entropy(logits, torch.randint(0, 201, (b,)))
+    images = torch.rand(b, 2, 3, 224, 224, device=args.device)
+    logits = model(images, torch.randn(b, 8, device=args.device), ids, torch.ones_like(ids))  # (B, bins)
+    loss = F.cross_entropy(logits, torch.randint(0, 201, (b,), device=args.device))
     loss.backward()
     optimizer.step()
     step_s = time.perf_counter() - started
     del optimizer
-    model.eval()
+    model.float().cpu().eval()  # the checkpoint is written as training writes it; `label` puts it on its device
     with tempfile.TemporaryDirectory() as tmp:
         store = ShardStore(Path(tmp) / "data")
         make_demo_data(store, DemoDataConfig(episodes=2, tasks=1, first_task=8, max_steps=20, image_size=224),

@@ -203,15 +203,20 @@ MOVED_FIELDS = {("reward", "n_steps"): "advantage", ("label", "positive_fraction
                 ("label", "threshold"): "advantage"}
 
 
-def build_config(cls, section: str, values: dict, where: str):
-    """cls(**values) with unknown keys and wrong types reported as one line naming the field."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    moved = [(f, MOVED_FIELDS[(section, f)]) for f in unknown if (section, f) in MOVED_FIELDS]
+def refuse_moved(section: str, values, where: str) -> None:
+    """A field of `section` that has moved to another section since is a one-line error saying where."""
+    moved = [(f, MOVED_FIELDS[(section, f)]) for f in sorted(values) if (section, f) in MOVED_FIELDS]
     if moved:
         field, now = moved[0]
         raise RecapError(f"{where}: field '{section}.{field}' has moved to section '{now}'; move it there "
                          f"({now}.{field})")
+
+
+def build_config(cls, section: str, values: dict, where: str):
+    """cls(**values) with unknown keys and wrong types reported as one line naming the field."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    refuse_moved(section, unknown, where)
     if unknown:
         raise RecapError(f"{where}: section '{section}' has unknown field '{unknown[0]}'; "
                          f"known fields: {', '.join(names)}")

@@ -306,6 +306,8 @@ def test_cli_label_reads_params_and_checks_reward_against_the_checkpoint(labeled
     moved = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "bad", "--params", str(params),
                     root=store.root)
     assert moved.exit_code == 2 and "field 'label.positive_fraction' has moved to section 'advantage'" in moved.output
+    moved = run_cli("relabel", "raw", "--out", "bad", "--params", str(params), root=store.root)
+    assert moved.exit_code == 2 and "field 'label.positive_fraction' has moved to section 'advantage'" in moved.output
     params.write_text("advantage:\n  positive_fraction: 0.5\nreward:\n  c_fail: 7\n")
     bad = run_cli("label", "--value-ckpt", str(ckpt), "--shard", "base", "--out", "bad", "--params", str(params),
                   root=store.root)

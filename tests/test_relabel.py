@@ -160,7 +160,12 @@ def test_a_missing_part_an_unknown_format_and_the_memory_bound_are_refused(synth
                                          "limit; nothing was written"):
         relabel(store, "src", "x", {}, memory_limit_mb=1)
     manifest = label_set_path(store, "holed") / "manifest.json"
-    manifest.write_text(manifest.read_text().replace("label-set@3", "label-set@9"))
+    text = manifest.read_text()
+    manifest.write_text(json.dumps({**json.loads(text), "advantage": {"n_steps": 5}}))
+    with pytest.raises(RecapError, match="holed/manifest.json: unreadable label set manifest \\(field 'advantage' "
+                                         "must hold n_steps, positive_fraction, threshold\\)"):
+        relabel(store, "holed", "x", {})
+    manifest.write_text(text.replace("label-set@3", "label-set@9"))
     with pytest.raises(RecapError, match="field 'format' is 'recap-data/label-set@9', expected "
                                          "'recap-data/label-set@3' \\(or the older 'recap-data/label-set@2' or "
                                          "'recap-data/label-set@1'\\)"):

@@ -16,6 +16,7 @@ from recap_data.config import (
     load_config,
     pick,
     read_section,
+    refuse_moved,
 )
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.labels.labelset import LabelConfig
@@ -82,9 +83,13 @@ def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, 
     """Write a new label set from SOURCE's stored values with other advantage params; no model run."""
     from recap_data.labels.relabel import relabel
 
+    where = str(params) if params else "command line"
+    for section in ("label", "reward"):  # where a params file written before the advantage section kept it
+        refuse_moved(section, read_section(params, section, required=False), where)
     overrides = {**read_section(params, "advantage", required=False),
                  **{k: v for k, v in pick(options, AdvantageConfig).items() if v is not None}}
-    m = relabel(store, source, name, overrides, force=force, memory_limit_mb=memory_limit_mb, progress=True)
+    m = relabel(store, source, name, overrides, force=force, memory_limit_mb=memory_limit_mb, progress=True,
+                where=where)
     _label_metrics(m, metrics)
     click.echo(_label_summary(m))
 

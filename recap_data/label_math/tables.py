@@ -2,7 +2,7 @@
 turn a refusal into a one-line error naming the frame.
 
   compute_returns  the value model's targets: reward, mc_return, normalizer, return_norm,
-                   return_bin, nstep_return and length, for every frame
+                   return_bin and length (and nstep_return, given N), for every frame
   build_labels     every label column (store.label_sets.LABEL_COLUMNS) and per-task statistics,
                    from frames that carry the value model's `value`
 

@@ -87,8 +87,8 @@ def lineage(manifest: LabelManifest, policies: dict[str, dict | None] | None = N
              ("frames", _num(manifest.frames, "d")), ("table parts", _num(len(manifest.parts), "d")),
              ("value checkpoint", f"<code>{_e(ckpt.get('path', '-'))}</code>"),
              ("checkpoint digest", f"<code>{_e(ckpt.get('digest', '-'))}</code>"),
-             ("parent", parent), ("label params", _params(manifest.label)),
-             ("reward params", _params(manifest.reward))]
+             ("parent", parent), ("advantage params", _params(manifest.advantage)),
+             ("reward params", _params(manifest.reward)), ("value pass", _params(manifest.label))]
     facts_html = "".join(f"<tr><th class='l'>{k}</th><td class='l'>{v}</td></tr>" for k, v in facts)
     shards = "".join(f"<tr class='shard'><td class='l'><code>{_e(s['id'])}</code></td>"
                      f"<td class='l'><code>{_e(s.get('digest', '-'))}</code></td>"

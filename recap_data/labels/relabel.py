@@ -53,15 +53,16 @@ BYTES_PER_ROW, BASE_MB = 260, 400
 
 
 def relabel(store: ShardStore, source: str, name: str, overrides: dict, force: bool = False,
-            memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, progress: bool = False) -> LabelManifest:
+            memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, progress: bool = False,
+            where: str = "relabel") -> LabelManifest:
     """Relabel `source` into `name`; the advantage's params default to the source's, overridden by
-    `overrides` (AdvantageConfig fields)."""
+    `overrides` (AdvantageConfig fields; `where` names where they came from in an error)."""
     from recap_data.label_math import kernels
     from recap_data.labels.parts import PartWriter
 
     parent = read_manifest(store, source)
     check_shards_unchanged(store, parent)
-    cfg = build_config(AdvantageConfig, "advantage", {**parent.advantage, **overrides}, "relabel")
+    cfg = build_config(AdvantageConfig, "advantage", {**parent.advantage, **overrides}, where)
     reward = build_config(RewardConfig, "reward", parent.reward, "relabel")
     parts = table_parts(store, source, parent)
     tasks = sorted(parent.per_task)

@@ -165,6 +165,7 @@ def report(store: ShardStore, name: str, out: Path, bins: int = 40, episodes_per
         raise query_error(e) from None
     result = {"label_set": name, "digest": manifest.digest, "frames": manifest.frames,
               "positive_fraction": manifest.positive_fraction, "threshold": manifest.advantage["threshold"],
+              "advantage": manifest.advantage,
               "per_task": {r["task"]: {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "task"}
                            for r in summary.to_dict("records")}}
     selected = select_videos(con, name, videos) if html else []

@@ -1,10 +1,10 @@
 """The one place where recap-data adapts LeRobot 0.6.1: pi0 and pi0.5, their processors and
 sampling, and the LIBERO environment's initial-state counter. No other module imports
-lerobot.policies or reads or writes a private LeRobot attribute (tests/test_policy.py checks).
+lerobot.policies or reads or writes a private LeRobot attribute (tests/test_policy_pi05.py checks).
 
 LeRobot's pi0 and pi0.5 accept only the variants gemma_300m and gemma_2b (3.3B parameters with
 the expert) and load the PaliGemma tokenizer from the Hugging Face hub. For CPU runs and tests
-recap-data adds a variant "gemma_tiny" (pi0 about 0.28M parameters, pi0.5 about 0.33M) and
+recap-data adds a variant "gemma_tiny" (pi0 0.27M parameters, pi0.5 0.33M) and
 passes tokenizer objects. `install()` makes small, idempotent patches, the same for each family
 (pi0.5's modules hold their own copies of pi0's classes, so each is patched on its own):
 

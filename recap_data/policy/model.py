@@ -121,9 +121,10 @@ def _common_fields(cfg) -> dict:
             "train_expert_only": cfg.train_expert_only, "freeze_vision_encoder": cfg.freeze_vision_encoder}
 
 
-def _new_config(cfg, features: dict, vlm: str, expert: str, image_size: int):
+def _new_config(cfg, features: dict, vlm: str, expert: str, image_size: int, dtype: str = "float32"):
     config = lerobot_compat.config_class(cfg.type)(paligemma_variant=vlm, action_expert_variant=expert,
-                                                   image_resolution=(image_size, image_size), **_common_fields(cfg))
+                                                   image_resolution=(image_size, image_size), dtype=dtype,
+                                                   **_common_fields(cfg))
     config.input_features, config.output_features = policy_features(features)
     return config
 
@@ -132,12 +133,13 @@ REFERENCE_VARIANTS = ("gemma_2b", "gemma_300m")  # pi0_base / pi05_base: PaliGem
 REFERENCE_IMAGE_SIZE = 224
 
 
-def reference_policy(cfg, features: dict, layers: int | None = None):
+def reference_policy(cfg, features: dict, layers: int | None = None, dtype: str = "float32"):
     """pi0 or pi0.5 (cfg.type) at the reference widths (PaliGemma gemma_2b with the gemma_300m
     action expert, 224-px images) with random weights, where the weights are not at hand;
-    `layers` cuts the depth of the VLM, the expert and the vision tower."""
+    `layers` cuts the depth of the VLM, the expert and the vision tower; `dtype`: LeRobot's
+    (bfloat16 keeps the parts it keeps in float32)."""
     vlm, expert = (v if layers is None else lerobot_compat.shallow_variant(v, layers) for v in REFERENCE_VARIANTS)
-    config = _new_config(cfg, features, vlm, expert, REFERENCE_IMAGE_SIZE)
+    config = _new_config(cfg, features, vlm, expert, REFERENCE_IMAGE_SIZE, dtype)
     return lerobot_compat.policy_class(cfg.type)(config)
 
 
@@ -157,6 +159,9 @@ def build_policy(cfg, features: dict):
                          f"(hf download {base} --local-dir weights/{base.split('/')[1]})")
     held = read_json(path / CONFIG_FILE, what="LeRobot policy config", fix=f"point it at a local copy of {base}").get(
         "type")
+    if held not in lerobot_compat.FAMILIES:
+        raise RecapError(f"policy: field 'pretrained_path' = {cfg.pretrained_path!r}: its config.json (type {held!r}) "
+                         f"is not a LeRobot pi0 or pi05 config; point it at a local copy of {base}")
     if held != cfg.type:
         raise RecapError(f"policy: field 'pretrained_path' = {cfg.pretrained_path!r} holds a {held!r} checkpoint "
                          f"(config.json), and policy.type is {cfg.type!r}: point it at {base} or set type {held}")

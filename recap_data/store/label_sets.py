@@ -2,16 +2,18 @@
 rows (the label math and the writer are in recap_data.labels).
 
     <root>/labels/<name>/
-      manifest.json          value checkpoint digest, shard digests, reward and label params,
-                             epsilon and realised positive fraction per task, counts, time,
-                             and every table part with its row count
+      manifest.json          value checkpoint digest, shard digests, reward, advantage and
+                             label params, epsilon and realised positive fraction per task,
+                             counts, time, and every table part with its row count
       tables/<shard>/part-00000.parquet ...
                              one row per frame, keyed by (shard, episode_index, frame_index),
                              in key order; each part holds whole episodes, so that a reader
                              can stream a label set part by part (labels/relabel.py)
 
-Format 1 (recap-data/label-set@1) kept one table per shard, tables/<shard>.parquet, and listed
-no parts; it is still read, and `recap-data relabel` rewrites it in the current format.
+Older formats are still read, and `recap-data relabel` rewrites them in the current one (@3):
+format 2 kept the advantage's params inside the reward's (n_steps) and the label's (positive
+fraction, threshold); format 1 also kept one table per shard, tables/<shard>.parquet, and listed
+no parts.
 Only valid names are label sets: a writer's staging and aside directories are hidden.
 """
 
@@ -55,11 +57,11 @@ class LabelManifest:
     per_task: dict  # task -> {"epsilon", "positive_fraction", "target", "frames", "episodes", "interventions"}
     frames: int
     positive_fraction: float  # realised over all frames
-    parent: dict | None = None  # relabel: {"name", "digest"} of the label set whose values were reused
+    parent: dict | None = None  # relabel: {"name", "digest", "advantage"} of the set whose values it reused
     digest: str = ""  # sha256 over the label tables
     format: str = LABEL_FORMAT
     extra: dict = field(default_factory=dict)
-    parts: list[dict] = field(default_factory=list)  # [{"path", "shard", "rows"}] in key order (format 2)
+    parts: list[dict] = field(default_factory=list)  # [{"path", "shard", "rows"}] in key order (formats 2, 3)
     advantage: dict = field(default_factory=dict)  # AdvantageConfig: n_steps, positive_fraction, threshold
 
 
@@ -113,6 +115,9 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
             manifest.advantage = {k: getattr(manifest, section).pop(k) for k, section in ADVANTAGE_FIELDS.items()}
         except (KeyError, AttributeError) as e:
             raise RecapError(f"{path}: unreadable label set manifest (no {e} in its reward or label); {fix}") from None
+    if set(manifest.advantage) != set(ADVANTAGE_FIELDS):
+        raise RecapError(f"{path}: unreadable label set manifest (field 'advantage' must hold "
+                         f"{', '.join(ADVANTAGE_FIELDS)}); {fix}")
     return manifest
 
 
