@@ -201,6 +201,9 @@ def read_section(path: Path | None, section: str, required: bool = True) -> dict
 # written before the move gets a one-line error saying where the field lives.
 MOVED_FIELDS = {("reward", "n_steps"): "advantage", ("label", "positive_fraction"): "advantage",
                 ("label", "threshold"): "advantage"}
+# The advantage's fields and the section each lived in before (where older value checkpoints and
+# label sets stored them).
+ADVANTAGE_FROM = {field: old for (old, field), now in MOVED_FIELDS.items() if now == "advantage"}
 
 
 def refuse_moved(section: str, values, where: str) -> None:

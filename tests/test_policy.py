@@ -21,14 +21,20 @@ from recap_data.train.checkpoint import directory_digest
 FAST = dict(batch_size=8, log_every=10)
 
 
+def sft_on(labeled, name: str, **cfg) -> tuple:
+    """(store, checkpoint, metrics): an SFT policy (mode on) trained on the `labeled` store's shards
+    base and more, beside its value checkpoint; `cfg`: PolicyTrainConfig fields."""
+    store, value = labeled
+    out = value.parent / name
+    metrics = train_policy(store, {"base": 1.0, "more": 1.0}, None, out,
+                           PolicyTrainConfig(indicator_mode="on", **cfg), progress=False)
+    return store, out, metrics
+
+
 @pytest.fixture(scope="module")
 def world(labeled):
     """The `labeled` store (shards base and more, label set `raw`) and an SFT policy trained on it (mode on)."""
-    store, value = labeled
-    sft = value.parent / "sft"
-    metrics = train_policy(store, {"base": 1.0, "more": 1.0}, None, sft,
-                           PolicyTrainConfig(indicator_mode="on", steps=120, **FAST), progress=False)
-    return store, sft, metrics
+    return sft_on(labeled, "sft", steps=120, **FAST)
 
 
 def observation(batch: int = 2, seed: int = 0) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_policy import FAST, assert_guidance_mixes_velocities, observation
+from test_policy import FAST, assert_guidance_mixes_velocities, observation, sft_on
 
 from recap_data.errors import RecapError
 from recap_data.policy import lerobot_compat
@@ -23,11 +23,7 @@ TASK = "put both moka pots on the stove"
 @pytest.fixture(scope="module")
 def pi05(labeled):
     """(store, SFT pi0.5 checkpoint trained with the indicator always on, its metrics)."""
-    store, value = labeled
-    out = value.parent / "sft-pi05"
-    metrics = train_policy(store, {"base": 1.0, "more": 1.0}, None, out,
-                           PolicyTrainConfig(indicator_mode="on", steps=60, **PI05), progress=False)
-    return store, out, metrics
+    return sft_on(labeled, "sft-pi05", steps=60, **PI05)
 
 
 def test_pi05_trains_and_records_its_family(pi05):

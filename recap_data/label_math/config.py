@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from recap_data.config import Choice, Count, Float, Int, NonNegative, Positive, check_fields, param
+from recap_data.config import ADVANTAGE_FROM, Choice, Count, Float, Int, NonNegative, Positive, check_fields, param
 
 NORMALIZATIONS = ("global", "per_task")
 THRESHOLDS = ("per_task", "global")  # advantage.threshold: one epsilon per task (the paper), or one over all frames
 # The fields that define a value model's targets (all of RewardConfig's).
 TARGET_FIELDS = ("number_of_bins", "c_fail", "normalization", "reward_normalizer")
-# Reward fields that older value checkpoints and label sets stored and that now belong to the advantage.
-MOVED_TO_ADVANTAGE = ("n_steps",)
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class RewardConfig:
 def stored_reward(values: dict) -> dict:
     """A reward dict as a value checkpoint or label set stored it, without the fields that have
     moved to the advantage since (n_steps, stored by versions before the `advantage` section)."""
-    return {k: v for k, v in values.items() if k not in MOVED_TO_ADVANTAGE}
+    return {k: v for k, v in values.items() if ADVANTAGE_FROM.get(k) != "reward"}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recap_data.config import ADVANTAGE_FROM
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.store import paths
@@ -36,7 +37,6 @@ if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
 LABEL_FORMAT = "recap-data/label-set@3"
 LABEL_FORMAT_2 = "recap-data/label-set@2"  # the advantage's params inside reward and label: still read
 LABEL_FORMAT_1 = "recap-data/label-set@1"  # one table per shard, no parts listed: still read
-ADVANTAGE_FIELDS = {"n_steps": "reward", "positive_fraction": "label", "threshold": "label"}  # where @1/@2 kept them
 LABELS_FIX = "make the label set again with `recap-data label --force` or `relabel --force`"
 KEY = ["shard", "episode_index", "frame_index"]
 LABEL_COLUMNS = [*KEY, "index", "task", "success", "is_intervention", "reward", "mc_return", "return_norm",
@@ -112,12 +112,12 @@ def read_manifest(store: ShardStore, name: str) -> LabelManifest:
         raise RecapError(f"{path}: unreadable label set manifest ({e}); {fix}") from None
     if manifest.format != LABEL_FORMAT:  # the advantage's params, where formats 1 and 2 kept them
         try:
-            manifest.advantage = {k: getattr(manifest, section).pop(k) for k, section in ADVANTAGE_FIELDS.items()}
+            manifest.advantage = {k: getattr(manifest, section).pop(k) for k, section in ADVANTAGE_FROM.items()}
         except (KeyError, AttributeError) as e:
             raise RecapError(f"{path}: unreadable label set manifest (no {e} in its reward or label); {fix}") from None
-    if set(manifest.advantage) != set(ADVANTAGE_FIELDS):
+    if set(manifest.advantage) != set(ADVANTAGE_FROM):
         raise RecapError(f"{path}: unreadable label set manifest (field 'advantage' must hold "
-                         f"{', '.join(ADVANTAGE_FIELDS)}); {fix}")
+                         f"{', '.join(ADVANTAGE_FROM)}); {fix}")
     return manifest
 
 
