@@ -23,8 +23,11 @@
    kernels (best of 5 and the first run, whose fresh memory costs page faults), plain numpy
    and the pandas reference, in one run; the three answers are compared.
 4. Per-task advantage quantiles in DuckDB over that 10M-row label set.
+5. The label math from a plain pandas frame of 4M frames (shard and task as Python strings, one
+   object per value or one per row, as DuckDB's .df() gives them) beside the categorical frame:
+   the strings are coded once (a compare per row, a hash per run), target 20M frames/s.
 
-    .venv/bin/python bench/bench_labels.py [--frames 10000000] [--episodes 200] [--parts math]
+    .venv/bin/python bench/bench_labels.py [--frames 10000000] [--episodes 200] [--parts math,strings]
 """
 
 import argparse
@@ -220,6 +223,36 @@ def bench_math(n_frames: int, repeats: int = 5) -> dict:
             "target_frames_per_s": 20_000_000, "labels": labels, "per_task": per_task}
 
 
+def bench_strings(n_frames: int = 4_000_000, repeats: int = 3) -> dict:
+    """build_labels from a plain pandas frame, whose shard and task are Python strings, beside the
+    categorical frame a label table reads as: best of `repeats`, answers compared. Strings come one
+    object per distinct value (astype(object), as pyarrow's to_pandas shares them) or one object
+    per row (astype(str), as DuckDB's .df() makes them)."""
+    frames = synthetic_labels(n_frames)
+    frames["task"] = frames["task"].cat.rename_categories(lambda t: f"put the moka pot on the stove, variant {t}")
+    reward, cfg = RewardConfig(normalization="global"), AdvantageConfig()
+    normalizers = {t: 1600.0 for t in frames["task"].cat.categories}
+    build_labels(frames.head(1000), reward, cfg, normalizers)  # compile (or load numba's cache): not timed
+    inputs = {"categorical": frames,
+              "strings_shared": frames.astype({"shard": object, "task": object}),
+              "strings_per_row": frames.astype({"shard": str, "task": str})}
+    out, want = {"frames": len(frames), "target_frames_per_s": 20_000_000}, None
+    for name, table in inputs.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            labels, _ = build_labels(table, reward, cfg, normalizers)
+            times.append(time.perf_counter() - t0)
+        labels = labels.astype({"shard": str, "task": str})
+        if want is None:
+            want = labels
+        pd.testing.assert_frame_equal(labels, want, check_exact=True)  # the same labels from every input
+        out[name] = {"seconds": round(min(times), 4), "frames_per_s": round(len(frames) / min(times))}
+        print(f"label math from {name} shard/task over {len(frames):,} frames: {min(times):.3f} s best of "
+              f"{repeats} ({len(frames) / min(times) / 1e6:.1f}M frames/s; target 20M)")
+    return out
+
+
 def bench_query(work: Path, math: dict) -> dict:
     labels, per_task, reward = math.pop("labels"), math.pop("per_task"), RewardConfig(normalization="global")
     store = ShardStore(work / "big")
@@ -249,11 +282,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000_000)
     parser.add_argument("--episodes", type=int, default=200)  # the default base shard: 14k frames
-    parser.add_argument("--parts", default="decoding,overhead,math",
+    parser.add_argument("--parts", default="decoding,overhead,math,strings",
                         help="comma-separated parts to run; the others keep their figures in labels.json")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and parts != {"decoding", "overhead", "math"} else {}
+    every = {"decoding", "overhead", "math", "strings"}
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and parts != every else {}
     results["machine"] = machine_info()
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as work:
         if parts & {"decoding", "overhead"}:
@@ -269,6 +303,8 @@ def main() -> None:
                 if CORES > 1:
                     runs.insert(0, (64, 2, CORES - 1, "split", 5))
             results["overhead"] = [bench_overhead(store, Path(work), *run) for run in runs]
+        if "strings" in parts:
+            results["strings"] = bench_strings()
         if "math" in parts:
             results.pop("ten_million", None)  # the figures of the earlier, pandas-only label math
             math = bench_math(args.frames)

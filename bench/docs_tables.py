@@ -197,7 +197,19 @@ def labels_math(r: dict) -> str:
         f"| plain numpy, the same formulas | {m['plain_numpy_s']:.2f} | {rate['plain_numpy'] / 1e6:.1f}M |",
         f"| pandas reference (`reference_labels`) | {m['reference_s']:.2f} | {rate['reference_pandas'] / 1e6:.2f}M |",
         "", f"Per-task advantage quantiles and positive fraction in DuckDB over those frames: "
-        f"{q['duckdb_quantiles_s']:.2f} s."])
+        f"{q['duckdb_quantiles_s']:.2f} s.", *labels_strings(r.get("strings"))])
+
+
+def labels_strings(s: dict | None) -> list[str]:
+    if not s:
+        return []
+    kinds = {"categorical": "categorical (as label tables are read)",
+             "strings_shared": "Python strings, one object per value (pyarrow's to_pandas)",
+             "strings_per_row": "Python strings, one object per row (DuckDB's .df())"}
+    return ["", f"The same math from a plain pandas frame of {s['frames']:,} frames, by the dtype of its shard and "
+            f"task columns (best of 3, the same labels from each; target {s['target_frames_per_s'] / 1e6:.0f}M "
+            "frames/s):", "", "| shard and task | seconds | frames/s |", "| --- | --- | --- |",
+            *(f"| {kinds[k]} | {s[k]['seconds']:.3f} | {s[k]['frames_per_s'] / 1e6:.1f}M |" for k in kinds)]
 
 
 def labels_report(r: dict) -> str:

@@ -107,3 +107,20 @@ def test_selected_thresholds_equal_the_sorted_reference(kind):
         got = kernels.thresholds(values, groups, n_groups, fraction)
         want = [threshold(values[groups == g], fraction) for g in range(n_groups)]
         assert got.tolist() == want, (kind, fraction)
+
+
+@pytest.mark.parametrize("values", [
+    ["b", "b", "a", "a", "a", None, None, "c", "a", "a"] * 30,  # runs, missing values, a value coming back
+    [float("nan")] * 40 + ["x"] * 40,
+    ["a", pd.NA] * 30,  # pd.NA answers a compare with NA: everything is hashed
+    list("abcdefgh") * 20,  # no runs: everything is hashed
+    ["only"]])
+def test_string_columns_are_coded_as_factorize_codes_them(values):
+    """encode hashes one value per run of a Python-object column; its answer is pd.factorize's."""
+    from recap_data.label_math.tables import encode
+
+    column = pd.Series([v if v is None or not isinstance(v, str) else "".join(v) for v in values], dtype=object)
+    codes, uniques = encode(column)
+    want_codes, want_uniques = pd.factorize(column, sort=True)
+    np.testing.assert_array_equal(codes, want_codes)
+    assert list(uniques) == list(want_uniques)

@@ -44,7 +44,8 @@ class Layout:
 
 def encode(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """(codes (F,), values): pd.factorize(column, sort=True), without hashing every string when the
-    column is categorical (as label tables read them)."""
+    column is categorical (as label tables read them), and hashing one value per run when it holds
+    Python objects in runs (shard and task are constant over an episode)."""
     import pandas as pd
 
     from recap_data.label_math import kernels
@@ -59,12 +60,32 @@ def encode(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
         remap = np.full(len(categories), -1, np.int64)
         remap[order] = np.arange(len(order))
         return remap[codes], categories[order]
-    return pd.factorize(column, sort=True)
+    if column.dtype == object:
+        return _encode_runs(column.to_numpy())
+    return pd.factorize(column, sort=True)  # arrow-backed strings: pyarrow hashes their buffers
+
+
+def _encode_runs(values: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """pd.factorize(values, sort=True) for an object array, hashing only the first value of each
+    run of equal values: one compare per row (which CPython answers at once for the same object)
+    instead of a hash, and the runs are few where they matter (a shard or task per episode)."""
+    import pandas as pd
+
+    try:
+        heads = np.flatnonzero(np.concatenate(([True], np.asarray(values[1:] != values[:-1], bool))))  # (runs,)
+    except TypeError:  # pd.NA compares to NA: hash everything, as pd.factorize does
+        return pd.factorize(values, sort=True)
+    if len(heads) > len(values) // 4:  # short runs: hashing every row costs less than this detour
+        return pd.factorize(values, sort=True)
+    codes, uniques = pd.factorize(values[heads], sort=True)  # (runs,)
+    return np.repeat(codes, np.diff(np.append(heads, len(values)))), uniques  # (F,)
 
 
 def layout(frames: pd.DataFrame, needed: list[str]) -> Layout:
     """Check the columns, sort the frames if they are not in order, and find the episodes; a
     frame_index that is not its position 0..T-1 in its episode is an error naming the episode."""
+    import pandas as pd
+
     from recap_data.label_math import kernels
 
     missing = [c for c in needed if c not in frames.columns]
@@ -81,7 +102,9 @@ def layout(frames: pd.DataFrame, needed: list[str]) -> Layout:
         starts, status = kernels.episode_starts(shard_codes, episode, frame)
         if status != kernels.OK:
             _refuse_positions(frames, shard_codes, episode, frame)
-    frames = frames.reset_index(drop=True)
+    rows = pd.RangeIndex(len(frames))
+    if not frames.index.equals(rows):
+        frames = frames.set_axis(rows, axis=0, copy=False)  # not reset_index: its copy costs more than the math
     task_codes, tasks = encode(frames["task"])
     return Layout(frames, task_codes, [str(t) for t in tasks], starts, frames["success"].to_numpy(bool))
 
@@ -181,8 +204,8 @@ def build_labels(frames: pd.DataFrame, reward: RewardConfig, cfg: AdvantageConfi
     counts = kernels.task_counts(lay.task_codes, len(lay.tasks), lay.frames["frame_index"].to_numpy(np.int64),
                                  out["indicator"], intervention)
     per_task = task_statistics(counts, lay.tasks, epsilon_of, cfg)
-    # the computed columns, and the input's own (their dtypes kept)
-    columns = {c: out[c] if c in out else lay.frames[c].array for c in LABEL_COLUMNS}
+    # the computed columns, and the input's own as Series (their dtypes kept, object columns not re-inferred)
+    columns = {c: out[c] if c in out else lay.frames[c] for c in LABEL_COLUMNS}
     return pd.DataFrame(columns, copy=False), per_task
 
 
