@@ -53,7 +53,7 @@ from recap_data.data.frames import load_frames, load_states
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
-from recap_data.labels.labelset import LabelConfig, write_label_set
+from recap_data.labels.write import LabelConfig, write_label_set
 from recap_data.store.db import connect
 from recap_data.store.decode import RUN_BYTES, decode_cameras, iter_episode_frames
 from recap_data.store.store import ShardStore

@@ -33,7 +33,7 @@ from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.data.frame_dataset import preload_cameras
 from recap_data.label_math.config import RewardConfig
 from recap_data.labels.infer import label
-from recap_data.labels.labelset import LabelConfig
+from recap_data.labels.write import LabelConfig
 from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
 from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
 from recap_data.policy.model import build_policy, build_tokenizer, processors

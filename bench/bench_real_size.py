@@ -107,7 +107,7 @@ def value_run(args) -> dict:
     from recap_data.label_math.config import RewardConfig
     from recap_data.label_math.tables import compute_returns
     from recap_data.labels.infer import label
-    from recap_data.labels.labelset import LabelConfig
+    from recap_data.labels.write import LabelConfig
     from recap_data.store.store import ShardStore
     from recap_data.train.tokenizer import tiny_tokenizer
     from recap_data.value.model import ValueModelConfig, reference_model, save_value_checkpoint

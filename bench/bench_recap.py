@@ -52,7 +52,7 @@ def main() -> None:
     from recap_data.data.base_data import BaseDataConfig, make_base
     from recap_data.label_math.config import AdvantageConfig, RewardConfig
     from recap_data.labels.infer import label
-    from recap_data.labels.labelset import LabelConfig
+    from recap_data.labels.write import LabelConfig
     from recap_data.policy.train import PolicyTrainConfig, train_policy
     from recap_data.sim.evaluate import EvalConfig, evaluate, wilson_interval
     from recap_data.sim.rollout import RolloutConfig, rollout

@@ -34,8 +34,8 @@ from common import machine_info, write_results
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.labels.infer import label
-from recap_data.labels.labelset import LabelConfig
-from recap_data.labels.report import report
+from recap_data.labels.write import LabelConfig
+from recap_data.reports.report import report
 from recap_data.store.store import ShardStore
 from recap_data.value.train import ValueTrainConfig, train_value
 

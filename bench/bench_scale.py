@@ -39,8 +39,8 @@ from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.io import write_json
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
-from recap_data.labels.labelset import LabelConfig, label_manifest
 from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table
+from recap_data.labels.write import LabelConfig, label_manifest
 from recap_data.store import paths
 from recap_data.store.db import connect
 from recap_data.store.label_sets import label_set_path, read_manifest

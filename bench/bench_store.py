@@ -39,7 +39,7 @@ from tqdm import tqdm
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
-from recap_data.labels.labelset import LabelConfig, write_label_set
+from recap_data.labels.write import LabelConfig, write_label_set
 from recap_data.store import paths
 from recap_data.store.db import connect
 from recap_data.store.schema import OUTCOME_FEATURES

@@ -36,9 +36,9 @@ from recap_data.data.frames import load_frames
 from recap_data.io import pool_size
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels, compute_returns
-from recap_data.labels import view as view_module
-from recap_data.labels.labelset import LabelConfig, write_label_set
-from recap_data.labels.view_draw import Curves, EpisodeFrames
+from recap_data.labels.write import LabelConfig, write_label_set
+from recap_data.reports import view as view_module
+from recap_data.reports.draw import Curves, EpisodeFrames
 from recap_data.store.db import connect
 from recap_data.store.decode import episode_table, iter_episode_frames
 from recap_data.store.store import ShardStore

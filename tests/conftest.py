@@ -46,7 +46,7 @@ def labeled_once(tmp_path_factory) -> Path:
     """The directory `labeled` copies: built once per test session."""
     from recap_data.label_math.config import RewardConfig
     from recap_data.labels.infer import label
-    from recap_data.labels.labelset import LabelConfig
+    from recap_data.labels.write import LabelConfig
     from recap_data.value.train import ValueTrainConfig, train_value
 
     root = tmp_path_factory.mktemp("labels")

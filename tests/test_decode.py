@@ -12,7 +12,7 @@ import pytest
 
 from recap_data.errors import RecapError
 from recap_data.io import pool_size
-from recap_data.labels.labelset import LabelConfig
+from recap_data.labels.write import LabelConfig
 from recap_data.policy.train import PolicyTrainConfig
 from recap_data.store import decode
 from recap_data.store.decode import decode_cameras, episode_table, ffmpeg_exe, iter_episode_frames

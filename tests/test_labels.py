@@ -20,8 +20,8 @@ from recap_data.io import FAILPOINT_ENV
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
-from recap_data.labels.labelset import LabelConfig
 from recap_data.labels.relabel import relabel
+from recap_data.labels.write import LabelConfig
 from recap_data.store.db import connect
 from recap_data.store.label_sets import label_set_path, read_labels, read_manifest
 from recap_data.store.store import ShardStore

@@ -326,7 +326,7 @@ def test_presets_name_only_known_fields(preset):
     from recap_data.config import load_config
     from recap_data.data.base_data import BaseDataConfig
     from recap_data.label_math.config import RewardConfig
-    from recap_data.labels.labelset import LabelConfig
+    from recap_data.labels.write import LabelConfig
     from recap_data.policy.train import PolicyTrainConfig
     from recap_data.sim.evaluate import EvalConfig
     from recap_data.sim.rollout import RolloutConfig

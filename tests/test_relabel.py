@@ -17,9 +17,9 @@ from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels import parts
 from recap_data.labels import relabel as relabel_module
-from recap_data.labels.labelset import LabelConfig, write_label_set
 from recap_data.labels.parts import episode_cuts
 from recap_data.labels.relabel import relabel
+from recap_data.labels.write import LabelConfig, write_label_set
 from recap_data.store.db import connect
 from recap_data.store.label_sets import LABEL_COLUMNS, label_set_path, read_labels, read_manifest
 from recap_data.store.store import ShardStore

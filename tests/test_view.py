@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from recap_data.cli.main import cli
-from recap_data.labels import view_draw
-from recap_data.labels.view import choose_episodes, render_episodes, stem, view
+from recap_data.reports import draw as view_draw
+from recap_data.reports.view import choose_episodes, render_episodes, stem, view
 from recap_data.store.db import connect
 from recap_data.store.decode import episode_table, iter_episode_frames
 from recap_data.store.label_sets import read_labels

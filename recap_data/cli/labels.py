@@ -19,7 +19,7 @@ from recap_data.config import (
     refuse_moved,
 )
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
-from recap_data.labels.labelset import LabelConfig
+from recap_data.labels.write import LabelConfig
 from recap_data.store import paths
 from recap_data.store.store import ShardStore
 
@@ -114,7 +114,7 @@ def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, 
 def report_cmd(store: ShardStore, labels: str, out: Path | None, bins: int, episodes: int, html: bool,
                html_dir: Path | None, videos: int | None, force: bool):
     """Per-task epsilon, positive fraction, advantage quantiles and start values; histograms and value curves."""
-    from recap_data.labels.report import report
+    from recap_data.reports.report import report
 
     out = out or Path(paths.REPORTS_DIR) / labels
     html = html or html_dir is not None
@@ -162,7 +162,7 @@ def view_cmd(store: ShardStore, labels: str, out: Path | None, episodes, best: i
              force: bool):
     """Render episodes as mp4 videos and PNG contact sheets: the cameras above value, advantage, epsilon and
     indicator. Without a selection: the best, the worst and the most wrong episode."""
-    from recap_data.labels.view import view
+    from recap_data.reports.view import view
 
     out = out or Path(paths.REPORTS_DIR) / f"{labels}-episodes"
     facts = view(store, labels, out, episodes=episodes, best=best, worst=worst, most_wrong=most_wrong, force=force)

@@ -1,1 +1,2 @@
-"""Label sets: the advantage math, labeling with a value model, relabel, report, export."""
+"""Label sets: labeling with a value model (infer), relabel, the label-set writer (write), parts
+and export. The math is recap_data/label_math; the pictures of label sets recap_data/reports."""

@@ -18,7 +18,7 @@ from recap_data.errors import RecapError
 from recap_data.io import prefetch, refuse_existing
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
-from recap_data.labels.labelset import LabelConfig, write_label_set
+from recap_data.labels.write import LabelConfig, write_label_set
 from recap_data.store.label_sets import LabelManifest, label_set_path
 from recap_data.store.store import ShardStore, validate_shard_id
 

@@ -30,7 +30,7 @@ from recap_data.errors import RecapError
 from recap_data.io import atomic_directory, pool_size, prefetch, write_json
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels, frame_columns, task_statistics
-from recap_data.labels.labelset import check_rows, label_manifest
+from recap_data.labels.write import check_rows, label_manifest
 from recap_data.store import paths
 from recap_data.store.label_sets import (
     LABELS_FIX,

@@ -7,7 +7,7 @@ TEMP views (created per connection, absolute paths, so nothing stale is ever sto
   episodes  (shard, kind, episode_index, task, length, success, interventions, ...)
   label_sets      one row per committed label set (from manifests)
 With `labels=NAME`, also:
-  labels          the label rows of that label set (columns: labels/labelset.py; formulas: label_math/)
+  labels          the label rows of that label set (columns: labels/write.py; formulas: label_math/)
   labeled_frames  frames joined with those labels on (shard, episode_index, frame_index)
 Only committed shards and label sets are read (directories with a manifest), never a
 writer's temporary files.

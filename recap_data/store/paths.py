@@ -7,7 +7,7 @@
       .tmp/<shard_id>.tmp.<pid>.<token>/shard/
                                  a shard being written; renamed into shards/ when verified,
                                  never read; left-overs of dead writers are removed
-      labels/<name>/             a label set (see labelset.py) ...
+      labels/<name>/             a label set (labels/write.py) ...
         manifest.json            ... its manifest, written inside the atomic rename
         tables/<shard_id>/part-NNNNN.parquet  its label rows, whole episodes per part
       labels/.<name>.tmp.<pid>.<token>/  a label set being written (hidden: never listed)

@@ -13,7 +13,7 @@ Episodes are chosen by --episode SHARD:EP, --best/--worst N (mean advantage) or 
 episode's outcome); without any, one of each of the last three.
 
 Frames stream through store/decode.py's pool of decoders, all chosen episodes of a shard in one
-pass; view_draw.py draws each episode's curves once and composites the frames in numpy.
+pass; reports/draw.py draws each episode's curves once and composites the frames in numpy.
 
 Codec: AV1 (libsvtav1) in mp4, yuv420p (even width and height), with the index at the front
 (faststart), for the HTML report's page. AV1 plays in every Chromium (its dav1d decoder is
@@ -37,7 +37,7 @@ import pandas as pd
 
 from recap_data.errors import RecapError
 from recap_data.io import AtomicFile, atomic_directory, atomic_write_bytes, refuse_existing, write_json
-from recap_data.labels.view_draw import Curves, EpisodeFrames
+from recap_data.reports.draw import Curves, EpisodeFrames
 from recap_data.store.db import connect, query_error
 from recap_data.store.label_sets import check_shards_unchanged, read_manifest
 from recap_data.store.store import ShardStore

@@ -1,4 +1,4 @@
-"""The pictures of `recap-data view` (labels/view.py): an episode's static picture, drawn once by
+"""The pictures of `recap-data view` (reports/view.py): an episode's static picture, drawn once by
 matplotlib, and each video frame and the contact sheet composited from it in numpy.
 
 Drawing a figure costs matplotlib tens of milliseconds (more than encoding a frame), and

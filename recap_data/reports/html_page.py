@@ -1,7 +1,7 @@
 """report.html: a label set's report as one self-contained page (`recap-data report LABELS --html`).
 
 The page holds the per-task table, the advantage histograms and value curves (the report's PNGs),
-the videos of a few selected episodes (mp4 from recap_data.labels.view) and the label set's
+the videos of a few selected episodes (mp4 from recap_data.reports.view) and the label set's
 lineage (value checkpoint, shards and their digests, parent, params). Plots and videos are
 embedded as base64 data URIs and the CSS is inline: the file opens anywhere, offline, alone, and
 its Content-Security-Policy forbids every request that is not to a data URI, so a page that

@@ -8,9 +8,9 @@ Writes into --out (atomically, replacing an earlier report of the same directory
   advantage_histogram.png   one panel per task, epsilon marked
   value_curves.csv          task, episode, success, frame_index, value, return_norm (dvc plots)
   value_curves.png          V(o_t) over time for a few successful and failed episodes
-and with --html (recap_data/labels/html_report.py), into --out or its own --html-dir:
+and with --html (recap_data/reports/html_page.py), into --out or its own --html-dir:
   report.html               all of the above and the lineage on one self-contained page, with
-  videos/SHARD-epNNNN.mp4   the videos of the selected episodes (recap_data/labels/view.py) embedded
+  videos/SHARD-epNNNN.mp4   the videos of the selected episodes (recap_data/reports/view.py) embedded
 The page may go to a directory of its own because DVC reads a stage's plots directory as plots
 only: the pipeline declares reports/k as plots and reports/k-html as a plain output.
 An existing --out (or --html-dir) is refused unless force; then each is replaced without a moment
@@ -126,11 +126,11 @@ WHY = {"best": "best mean advantage", "worst": "worst mean advantage",
 
 
 def select_videos(con, name: str, n: int) -> list[dict]:
-    """The `n` best, `n` worst and `n` most-wrong episodes (recap_data.labels.view), each once, with `why`;
+    """The `n` best, `n` worst and `n` most-wrong episodes (recap_data.reports.view), each once, with `why`;
     `con` has the label set's views."""
     if n == 0:
         return []
-    from recap_data.labels.view import choose_episodes
+    from recap_data.reports.view import choose_episodes
 
     return [{**ep, "why": ", ".join(WHY.get(c, c) for c in ep.get("chosen", []))}
             for ep in choose_episodes(con, name, best=n, worst=n, most_wrong=n)]
@@ -189,8 +189,8 @@ def write_page(store: ShardStore, name: str, con, result: dict, manifest, plots_
                selected: list[dict], videos: int, progress: bool) -> list[dict]:
     """report.html and its videos/ into `page_dir`, the plots read from `plots_dir`; the videos' facts, with
     their paths relative to the page."""
-    from recap_data.labels.html_report import render_html
-    from recap_data.labels.view import render_episodes
+    from recap_data.reports.html_page import render_html
+    from recap_data.reports.view import render_episodes
 
     # the selected episodes' videos (named as `recap-data view` names them), one decoding pass per shard
     rendered = [{**f, "mp4": Path(f["mp4"])} for f in
