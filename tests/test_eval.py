@@ -7,8 +7,9 @@ import pytest
 from conftest import run_cli
 
 from recap_data.errors import RecapError
+from recap_data.sim.episodes import EVAL_SEED_OFFSET
 from recap_data.sim.evaluate import EvalConfig, evaluate, wilson_interval
-from recap_data.sim.rollout import EVAL_SEED_OFFSET, RolloutConfig, rollout
+from recap_data.sim.rollout import RolloutConfig, rollout
 from recap_data.store.db import connect
 from recap_data.world.env import SPLITS, TASKS, TRAIN_INIT_STATES
 

@@ -11,8 +11,9 @@ from conftest import PYTHON, run_cli
 
 from recap_data.errors import RecapError
 from recap_data.io import FAILPOINT_ENV
+from recap_data.sim.episodes import plan_episodes
 from recap_data.sim.libero import resolve_task
-from recap_data.sim.rollout import RolloutConfig, plan_episodes, rollout
+from recap_data.sim.rollout import RolloutConfig, rollout
 from recap_data.store.db import connect
 from recap_data.store.schema import normalize_schema
 from recap_data.train.checkpoint import directory_digest

@@ -18,18 +18,8 @@ from pathlib import Path
 
 from recap_data.config import Choice, Count, param
 from recap_data.errors import RecapError
-from recap_data.sim.rollout import (
-    EVAL_SEED_OFFSET,
-    POLICY_FIX,
-    RANDOM,
-    RolloutConfig,
-    check_policy,
-    plan_episodes,
-    policy_config,
-    policy_source,
-    resolve_env,
-    run_episodes,
-)
+from recap_data.sim.episodes import EVAL_SEED_OFFSET, RANDOM, plan_episodes, resolve_env, run_episodes
+from recap_data.sim.rollout import POLICY_FIX, RolloutConfig, check_policy, policy_config, policy_source
 from recap_data.store.schema import AGENTVIEW_KEY
 from recap_data.store.store import ShardStore
 

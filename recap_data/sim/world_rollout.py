@@ -9,10 +9,9 @@ on which batch it ran in. Used by `rollout --env embedded` (frames kept and reco
 
 import numpy as np
 
+from recap_data.sim.episodes import RANDOM
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, STATE_KEY, WRIST_KEY
 from recap_data.world.env import WorldBatch, WorldConfig
-
-RANDOM = "random"
 
 
 def observation_batch(obs: dict):
