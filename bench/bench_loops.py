@@ -70,19 +70,19 @@ class Regime:
         from recap_data.store.store import ShardStore
         from recap_data.value.train import ValueTrainConfig
 
-        self.base = load_config(BaseDataConfig, "base", params, {"regime": name})
-        self.reward = load_config(RewardConfig, "reward", params)
-        self.value = load_config(ValueTrainConfig, "value", params)
-        self.policy = load_config(PolicyTrainConfig, "policy", params)
+        self.base = load_config(BaseDataConfig, params, {"regime": name})
+        self.reward = load_config(RewardConfig, params)
+        self.value = load_config(ValueTrainConfig, params)
+        self.policy = load_config(PolicyTrainConfig, params)
         # results and work are keyed by regime, and by family where it is not pi0 (params-pi05.yaml)
         self.name = name if self.policy.type == "pi0" else f"{name}-{self.policy.type}"
         self.work, self.models = work / self.name, work / self.name / "models"
         self.store = ShardStore(self.work / "data")
-        self.labels = load_config(LabelConfig, "label", params)
-        self.advantage = load_config(AdvantageConfig, "advantage", params)
-        self.mixture = load_config(MixtureConfig, "mixture", params)
-        self.rollout = replace(load_config(RolloutConfig, "rollout", params), episodes=rollouts)
-        self.eval = load_config(EvalConfig, "eval", params)
+        self.labels = load_config(LabelConfig, params)
+        self.advantage = load_config(AdvantageConfig, params)
+        self.mixture = load_config(MixtureConfig, params)
+        self.rollout = replace(load_config(RolloutConfig, params), episodes=rollouts)
+        self.eval = load_config(EvalConfig, params)
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
 

@@ -71,14 +71,14 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-recap-"))
     store, models = ShardStore(work / "data"), work / "models"
     params = args.params
-    reward = load_config(RewardConfig, "reward", params)
-    value_cfg = load_config(ValueTrainConfig, "value", params)
-    policy_cfg = load_config(PolicyTrainConfig, "policy", params)
-    label_cfg = load_config(LabelConfig, "label", params)
-    advantage = load_config(AdvantageConfig, "advantage", params)
-    mixture_cfg = load_config(MixtureConfig, "mixture", params)
-    rollout_cfg = load_config(RolloutConfig, "rollout", params)
-    eval_cfg = load_config(EvalConfig, "eval", params)
+    reward = load_config(RewardConfig, params)
+    value_cfg = load_config(ValueTrainConfig, params)
+    policy_cfg = load_config(PolicyTrainConfig, params)
+    label_cfg = load_config(LabelConfig, params)
+    advantage = load_config(AdvantageConfig, params)
+    mixture_cfg = load_config(MixtureConfig, params)
+    rollout_cfg = load_config(RolloutConfig, params)
+    eval_cfg = load_config(EvalConfig, params)
     started = time.perf_counter()
     timings = {}
 
@@ -91,7 +91,7 @@ def main() -> None:
 
     # The data every arm trains on: base + rollouts of the SFT policy (and held-out rollouts for the AUC).
     # the mixed regime (70% of demonstrations succeed), as when its results were measured
-    base_cfg = load_config(BaseDataConfig, "base", params, {"regime": "mixed"})
+    base_cfg = load_config(BaseDataConfig, params, {"regime": "mixed"})
     timed("base", lambda: make_base(store, base_cfg, progress=False))
     sft = models / "sft"
     if not sft.exists():

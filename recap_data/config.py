@@ -1,9 +1,12 @@
 """Stage configs from params.yaml sections, with command-line overrides.
 
 Each pipeline stage has one config dataclass whose fields are the keys of its params.yaml
-section; each field is declared with `param(default, "one-line doc")`, whose doc is kept in the
-field's metadata and becomes its --help text (an option without one is an error at import).
-Precedence: command-line option > params file section > dataclass default.
+section, named once by the class's `section` attribute (recap_data/cli/stages.py maps each
+command to the configs it reads); each field is declared with `param(default, "one-line doc")`,
+whose doc is kept in the field's metadata and becomes its --help text (an option without one is
+an error at import). Precedence: command-line option > params file section > dataclass default,
+and an error names where the refused value came from: `params.yaml: rollout: field 'episodes'`,
+`rollout: option --episodes`, or the field alone for a default or a value set in code.
 
 Every field is checked where the config is built, the same way for every stage: its type, a
 finite value for every float (never NaN or infinity), and the range or choices its annotation
@@ -145,7 +148,24 @@ def is_a(kind: type, value) -> bool:
     return isinstance(value, kind) or (kind is float and isinstance(value, int))
 
 
-def check_fields(cfg, section: str) -> None:
+class FieldError(RecapError):
+    """A field's value refused by its type or declared range; build_config names where it came from."""
+
+    def __init__(self, section: str, field: str, complaint: str):
+        super().__init__(f"{section}: field '{field}' {complaint}")
+        self.field, self.complaint = field, complaint
+
+
+def section_of(cls) -> str:
+    """The params.yaml section a config class reads (its `section` attribute)."""
+    try:
+        return cls.section
+    except AttributeError:
+        raise TypeError(f"config class {cls.__name__} has no `section` attribute naming its params.yaml "
+                        "section") from None
+
+
+def check_fields(cfg) -> None:
     """Each field of a config against its type and declared range (see the module doc)."""
     hints = typing.get_type_hints(type(cfg), include_extras=True)
     for f in dataclasses.fields(cfg):
@@ -154,10 +174,10 @@ def check_fields(cfg, section: str) -> None:
         if value is None or kind is None:
             continue
         if not is_a(kind, value):
-            raise RecapError(f"{section}: field '{f.name}' = {value!r} must be {kind.__name__}")
+            raise FieldError(section_of(cfg), f.name, f"= {value!r} must be {kind.__name__}")
         problem = bounds.problem(value) if bounds else None
         if problem:
-            raise RecapError(f"{section}: field '{f.name}' = {value!r} is invalid: {problem}")
+            raise FieldError(section_of(cfg), f.name, f"= {value!r} is invalid: {problem}")
 
 
 def param(default, doc: str):
@@ -215,8 +235,11 @@ def refuse_moved(section: str, values, where: str) -> None:
                          f"({now}.{field})")
 
 
-def build_config(cls, section: str, values: dict, where: str):
-    """cls(**values) with unknown keys and wrong types reported as one line naming the field."""
+def build_config(cls, values: dict, where: str, options: tuple[str, ...] = ()):
+    """cls(**values), checked, with unknown keys and refused values reported as one line naming the
+    field and where its value came from: `where` (a params file, or words such as "command line"),
+    or the command-line option for the names in `options`."""
+    section = section_of(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     refuse_moved(section, unknown, where)
@@ -238,18 +261,25 @@ def build_config(cls, section: str, values: dict, where: str):
     cfg = cls(**values)  # validate() checks each field's range (check_fields), then the stage's own rules
     if not hasattr(cfg, "validate"):
         return cfg
+    from_file = Path(where).is_file()
     try:
         return cfg.validate()
-    except RecapError as e:  # name the params file the values came from
-        raise (RecapError(f"{where}: {e}") if Path(where).is_file() else e) from None
+    except FieldError as e:  # say where the value came from
+        if e.field in options:
+            raise RecapError(f"{section}: option --{e.field.replace('_', '-')} {e.complaint}") from None
+        if e.field not in values or not from_file:  # a default, or a value set in code
+            raise RecapError(str(e)) from None
+        raise RecapError(f"{where}: {e}") from None
+    except RecapError as e:  # the stage's own rules: name the params file the values came from
+        raise (RecapError(f"{where}: {e}") if from_file else e) from None
 
 
-def load_config(cls, section: str, params: Path | None, overrides: dict | None = None, required: bool = True):
+def load_config(cls, params: Path | None, overrides: dict | None = None, required: bool = True):
     """Config of one stage: the params file's section (which may be left out where not `required`:
-    its defaults), then non-None overrides on top."""
-    values = dict(read_section(params, section, required))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return build_config(cls, section, values, str(params) if params else "command line")
+    its defaults), then non-None overrides (command-line options) on top."""
+    values = dict(read_section(params, section_of(cls), required))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return build_config(cls, {**values, **given}, str(params) if params else "command line", tuple(given))
 
 
 def config_options(cls, skip: tuple[str, ...] = (), default_from: str | None = None):

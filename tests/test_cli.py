@@ -78,16 +78,17 @@ def test_a_choice_field_is_one_check_for_options_and_params_files(tmp_path):
 
     import pytest
 
-    from recap_data.config import Choice, check_fields, config_options, load_config, param
+    from recap_data.config import Choice, build_config, check_fields, config_options, load_config, param
     from recap_data.errors import RecapError
 
     @dataclass
     class Mode:
         mode: Choice("fast", "slow") = param("fast", "how to go")
         other: Choice("a", "b") | None = param(None, "optional")
+        section = "go"
 
         def validate(self):
-            check_fields(self, "go")
+            check_fields(self)
             return self
 
     @config_options(Mode)
@@ -101,10 +102,14 @@ def test_a_choice_field_is_one_check_for_options_and_params_files(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("go: {mode: walk}\n")
     with pytest.raises(RecapError, match=rf"^{params}: go: field 'mode' = 'walk' is invalid: use one of fast, slow$"):
-        load_config(Mode, "go", params)
+        load_config(Mode, params)
     with pytest.raises(RecapError, match=r"^go: field 'other' = 'c' is invalid: use one of a, b$"):
         Mode(other="c").validate()
-    assert load_config(Mode, "go", params, {"mode": "slow"}).mode == "slow" and Mode().other is None
+    assert load_config(Mode, params, {"mode": "slow"}).mode == "slow" and Mode().other is None
+    with pytest.raises(RecapError, match=r"^go: option --other = 'c' is invalid: use one of a, b$"):
+        load_config(Mode, params, {"mode": "slow", "other": "c"})  # the refused value is the option's
+    with pytest.raises(RecapError, match=r"^go: field 'mode' = 'walk' is invalid"):  # a value set in code
+        build_config(Mode, {"mode": "walk"}, "command line")
 
 
 def test_missing_gl_libraries_are_one_line_errors_naming_the_debian_package(monkeypatch):

@@ -132,7 +132,7 @@ def _killed(cmd: list[str], failpoint: str, fallback: bool) -> None:
 def test_label_set_replacement_killed_at_every_rename(labeled, tmp_path, failpoint, fallback, survivor):
     import shutil
 
-    from recap_data.labels.relabel import relabel
+    from recap_data.labels.relabel import relabel, source_advantage
     from recap_data.store.label_sets import label_set_names, label_set_path, read_manifest
 
     store = ShardStore(tmp_path / "data")
@@ -151,7 +151,7 @@ def test_label_set_replacement_killed_at_every_rename(labeled, tmp_path, failpoi
         assert directory_digest(label_set_path(store, "raw")) == old and fraction == 0.3
     else:
         assert fraction == 0.1 and read_manifest(store, "raw").digest != ""
-    relabel(store, "raw", "raw", {"positive_fraction": 0.2}, force=True)  # the name is usable again
+    relabel(store, "raw", "raw", source_advantage(store, "raw", {"positive_fraction": 0.2}), force=True)  # usable again
     assert read_manifest(store, "raw").advantage["positive_fraction"] == 0.2
 
 

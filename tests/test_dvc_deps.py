@@ -110,3 +110,37 @@ def test_the_closure_follows_nested_imports():
     deps = expected_deps("recap-data train value --shard x --out y")
     assert {"recap_data/value", "recap_data/label_math", "recap_data/data", "recap_data/store", "recap_data/io.py"} \
         <= deps and not {"recap_data/policy", "recap_data/sim", "recap_data/labels"} & deps
+
+
+def registered_command(words: list[str]) -> str | None:
+    """The STAGES entry that `recap-data WORDS...` runs, or None for a command that reads no config."""
+    from recap_data.cli.stages import STAGES
+
+    for n in (2, 1):
+        if " ".join(words[:n]) in STAGES:
+            return " ".join(words[:n])
+    return None
+
+
+def test_every_stage_names_the_params_sections_its_commands_read():
+    """A stage's `params:` are the sections (cli/stages.py's registry) of the commands it runs with
+    --params, and those its cmd interpolates; no others where every command is registered."""
+    from recap_data.cli.stages import sections
+
+    wrong = {}
+    for name, stage in stages().items():
+        have = {p.split(".")[0] for p in stage.get("params", []) if isinstance(p, str)}
+        want = set(re.findall(r"\$\{(\w+)\.", stage["cmd"])) - {"item"}
+        unregistered = False
+        for part in re.split(r"&&|;", stage["cmd"]):
+            words = part.split()
+            if not words or words[0] != "recap-data":
+                continue
+            command = registered_command(words[1:])
+            unregistered |= command is None
+            if command is not None and "--params" in words:
+                want |= set(sections(command))
+        if want - have or (not unregistered and have - want):
+            wrong[name] = f"has {sorted(have)}, its commands read {sorted(want)}"
+    assert not wrong, "dvc.yaml params differ from the sections the commands read:\n" + "\n".join(
+        f"{name}: {why}" for name, why in wrong.items())

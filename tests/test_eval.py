@@ -119,8 +119,8 @@ def test_throughput_and_the_steps_of_a_success_by_hand():
 @pytest.mark.parametrize("args, message", [
     (["--env", "mars"], "option --env: 'mars' is not one of 'embedded', 'libero'"),
     (["--episodes", "0"], "option --episodes: 0 is invalid: use a number >= 1"),
-    (["--suite", "libero_10"], "field 'suite' (--suite) is for env libero only"),
-    (["--render-size", "128"], "field 'render_size' (--render-size) is for env libero only"),
+    (["--suite", "libero_10"], "option --suite is for env libero only"),
+    (["--render-size", "128"], "option --render-size is for env libero only"),
     (["--task", "fly"], "--task 'fly' is not a task of the embedded world; valid tasks: 0: "),
     (["--max-steps", "50"], "--max-steps 50 differs from the base shard's world (20)"),
 ])
@@ -142,6 +142,18 @@ def test_eval_split_must_be_held_out(store, make_shard, tmp_path):
     result = run_cli("eval", "--policy", "random", "--params", str(params), root=store.root)
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert f"{params}: eval: field 'split' = 'train' is invalid: use one of validation, test" in result.output
+
+
+def test_errors_say_where_the_refused_value_came_from(store, make_shard, tmp_path):
+    """The same rule, broken in the params file or by an option, names the file's field or the option."""
+    make_shard("base")
+    params = tmp_path / "params.yaml"
+    params.write_text("eval: {suite: libero_10, episodes: 5}\n")
+    result = run_cli("eval", "--policy", "random", "--params", str(params), root=store.root)
+    assert f"error: {params}: eval: field 'suite' is for env libero only; leave it out" in result.output
+    params.write_text("eval: {episodes: 5}\n")
+    result = run_cli("eval", "--policy", "random", "--params", str(params), "--render-size", "64", root=store.root)
+    assert result.exit_code == 2 and "error: eval: option --render-size is for env libero only" in result.output
 
 
 def test_policy_whose_features_differ_from_the_world_is_refused(store, make_shard, tmp_path):

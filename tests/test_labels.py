@@ -20,7 +20,7 @@ from recap_data.io import FAILPOINT_ENV
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
-from recap_data.labels.relabel import relabel
+from recap_data.labels.relabel import relabel, source_advantage
 from recap_data.labels.write import LabelConfig
 from recap_data.store.db import connect
 from recap_data.store.label_sets import label_set_path, read_labels, read_manifest
@@ -112,7 +112,7 @@ def relabeled(labeled):
     """The label set raw-40: raw's values relabelled at 40% positive with N = 5 (made once per module)."""
     store, _ = labeled
     if not label_set_path(store, "raw-40").exists():
-        relabel(store, "raw", "raw-40", {"positive_fraction": 0.4, "n_steps": 5})
+        relabel(store, "raw", "raw-40", source_advantage(store, "raw", {"positive_fraction": 0.4, "n_steps": 5}))
     return read_manifest(store, "raw-40")
 
 
@@ -135,7 +135,7 @@ def test_refusals_leave_existing_label_sets_untouched(labeled, relabeled, tmp_pa
     store, ckpt = labeled
     before = directory_digest(label_set_path(store, "raw"))
     with pytest.raises(RecapError, match="already exists"):
-        relabel(store, "raw", "raw", {"positive_fraction": 0.5})
+        relabel(store, "raw", "raw", source_advantage(store, "raw", {"positive_fraction": 0.5}))
     with pytest.raises(RecapError, match="other reward params"):
         label(store, ["base"], ckpt, "other", RewardConfig(c_fail=5), LabelConfig(), progress=False)
     with pytest.raises(RecapError, match="no shards"):
@@ -151,7 +151,7 @@ def test_refusals_leave_existing_label_sets_untouched(labeled, relabeled, tmp_pa
     data["digest"] = "sha256:" + "0" * 64
     manifest.write_text(json.dumps(data))
     with pytest.raises(RecapError, match="shard more changed since its values were computed"):
-        relabel(copy, "raw", "again", {})
+        relabel(copy, "raw", "again")
     broken = label_set_path(copy, "raw-40") / "manifest.json"
     broken.write_text(broken.read_text()[:50])  # a torn manifest: one clear line, not a traceback
     with pytest.raises(RecapError, match="raw-40/manifest.json: unreadable label set manifest"):
@@ -179,7 +179,7 @@ def test_sigkill_before_the_rename_leaves_no_label_set(labeled):
     assert directory_digest(label_set_path(store, "raw")) == before
     assert read_manifest(store, "raw").advantage["positive_fraction"] == 0.3
     # the next writer of that name cleans the dead process's temporary directory
-    relabel(store, "raw", "killed", {})
+    relabel(store, "raw", "killed")
     assert not list((store.root / "labels").glob(".killed.tmp.*"))
 
 

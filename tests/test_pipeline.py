@@ -323,20 +323,11 @@ def test_advantage_params_change_labeling_only_and_compare_across_commits(pipeli
 @pytest.mark.parametrize("preset", sorted((ROOT / "pipelines").glob("params-*.yaml")))
 def test_presets_name_only_known_fields(preset):
     """Every section of a preset builds its stage config (no typo'd or stale field)."""
+    from recap_data.cli.stages import STAGES
     from recap_data.config import load_config
-    from recap_data.data.base_data import BaseDataConfig
-    from recap_data.label_math.config import RewardConfig
-    from recap_data.labels.write import LabelConfig
-    from recap_data.policy.train import PolicyTrainConfig
-    from recap_data.sim.evaluate import EvalConfig
-    from recap_data.sim.rollout import RolloutConfig
-    from recap_data.store.shard_index import MixtureConfig
-    from recap_data.value.train import ValueTrainConfig
 
-    for cls, section in ((BaseDataConfig, "base"), (MixtureConfig, "mixture"), (RewardConfig, "reward"),
-                         (ValueTrainConfig, "value"), (LabelConfig, "label"), (PolicyTrainConfig, "policy"),
-                         (RolloutConfig, "rollout"), (EvalConfig, "eval")):
-        load_config(cls, section, preset)
+    for cls in {cls for classes in STAGES.values() for cls in classes}:
+        load_config(cls, preset)
     iterations = yaml.safe_load(preset.read_text())["iterations"]
     names = ["sft", *iterations]
     assert all(spec["prev"] in names[:i + 1] for i, spec in enumerate(iterations.values()))

@@ -18,7 +18,7 @@ from recap_data.label_math.tables import build_labels
 from recap_data.labels import parts
 from recap_data.labels import relabel as relabel_module
 from recap_data.labels.parts import episode_cuts
-from recap_data.labels.relabel import relabel
+from recap_data.labels.relabel import relabel, source_advantage
 from recap_data.labels.write import LabelConfig, write_label_set
 from recap_data.store.db import connect
 from recap_data.store.label_sets import LABEL_COLUMNS, label_set_path, read_labels, read_manifest
@@ -76,7 +76,7 @@ def test_streamed_relabel_is_build_labels_bit_for_bit(synthetic, monkeypatch, se
     monkeypatch.setattr(parts, "PART_ROWS", chunk_rows)  # batches cut episodes: the carry is exercised
     for name, overrides in (("a", {"positive_fraction": 0.4}), ("b", {"threshold": "global", "n_steps": 3}),
                             ("c", {"positive_fraction": 1e-6, "n_steps": 200}), ("d", {"positive_fraction": 0.999999})):
-        m = relabel(store, "src", name, overrides)
+        m = relabel(store, "src", name, source_advantage(store, "src", overrides))
         cfg = AdvantageConfig(**{**read_manifest(store, "src").advantage, **overrides})
         expected, per_task = in_memory(store, "src", cfg)
         assert_same_labels(read_labels(store, name), expected)
@@ -136,7 +136,7 @@ def test_format_1_is_still_read_and_relabel_rewrites_it(synthetic):
     assert read_manifest(store, "old").advantage == read_manifest(store, "src").advantage
     con = connect(store.root, labels="old")
     assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == read_manifest(store, "src").frames
-    new, again = relabel(store, "old", "new", {}), relabel(store, "src", "again", {})
+    new, again = relabel(store, "old", "new"), relabel(store, "src", "again")
     assert new.format == "recap-data/label-set@3" and new.per_task == again.per_task
     assert_same_labels(read_labels(store, "new"), read_labels(store, "again"))
 
@@ -153,23 +153,23 @@ def test_a_missing_part_an_unknown_format_and_the_memory_bound_are_refused(synth
     gone.unlink()
     before = state(store)
     for action in (lambda: read_labels(store, "holed"), lambda: connect(store.root, labels="holed"),
-                   lambda: relabel(store, "holed", "x", {})):
+                   lambda: relabel(store, "holed", "x")):
         with pytest.raises(RecapError, match=f"{gone}: label table part missing \\({len(m.parts)} parts listed"):
             action()
     with pytest.raises(RecapError, match=r"relabel: needs about [\d,]+ MB .* over --memory-limit-mb 1; raise the "
                                          "limit; nothing was written"):
-        relabel(store, "src", "x", {}, memory_limit_mb=1)
+        relabel(store, "src", "x", memory_limit_mb=1)
     manifest = label_set_path(store, "holed") / "manifest.json"
     text = manifest.read_text()
     manifest.write_text(json.dumps({**json.loads(text), "advantage": {"n_steps": 5}}))
     with pytest.raises(RecapError, match="holed/manifest.json: unreadable label set manifest \\(field 'advantage' "
                                          "must hold n_steps, positive_fraction, threshold\\)"):
-        relabel(store, "holed", "x", {})
+        relabel(store, "holed", "x")
     manifest.write_text(text.replace("label-set@3", "label-set@9"))
     with pytest.raises(RecapError, match="field 'format' is 'recap-data/label-set@9', expected "
                                          "'recap-data/label-set@3' \\(or the older 'recap-data/label-set@2' or "
                                          "'recap-data/label-set@1'\\)"):
-        relabel(store, "holed", "x", {})
+        relabel(store, "holed", "x")
     assert state(store) == before
 
 
@@ -184,5 +184,5 @@ def test_a_damaged_chunk_is_named(synthetic):
     pq.write_table(table.set_column(table.schema.get_field_index("value"), "value", pa.array(value)), path)
     before = state(store)
     with pytest.raises(RecapError, match="has value nan; the value model produced NaN or infinity"):
-        relabel(store, "src", "x", {})
+        relabel(store, "src", "x")
     assert state(store) == before

@@ -138,7 +138,7 @@ def test_params_task_may_be_a_number(tmp_path):
 
     params = tmp_path / "params.yaml"
     params.write_text("rollout:\n  task: 8\n  episodes: 3\n")
-    assert load_config(RolloutConfig, "rollout", params).task == "8"
+    assert load_config(RolloutConfig, params).task == "8"
     params.write_text("rollout:\n  episodes: two\n")
     with pytest.raises(RecapError, match="field 'rollout.episodes' = 'two' must be int"):
-        load_config(RolloutConfig, "rollout", params)
+        load_config(RolloutConfig, params)

@@ -4,16 +4,14 @@ from pathlib import Path
 
 import click
 
+from recap_data.cli.stages import load_stage, params_option, stage_options
 from recap_data.config import (
     Bounded,
     InputDir,
-    InputFile,
     OutputDir,
     OutputFile,
     Range,
     build_config,
-    config_options,
-    load_config,
     pick,
     read_section,
     refuse_moved,
@@ -28,14 +26,11 @@ from recap_data.store.store import ShardStore
 @click.option("--value-ckpt", type=InputDir, required=True, help="Value checkpoint to score frames.")
 @click.option("--shard", "shards", multiple=True, required=True, help="Shard to label (repeat or comma-separate).")
 @click.option("--out", "name", required=True, help="Name of the new label set (under <root>/labels/).")
-@click.option("--params", type=InputFile,
-              help="params.yaml to read the `label`, `advantage` and `reward` sections from (options override it).")
+@params_option("label")
 @click.option("--metrics", type=OutputFile,
               help="Write the realised positive fraction as JSON here (each task's is in the report).")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
-@config_options(LabelConfig)
-@config_options(AdvantageConfig)
-@config_options(RewardConfig)
+@stage_options("label")
 @click.pass_obj
 def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Path | None, metrics: Path | None,
               force: bool, **options):
@@ -44,12 +39,11 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     from recap_data.labels.infer import label
     from recap_data.value.model import checkpoint_reward
 
-    cfg = load_config(LabelConfig, "label", params, pick(options, LabelConfig), required=False)
-    advantage = load_config(AdvantageConfig, "advantage", params, pick(options, AdvantageConfig), required=False)
-    given = {**read_section(params, "reward", required=False),  # when given, it must match the checkpoint
-             **{k: v for k, v in pick(options, RewardConfig).items() if v is not None}}
-    reward = build_config(RewardConfig, "reward", {**checkpoint_reward(value_ckpt).to_dict(), **given},
-                          str(params) if params else "command line")
+    cfg, advantage = load_stage("label", params, options, required=False)[:2]  # reward: the checkpoint's below
+    typed = {k: v for k, v in pick(options, RewardConfig).items() if v is not None}
+    given = {**read_section(params, RewardConfig.section, required=False), **typed}  # must match the checkpoint
+    reward = build_config(RewardConfig, {**checkpoint_reward(value_ckpt).to_dict(), **given},
+                          str(params) if params else "command line", tuple(typed))
     m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, advantage, force=force)
     if m is not None:
         _label_metrics(m, metrics)
@@ -69,27 +63,26 @@ def _label_metrics(m, path: Path | None) -> None:
 @click.command("relabel")
 @click.argument("source")
 @click.option("--out", "name", required=True, help="Name of the new label set.")
-@click.option("--params", type=InputFile,
-              help="params.yaml to read the `advantage` section from (default: the source's advantage params).")
+@params_option("relabel", "default: the source's advantage params")
 @click.option("--metrics", type=OutputFile,
               help="Write the realised positive fraction as JSON here (each task's is in the report).")
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @click.option("--memory-limit-mb", type=Bounded(int, Range(1)), default=4096, show_default=True,
               help="Refuse, before writing anything, a relabel whose estimated peak memory is larger.")
-@config_options(AdvantageConfig, default_from="the source's")
+@stage_options("relabel")
 @click.pass_obj
 def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, metrics: Path | None, force: bool,
                 memory_limit_mb: int, **options):
     """Write a new label set from SOURCE's stored values with other advantage params; no model run."""
-    from recap_data.labels.relabel import relabel
+    from recap_data.labels.relabel import relabel, source_advantage
 
     where = str(params) if params else "command line"
-    for section in ("label", "reward"):  # where a params file written before the advantage section kept it
-        refuse_moved(section, read_section(params, section, required=False), where)
-    overrides = {**read_section(params, "advantage", required=False),
-                 **{k: v for k, v in pick(options, AdvantageConfig).items() if v is not None}}
-    m = relabel(store, source, name, overrides, force=force, memory_limit_mb=memory_limit_mb, progress=True,
-                where=where)
+    for cls in (LabelConfig, RewardConfig):  # where a params file written before the advantage section kept it
+        refuse_moved(cls.section, read_section(params, cls.section, required=False), where)
+    typed = {k: v for k, v in pick(options, AdvantageConfig).items() if v is not None}
+    overrides = {**read_section(params, AdvantageConfig.section, required=False), **typed}
+    advantage = source_advantage(store, source, overrides, where, tuple(typed))
+    m = relabel(store, source, name, advantage, force=force, memory_limit_mb=memory_limit_mb, progress=True)
     _label_metrics(m, metrics)
     click.echo(_label_summary(m))
 

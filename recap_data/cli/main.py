@@ -7,18 +7,12 @@ from pathlib import Path
 import click
 
 from recap_data.cli.labels import LABEL_COMMANDS
-from recap_data.config import InputDir, InputFile, OutputDir, OutputFile, config_options, load_config, pick
-from recap_data.data.base_data import BaseDataConfig
+from recap_data.cli.stages import load_stage, params_option, stage_options
+from recap_data.config import InputDir, InputFile, OutputDir, OutputFile, config_options, load_config
 from recap_data.data.demo_data import DemoDataConfig
 from recap_data.errors import RecapError
-from recap_data.label_math.config import RewardConfig
-from recap_data.policy.train import PolicyTrainConfig
-from recap_data.sim.evaluate import EvalConfig
-from recap_data.sim.rollout import RolloutConfig
 from recap_data.store import paths
-from recap_data.store.shard_index import MixtureConfig
 from recap_data.store.store import MISSING_FIX, ShardStore
-from recap_data.value.train import ValueTrainConfig
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -86,7 +80,7 @@ def make_demo_data_cmd(store: ShardStore, **options):
     Re-running with the same options finds the shard already there and changes nothing."""
     from recap_data.data.demo_data import make_demo_data
 
-    m = make_demo_data(store, load_config(DemoDataConfig, "base", None, options))
+    m = make_demo_data(store, load_config(DemoDataConfig, None, options))
     click.echo(f"wrote shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, "
                f"{m.successes} successes, {m.digest}")
 
@@ -221,11 +215,9 @@ def train():
               help="Shard to train on: ID or ID=WEIGHT (relative sampling weight); repeat or comma-separate.")
 @click.option("--out", type=OutputDir, required=True, help="Checkpoint directory to write.")
 @click.option("--init", type=InputDir, help="Fine-tune from this value checkpoint.")
-@click.option("--params", type=InputFile,
-              help="params.yaml to read the `reward` and `value` sections from (options override it).")
+@params_option("train value")
 @training_outputs
-@config_options(ValueTrainConfig)
-@config_options(RewardConfig)
+@stage_options("train value")
 @click.pass_obj
 def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, params: Path | None,
                     metrics: Path | None, loss_csv: Path | None, force: bool, **options):
@@ -233,8 +225,7 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
     from recap_data.data.shard_specs import parse_mixture
     from recap_data.value.train import train_value
 
-    reward = load_config(RewardConfig, "reward", params, pick(options, RewardConfig))
-    cfg = load_config(ValueTrainConfig, "value", params, pick(options, ValueTrainConfig))
+    cfg, reward = load_stage("train value", params, options)
     result = train_value(store, parse_mixture(shards, store), out, cfg, reward, init=init, metrics_path=metrics,
                          loss_path=loss_csv, force=force)
     if not result:  # another process of a data-parallel run: the main one reports
@@ -253,10 +244,9 @@ def train_value_cmd(store: ShardStore, shards, out: Path, init: Path | None, par
 @click.option("--labels", help="Label set whose indicator conditions the prompt (needed for --indicator-mode use).")
 @click.option("--out", type=OutputDir, required=True, help="Checkpoint directory to write.")
 @click.option("--init", type=InputDir, help="Continue from this policy checkpoint (the SFT one).")
-@click.option("--params", type=InputFile,
-              help="params.yaml to read the `policy` section from (options override it).")
+@params_option("train policy")
 @training_outputs
-@config_options(PolicyTrainConfig)
+@stage_options("train policy")
 @click.pass_obj
 def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, init: Path | None,
                      params: Path | None, metrics: Path | None, loss_csv: Path | None, force: bool, **options):
@@ -264,7 +254,7 @@ def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, i
     from recap_data.data.shard_specs import parse_mixture
     from recap_data.policy.train import train_policy
 
-    cfg = load_config(PolicyTrainConfig, "policy", params, pick(options, PolicyTrainConfig))
+    (cfg,) = load_stage("train policy", params, options)
     mixture = parse_mixture(shards, store) if shards else None
     result = train_policy(store, mixture, labels, out, cfg, init=init, metrics_path=metrics, loss_path=loss_csv,
                           force=force)
@@ -273,17 +263,16 @@ def train_policy_cmd(store: ShardStore, shards, labels: str | None, out: Path, i
                    f"{result['final_loss']:.3f}, prompts {result['prompt_fractions']}")
 
 
-def policy_run_options(section: str, metrics_help: str):
-    """--policy, --params (reading `section`) and --metrics, as rollout and eval take them."""
-    def decorate(command):
+def policy_run_options(command: str, metrics_help: str):
+    """--policy, --params and --metrics, as rollout and eval take them."""
+    def decorate(function):
         for option in reversed([
             click.option("--policy", required=True, help="Policy checkpoint directory (from `train policy`) or "
                                                           "`random`."),
-            click.option("--params", type=InputFile,
-                         help=f"params.yaml to read the `{section}` section from (options override it)."),
+            params_option(command),
             click.option("--metrics", type=OutputFile, help=metrics_help)]):
-            command = option(command)
-        return command
+            function = option(function)
+        return function
     return decorate
 
 
@@ -291,14 +280,14 @@ def policy_run_options(section: str, metrics_help: str):
 @click.option("--out", "shard_id", required=True, help="Id of the new rollout shard.")
 @policy_run_options("rollout", "Write the rollouts' success rate as JSON here (the shard's manifest has every "
                                "episode).")
-@config_options(RolloutConfig)
+@stage_options("rollout")
 @click.pass_obj
 def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | None, metrics: Path | None,
                 **options):
     """Roll the policy out in the embedded world or on one LIBERO task (headless); record a new shard."""
     from recap_data.sim.rollout import rollout
 
-    cfg = load_config(RolloutConfig, "rollout", params, pick(options, RolloutConfig))
+    (cfg,) = load_stage("rollout", params, options)
     manifest, result = rollout(store, shard_id, policy, cfg, metrics_path=metrics)
     click.echo(f"wrote shard {manifest.shard_id}: {result['episodes']} episodes, {result['frames']} frames, "
                f"success rate {result['success_rate']:.2f}, {result['env_steps_per_s']} env steps/s")
@@ -309,14 +298,14 @@ def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | No
 @click.option("--record", type=OutputFile,
               help="Write the whole evaluation as JSON here: policy and digest, env, task, guidance, episodes, "
                    "successes, episode lengths, initial states, seeds, config.")
-@config_options(EvalConfig)
+@stage_options("eval")
 @click.pass_obj
 def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path | None, record: Path | None,
              **options):
     """Success rate and throughput of a policy on held-out initial states and seeds (nothing is recorded)."""
     from recap_data.sim.evaluate import evaluate
 
-    cfg = load_config(EvalConfig, "eval", params, pick(options, EvalConfig))
+    (cfg,) = load_stage("eval", params, options)
     m = evaluate(store, policy, cfg, metrics_path=metrics, record_path=record)
     low, high = m["success_ci95"]
     t_low, t_high = m["throughput_ci95"]
@@ -328,15 +317,15 @@ def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path 
 
 
 @cli.command("base")
-@click.option("--params", type=InputFile,
-              help="params.yaml to read the `base` section from (options override it).")
-@config_options(BaseDataConfig)
+@params_option("base")
+@stage_options("base")
 @click.pass_obj
 def base_cmd(store: ShardStore, params: Path | None, **options):
     """Write the pipeline's base shard: the embedded generator (source demo) or an imported LeRobot dataset."""
     from recap_data.data.base_data import make_base
 
-    m = make_base(store, load_config(BaseDataConfig, "base", params, pick(options, BaseDataConfig)))
+    (cfg,) = load_stage("base", params, options)
+    m = make_base(store, cfg)
     click.echo(f"base shard {m.shard_id}: {m.episodes} episodes, {m.frames} frames, {m.successes} successes")
 
 
@@ -345,15 +334,14 @@ def base_cmd(store: ShardStore, params: Path | None, **options):
 @click.option("--prev", type=InputFile,
               help="The previous iteration's index file, whose shards come first.")
 @click.option("--out", type=OutputFile, required=True, help="Index file to write.")
-@click.option("--params", type=InputFile,
-              help="params.yaml to read the `mixture` section (weights) from (options override it).")
-@config_options(MixtureConfig)
+@params_option("index")
+@stage_options("index")
 @click.pass_obj
 def index_cmd(store: ShardStore, add, prev: Path | None, out: Path, params: Path | None, **options):
     """Write a shard index (PREV's shards plus --add ones, with weights and digests), read by `--shard @FILE`."""
     from recap_data.store.shard_index import write_index
 
-    cfg = load_config(MixtureConfig, "mixture", params, pick(options, MixtureConfig))
+    (cfg,) = load_stage("index", params, options)
     entries = write_index(store, out, list(add), cfg, prev)
     click.echo(f"wrote {out}: " + ", ".join(f"{e['id']}={e['weight']:g}" for e in entries))
 

@@ -8,6 +8,7 @@
 import click
 
 from recap_data.cli.main import cli
+from recap_data.cli.stages import sections_table
 
 WIDTH = 100  # fixed, so the text does not depend on the terminal that generated it
 
@@ -36,7 +37,9 @@ def reference() -> str:
     parts = ["# recap-data command-line reference\n",
              "Generated from each command's `--help` by `python -m recap_data.cli.reference > docs/cli.md`;",
              "`make test` fails when this file and the commands differ. Options of a stage's config fields",
-             "default to the params file's section, then the field's default (README, \"Set up and run\").\n"]
+             "default to the params file's section, then the field's default (README, \"Set up and run\").\n",
+             "## params.yaml sections\n", "Each section is one config class; these commands read it "
+             "(`recap_data/cli/stages.py`):\n", sections_table(), ""]
     for path, _ in commands(cli):
         parts += [f"## {' '.join(path)}\n", "```", help_text(path).rstrip(), "```\n"]
     return "\n".join(parts)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from recap_data.config import Choice, Count, Fraction, Int, Seed, check_fields, param
+from recap_data.config import Choice, Count, FieldError, Fraction, Int, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store.store import Manifest, ShardStore, validate_shard_id
@@ -30,7 +30,9 @@ MIN_DEMO_STEPS = 20
 
 @dataclass
 class DemoDataConfig:
-    """Parameters of the embedded base shard (params.yaml section `base`)."""
+    """Parameters of the embedded base shard."""
+
+    section = "base"  # its params.yaml section (a class attribute, not a field)
 
     shard_id: str = param("base", "id of the shard to write")
     episodes: Count = param(200, "number of episodes, tasks round-robin")
@@ -51,10 +53,10 @@ class DemoDataConfig:
     seed: Seed = param(0, "same seed, same data")
 
     def validate(self) -> "DemoDataConfig":
-        check_fields(self, "base")
+        check_fields(self)
 
         def bad(field, why):
-            raise RecapError(f"make-demo-data: field '{field}' = {getattr(self, field)!r} is invalid: {why}")
+            raise FieldError(self.section, field, f"= {getattr(self, field)!r} is invalid: {why}")
 
         validate_shard_id(self.shard_id)
         given = [k for k in KINDS if getattr(self, k) is not None]

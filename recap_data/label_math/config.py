@@ -16,7 +16,9 @@ TARGET_FIELDS = ("number_of_bins", "c_fail", "normalization", "reward_normalizer
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """How returns are defined and binned (params.yaml section `reward`)."""
+    """How returns are defined and binned."""
+
+    section = "reward"  # its params.yaml section (a class attribute, not a field)
 
     number_of_bins: Int(2, 100_000) = param(201, "B equal-width bins over [-1, 0] for the distributional value")
     c_fail: NonNegative = param(1000.0, "cost of failing, charged at the last frame of a failed episode")
@@ -29,7 +31,7 @@ class RewardConfig:
         object.__setattr__(self, "reward_normalizer", float(self.reward_normalizer))
 
     def validate(self) -> RewardConfig:
-        check_fields(self, "reward")
+        check_fields(self)
         return self
 
     def to_dict(self) -> dict:
@@ -44,9 +46,11 @@ def stored_reward(values: dict) -> dict:
 
 @dataclass(frozen=True)
 class AdvantageConfig:
-    """How the advantage is computed and becomes the indicator (params.yaml section `advantage`):
+    """How the advantage is computed and becomes the indicator:
     A_t = (n-step return over N) + V(o_{t+N}) - V(o_t), indicator = A_t > epsilon, epsilon set so
     that positive_fraction of the frames (of each task, or of all) are positive."""
+
+    section = "advantage"  # its params.yaml section (a class attribute, not a field)
 
     n_steps: Count = param(50, "look-ahead N of the n-step return used by the advantage")
     positive_fraction: Float(0, 1, low_open=True, high_open=True) = param(
@@ -55,7 +59,7 @@ class AdvantageConfig:
         "per_task", "per_task: one epsilon per task (the paper); global: one over all frames")
 
     def validate(self) -> AdvantageConfig:
-        check_fields(self, "advantage")
+        check_fields(self)
         return self
 
     def to_dict(self) -> dict:

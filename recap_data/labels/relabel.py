@@ -52,18 +52,26 @@ DEFAULT_MEMORY_LIMIT_MB = 4096
 BYTES_PER_ROW, BASE_MB = 260, 400
 
 
-def relabel(store: ShardStore, source: str, name: str, overrides: dict, force: bool = False,
-            memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, progress: bool = False,
-            where: str = "relabel") -> LabelManifest:
-    """Relabel `source` into `name`; the advantage's params default to the source's, overridden by
-    `overrides` (AdvantageConfig fields; `where` names where they came from in an error)."""
+def source_advantage(store: ShardStore, source: str, overrides: dict | None = None, where: str = "relabel",
+                     options: tuple[str, ...] = ()) -> AdvantageConfig:
+    """The advantage params `source` was labelled with, with `overrides` on top, checked; an error
+    names `where` the overrides came from (the options among them by their flags)."""
+    return build_config(AdvantageConfig, {**read_manifest(store, source).advantage, **(overrides or {})}, where,
+                        options)
+
+
+def relabel(store: ShardStore, source: str, name: str, advantage: AdvantageConfig | None = None,
+            force: bool = False, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+            progress: bool = False) -> LabelManifest:
+    """Relabel `source` into `name` with the `advantage` params (default: the source's own, as
+    source_advantage gives them with any changes)."""
     from recap_data.label_math import kernels
     from recap_data.labels.parts import PartWriter
 
     parent = read_manifest(store, source)
     check_shards_unchanged(store, parent)
-    cfg = build_config(AdvantageConfig, "advantage", {**parent.advantage, **overrides}, where)
-    reward = build_config(RewardConfig, "reward", parent.reward, "relabel")
+    cfg = (advantage or source_advantage(store, source)).validate()
+    reward = build_config(RewardConfig, parent.reward, "relabel")
     parts = table_parts(store, source, parent)
     tasks = sorted(parent.per_task)
     missing = [t for t in tasks if t not in parent.return_normalizers]

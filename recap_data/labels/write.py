@@ -36,15 +36,17 @@ if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
 
 @dataclass
 class LabelConfig:
-    """The value pass of `label` (params.yaml section `label`; the advantage's own params are in
+    """The value pass of `label` (the advantage's own params are in
     section `advantage`)."""
+
+    section = "label"  # its params.yaml section (a class attribute, not a field)
 
     batch_size: Count = param(64, "frames per value-model batch (label only; relabel runs no model)")
     decode_workers: Natural = param(
         0, "camera decoder processes at once (label only); 0: one per core left free by the model")
 
     def validate(self) -> LabelConfig:
-        check_fields(self, "label")
+        check_fields(self)
         return self
 
 

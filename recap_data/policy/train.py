@@ -16,7 +16,19 @@ runs data-parallel (bf16 on GPU). The checkpoint layout is in model.py.
 from dataclasses import dataclass
 from pathlib import Path
 
-from recap_data.config import Choice, Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
+from recap_data.config import (
+    Choice,
+    Count,
+    FieldError,
+    Float,
+    Int,
+    Natural,
+    NonNegative,
+    Positive,
+    Seed,
+    check_fields,
+    param,
+)
 from recap_data.errors import RecapError
 from recap_data.policy.baselines import BASELINES
 from recap_data.policy.conditioning import MODES
@@ -30,7 +42,9 @@ from recap_data.train.checkpoint import write_training_run
 
 @dataclass
 class PolicyTrainConfig:
-    """pi0 / pi0.5 policy model and training (params.yaml section `policy`)."""
+    """pi0 / pi0.5 policy model and training."""
+
+    section = "policy"  # its params.yaml section (a class attribute, not a field)
 
     type: Choice(*FAMILIES) = param(
         "pi0", "policy family: pi0, or pi05 (pi0.5: the discretized state goes into its prompt)")
@@ -69,15 +83,15 @@ class PolicyTrainConfig:
               "only, indicator always positive); sets successes_only and indicator_mode")
 
     def validate(self) -> "PolicyTrainConfig":
-        check_fields(self, "policy")
+        check_fields(self)
         if self.baseline is not None:
             for name, value in BASELINES[self.baseline].items():  # the arm's settings, whatever was given
                 setattr(self, name, value)
         if self.n_action_steps > self.chunk_size:
-            raise RecapError(f"policy: field 'n_action_steps' = {self.n_action_steps} is over chunk_size "
+            raise FieldError(self.section, "n_action_steps", f"= {self.n_action_steps} is over chunk_size "
                              f"{self.chunk_size}; lower it")
         if self.size == "tiny" and self.image_size % 8:
-            raise RecapError(f"policy: field 'image_size' = {self.image_size} is invalid: use a multiple of 8")
+            raise FieldError(self.section, "image_size", f"= {self.image_size} is invalid: use a multiple of 8")
         return self
 
 

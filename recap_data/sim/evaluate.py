@@ -35,7 +35,7 @@ class EvalConfig(RolloutConfig):
     split: Choice("validation", "test") = param(
         "validation", "embedded: held-out initial states, validation (100-199) or test (200-299)")
 
-    command = "eval"
+    section = "eval"
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

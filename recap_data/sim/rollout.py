@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recap_data.config import Choice, Count, Int, Natural, NonNegative, Seed, check_fields, param
+from recap_data.config import Choice, Count, FieldError, Int, Natural, NonNegative, Seed, check_fields, param
 from recap_data.errors import RecapError
 from recap_data.io import read_json
 from recap_data.sim.episodes import RANDOM, plan_episodes, resolve_env, run_episodes
@@ -45,15 +45,14 @@ class RolloutConfig:
     render_size: Int(16, 1024) | None = param(None, "libero only: camera render size before resizing (default 256)")
     batch_size: Count = param(50, "embedded only: episodes stepped together through one policy call")
 
-    command = "rollout"  # names the command in errors (a class attribute, not a field)
+    section = "rollout"  # its params.yaml section (a class attribute, not a field)
 
     def validate(self) -> "RolloutConfig":
-        check_fields(self, self.command)
+        check_fields(self)
         if self.env == "embedded":
             for name in ("suite", "render_size"):
                 if getattr(self, name) is not None:
-                    raise RecapError(f"{self.command}: field '{name}' (--{name.replace('_', '-')}) is for env libero "
-                                     "only; leave it out with env embedded")
+                    raise FieldError(self.section, name, "is for env libero only; leave it out with env embedded")
         return self
 
 

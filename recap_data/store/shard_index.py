@@ -28,7 +28,9 @@ INDEX_FORMAT = "recap-data/shard-index@1"
 
 @dataclass
 class MixtureConfig:
-    """Sampling weights of the shards an iteration trains on (params.yaml section `mixture`)."""
+    """Sampling weights of the shards an iteration trains on."""
+
+    section = "mixture"  # its params.yaml section (a class attribute, not a field)
 
     base: Positive = param(1.0, "relative weight of each base (and imported) shard")
     rollouts: Positive = param(1.0, "relative weight of each rollout shard")
@@ -36,7 +38,7 @@ class MixtureConfig:
         "shard", "shard: a shard's draws follow its weight; frame: weight x frames (draws follow the frames)")
 
     def validate(self) -> "MixtureConfig":
-        check_fields(self, "mixture")
+        check_fields(self)
         return self
 
 

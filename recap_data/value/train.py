@@ -21,7 +21,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recap_data.config import Choice, Count, Float, Int, Natural, NonNegative, Positive, Seed, check_fields, param
+from recap_data.config import (
+    Choice,
+    Count,
+    FieldError,
+    Float,
+    Int,
+    Natural,
+    NonNegative,
+    Positive,
+    Seed,
+    check_fields,
+    param,
+)
 from recap_data.errors import RecapError
 from recap_data.label_math.config import RewardConfig
 from recap_data.label_math.tables import compute_returns
@@ -39,7 +51,9 @@ if TYPE_CHECKING:  # pandas is imported where it is used, not with the CLI
 
 @dataclass
 class ValueTrainConfig:
-    """Value-function model and training (params.yaml section `value`)."""
+    """Value-function model and training."""
+
+    section = "value"  # its params.yaml section (a class attribute, not a field)
 
     size: Choice("tiny", "real") = param(
         "tiny", "tiny: small random-weight transformers for CPU; real: pretrained local paths")
@@ -66,9 +80,9 @@ class ValueTrainConfig:
     bf16: bool = param(True, "bf16 mixed precision on GPU (CPU always trains in float32)")
 
     def validate(self) -> ValueTrainConfig:
-        check_fields(self, "value")
+        check_fields(self)
         if self.tiny_width % 2:
-            raise RecapError(f"value: field 'tiny_width' = {self.tiny_width} is invalid: use an even number "
+            raise FieldError(self.section, "tiny_width", f"= {self.tiny_width} is invalid: use an even number "
                              "(two attention heads)")
         return self
 
