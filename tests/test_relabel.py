@@ -186,3 +186,74 @@ def test_a_damaged_chunk_is_named(synthetic):
     with pytest.raises(RecapError, match="has value nan; the value model produced NaN or infinity"):
         relabel(store, "src", "x")
     assert state(store) == before
+
+
+def write_per_shard(store: ShardStore, frames: pd.DataFrame, checkpoint: str = "-", reward: RewardConfig | None = None,
+                    prefix: str = "from-") -> list[str]:
+    """One label set per shard of `frames` (as a fleet labels each day's shards on its own), with the
+    union's normalizers and value checkpoint `checkpoint`; their names."""
+    reward = reward or RewardConfig(reward_normalizer=2000.0, normalization="global")
+    normalizers = normalizers_for(frames, reward)
+    names = []
+    for shard, rows in frames.groupby("shard", observed=True):
+        rows = rows.reset_index(drop=True)
+        labels, per_task = build_labels(rows, reward, AdvantageConfig(n_steps=7), normalizers)
+        shards = [{"id": str(shard), "digest": "-", "episodes": int(rows["episode_index"].nunique()),
+                   "frames": len(rows)}]
+        write_label_set(store, f"{prefix}{shard}", labels, per_task, shards=shards, reward=reward,
+                        value_checkpoint={"path": checkpoint, "digest": checkpoint},
+                        advantage=AdvantageConfig(n_steps=7), cfg=LabelConfig(), normalizers=normalizers)
+        names.append(f"{prefix}{shard}")
+    return names
+
+
+def test_one_threshold_over_several_sources_is_the_union_s(synthetic):
+    """relabel over three per-shard label sets (any order) equals relabel over the one set of their union."""
+    store, frames = synthetic(7, 40)
+    names = write_per_shard(store, frames)
+    cfg = AdvantageConfig(n_steps=5, positive_fraction=0.35)
+    union = relabel(store, "src", "union", cfg)
+    for order, out in ((names, "three"), (names[::-1], "reversed")):
+        m = relabel(store, order, out, cfg)
+        assert_same_labels(read_labels(store, out), read_labels(store, "union"))
+        assert m.per_task == union.per_task and m.frames == union.frames and m.digest == union.digest
+        assert m.positive_fraction == union.positive_fraction and [s["id"] for s in m.shards] == ["a", "b", "c"]
+        assert [s["name"] for s in m.parent["sources"]] == order and m.parent["name"] == ", ".join(order)
+    assert read_manifest(store, "three").value_checkpoint == {"path": "-", "digest": "-"}
+
+
+def test_sources_that_do_not_belong_together_are_refused(synthetic):
+    store, frames = synthetic(8, 40)
+    names = write_per_shard(store, frames)
+    other = write_per_shard(store, frames[frames["shard"] == "a"], checkpoint="other-ckpt", prefix="other-")
+    harsher = write_per_shard(store, frames[frames["shard"] == "b"], prefix="harsh-",
+                              reward=RewardConfig(reward_normalizer=2000.0, normalization="global", c_fail=5.0))
+    before = state(store)
+    for sources, message in (
+            (["src", names[0]], "relabel: shard a is in label sets src and from-a; give each shard's values once"),
+            ([names[0], names[0]], "a source is named twice"),
+            ([names[1], *other], r"label sets from-b and other-a hold values of different value checkpoints \(- and "
+                                 r"other-ckpt\); .* or pass --mixed-checkpoints"),
+            ([names[0], *harsher], "label sets from-a and harsh-b define returns differently \\(reward field "
+                                   "'c_fail': 1000.0 and 5.0\\)")):
+        with pytest.raises(RecapError, match=message):
+            relabel(store, sources, "x")
+    assert state(store) == before
+    m = relabel(store, [names[1], names[2], *other], "mixed", mixed_checkpoints=True)
+    assert m.value_checkpoint["digest"] == "mixed" and len(m.value_checkpoint["sources"]) == 3
+
+
+def test_relabel_command_takes_several_sources_and_a_list_file(synthetic, tmp_path):
+    from conftest import run_cli
+
+    store, frames = synthetic(9, 40)
+    names = write_per_shard(store, frames)
+    listing = tmp_path / "sets.txt"
+    listing.write_text(f"# today's label sets\n{names[0]}\n\n{names[1]}  # node 2\n")
+    result = run_cli("relabel", f"@{listing}", names[2], "--out", "all", "--positive-fraction", "0.4",
+                     root=store.root)
+    assert result.exit_code == 0, result.output
+    m = read_manifest(store, "all")
+    assert [s["name"] for s in m.parent["sources"]] == names and m.advantage["positive_fraction"] == 0.4
+    missing = run_cli("relabel", f"@{tmp_path / 'none.txt'}", "--out", "x", root=store.root)
+    assert missing.exit_code == 2 and "none.txt: unreadable list of label sets" in missing.output

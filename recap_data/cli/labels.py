@@ -16,6 +16,7 @@ from recap_data.config import (
     read_section,
     refuse_moved,
 )
+from recap_data.errors import RecapError, one_line_errors
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.labels.write import LabelConfig
 from recap_data.store import paths
@@ -61,7 +62,7 @@ def _label_metrics(m, path: Path | None) -> None:
 
 
 @click.command("relabel")
-@click.argument("source")
+@click.argument("sources", nargs=-1, required=True)
 @click.option("--out", "name", required=True, help="Name of the new label set.")
 @params_option("relabel", "default: the source's advantage params")
 @click.option("--metrics", type=OutputFile,
@@ -69,22 +70,45 @@ def _label_metrics(m, path: Path | None) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing label set of that name (atomically).")
 @click.option("--memory-limit-mb", type=Bounded(int, Range(1)), default=4096, show_default=True,
               help="Refuse, before writing anything, a relabel whose estimated peak memory is larger.")
+@click.option("--mixed-checkpoints", is_flag=True,
+              help="Allow sources whose values come from different value checkpoints (refused by default: their "
+                   "advantages are not comparable).")
 @stage_options("relabel")
 @click.pass_obj
-def relabel_cmd(store: ShardStore, source: str, name: str, params: Path | None, metrics: Path | None, force: bool,
-                memory_limit_mb: int, **options):
-    """Write a new label set from SOURCE's stored values with other advantage params; no model run."""
+def relabel_cmd(store: ShardStore, sources: tuple[str, ...], name: str, params: Path | None, metrics: Path | None,
+                force: bool, memory_limit_mb: int, mixed_checkpoints: bool, **options):
+    """Write a new label set from the stored values of SOURCES (label sets, or @FILE listing one per line)
+    with other advantage params; no model run. Several sources get one threshold per task over all their frames."""
     from recap_data.labels.relabel import relabel, source_advantage
+
+    sources = source_names(sources)
 
     where = str(params) if params else "command line"
     for cls in (LabelConfig, RewardConfig):  # where a params file written before the advantage section kept it
         refuse_moved(cls.section, read_section(params, cls.section, required=False), where)
     typed = {k: v for k, v in pick(options, AdvantageConfig).items() if v is not None}
     overrides = {**read_section(params, AdvantageConfig.section, required=False), **typed}
-    advantage = source_advantage(store, source, overrides, where, tuple(typed))
-    m = relabel(store, source, name, advantage, force=force, memory_limit_mb=memory_limit_mb, progress=True)
+    advantage = source_advantage(store, sources[0], overrides, where, tuple(typed))
+    m = relabel(store, sources, name, advantage, force=force, memory_limit_mb=memory_limit_mb, progress=True,
+                mixed_checkpoints=mixed_checkpoints)
     _label_metrics(m, metrics)
     click.echo(_label_summary(m))
+
+
+def source_names(args: tuple[str, ...]) -> list[str]:
+    """Label-set names, each given as is or read from @FILE (one per line; blank lines and # comments skipped)."""
+    names = []
+    for arg in args:
+        if not arg.startswith("@"):
+            names.append(arg)
+            continue
+        with one_line_errors(arg[1:], "unreadable list of label sets", "give a text file of label-set names, one "
+                             "per line", OSError, UnicodeDecodeError):
+            lines = Path(arg[1:]).read_text().splitlines()
+        names += [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    if not names:
+        raise RecapError(f"relabel: {' '.join(args)} names no label set; give at least one")
+    return names
 
 
 @click.command("report")

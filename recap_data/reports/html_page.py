@@ -80,8 +80,10 @@ def lineage(manifest: LabelManifest, policies: dict[str, dict | None] | None = N
     """The label set's facts and its shards; `policies`: shard id -> the manifest's source.policy."""
     policies = policies or {}
     ckpt = manifest.value_checkpoint or {}
-    parent = (f"<code>{_e(manifest.parent.get('name'))}</code> (<code>{_e(manifest.parent.get('digest'))}</code>): "
-              "this set reuses its values" if manifest.parent else "none (values computed by the model)")
+    sources = (manifest.parent or {}).get("sources") or ([manifest.parent] if manifest.parent else [])
+    parent = ", ".join(f"<code>{_e(p.get('name'))}</code> (<code>{_e(p.get('digest'))}</code>)" for p in sources)
+    reuse = "their values, one threshold per task over all of them" if len(sources) > 1 else "its values"
+    parent = f"{parent}: this set reuses {reuse}" if sources else "none (values computed by the model)"
     facts = [("label set", f"<code>{_e(manifest.name)}</code>"), ("digest", f"<code>{_e(manifest.digest)}</code>"),
              ("created", _e(manifest.created_at)), ("format", f"<code>{_e(manifest.format)}</code>"),
              ("frames", _num(manifest.frames, "d")), ("table parts", _num(len(manifest.parts), "d")),
