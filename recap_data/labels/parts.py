@@ -138,40 +138,65 @@ class PartWriter:
 
 
 def iter_chunks(parts: list[dict], columns: list[str], tasks: list[str], max_rows: int | None = None):
-    """(part, {column: numpy array}) for chunks of whole episodes, of about max_rows each (default
-    PART_ROWS; the rows of a batch plus the episode carried over), streamed from table parts
-    (table_parts' list) with bounded memory. `task` comes as codes into `tasks` (int32); `shard`
-    is checked against the part's and not returned. An episode cut by a batch boundary is carried
-    into the next chunk; a part ends with whole episodes (format 2's parts, format 1's tables)."""
+    """(part, {column: numpy array}) for chunks of whole episodes of about max_rows rows each
+    (default PART_ROWS), streamed from table parts in key order (table_parts' list) with bounded
+    memory. A shard's rows are one stream, whatever its parts: cut into windows of max_rows rows,
+    each window (after the episode carried over from the last) is a chunk but for its last
+    episode, carried into the next; a shard's last window goes whole. So the chunks, and the parts
+    a relabel writes from them, do not depend on how the input was cut into parts. `part`: the one
+    the chunk ends in. `task` comes as codes into `tasks` (int32); `shard` is checked against the
+    part's and not returned."""
+    from itertools import groupby
+
+    code_of, max_rows = {task: i for i, task in enumerate(tasks)}, max_rows or PART_ROWS
+    wanted = list(dict.fromkeys(["shard", "episode_index", *columns]))
+    for _, group in groupby(parts, key=lambda part: part["shard"]):
+        carry = None
+        for part, window, last in _windows(list(group), wanted, code_of, max_rows):
+            chunk = window if carry is None else {c: np.concatenate([carry[c], window[c]]) for c in window}
+            if last:
+                yield part, chunk
+                break
+            episode = chunk["episode_index"]
+            # the start of the last episode: it may go on in the next window
+            cut = int(np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])[-1])
+            carry = {c: a[cut:] for c, a in chunk.items()}
+            if cut:
+                yield part, {c: a[:cut] for c, a in chunk.items()}
+
+
+def _windows(parts: list[dict], wanted: list[str], code_of: dict, max_rows: int):
+    """(part, {column: array} of max_rows rows, is_last) over the rows of one shard's parts, in
+    order; the last window holds what remains."""
     import pyarrow.parquet as pq
 
     from recap_data.store.db import unreadable
 
-    code_of, max_rows = {task: i for i, task in enumerate(tasks)}, max_rows or PART_ROWS
-    wanted = list(dict.fromkeys(["shard", "episode_index", *columns]))
+    buffered: list[dict] = []
+    rows = 0
+    pending = None  # the window made last, yielded once it is known not to be the last one
     for part in parts:
         with unreadable(str(part["path"]), LABELS_FIX):
             file = pq.ParquetFile(part["path"], read_dictionary=["shard", "task"])
             missing = sorted(set(wanted) - set(file.schema_arrow.names))
             if missing:
                 raise RecapError(f"{part['path']}: label table without column {missing[0]!r}; {LABELS_FIX}")
-            batches = file.iter_batches(batch_size=max_rows, columns=wanted)
-            carry, following = None, next(batches, None)
-            while following is not None:
-                batch, following = following, next(batches, None)  # one ahead: is this the part's last?
-                chunk = {c: _column(batch.column(c), c, part, code_of) for c in wanted if c != "shard"}
+            for batch in file.iter_batches(batch_size=max_rows, columns=wanted):
                 _check_shard(batch.column("shard"), part)
-                if carry is not None:
-                    chunk = {c: np.concatenate([carry[c], chunk[c]]) for c in chunk}
-                if following is None:  # a part ends with a whole episode
-                    yield part, chunk
-                    break
-                episode = chunk["episode_index"]
-                # the start of the last episode: it may go on in the next batch
-                cut = int(np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])[-1])
-                carry = {c: a[cut:] for c, a in chunk.items()}
-                if cut:
-                    yield part, {c: a[:cut] for c, a in chunk.items()}
+                buffered.append({c: _column(batch.column(c), c, part, code_of) for c in wanted if c != "shard"})
+                rows += batch.num_rows
+                while rows >= max_rows:
+                    joined = {c: np.concatenate([b[c] for b in buffered]) for c in buffered[0]}
+                    if pending is not None:
+                        yield *pending, False
+                    pending = part, {c: a[:max_rows] for c, a in joined.items()}
+                    buffered, rows = [{c: a[max_rows:] for c, a in joined.items()}], rows - max_rows
+    if rows:
+        if pending is not None:
+            yield *pending, False
+        yield parts[-1], {c: np.concatenate([b[c] for b in buffered]) for c in buffered[0]}, True
+    elif pending is not None:
+        yield *pending, True
 
 
 def _column(column, name: str, part: dict, code_of: dict) -> np.ndarray:
