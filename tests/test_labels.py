@@ -23,7 +23,7 @@ from recap_data.labels.infer import label
 from recap_data.labels.relabel import relabel, source_advantage
 from recap_data.labels.write import LabelConfig
 from recap_data.store.db import connect
-from recap_data.store.label_sets import label_set_path, read_labels, read_manifest
+from recap_data.store.label_sets import label_set_names, label_set_path, read_labels, read_manifest
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import directory_digest
 from recap_data.value.model import load_value_checkpoint
@@ -275,23 +275,46 @@ def test_export_columns_are_what_the_lerobot_visualizer_charts(labeled, tmp_path
     assert {c: (shown[c]["dtype"], shown[c]["shape"]) for c in EXPORTED} == {c: (d, [1]) for c, d in EXPORTED.items()}
 
 
-def test_split_inference_gives_the_same_label_set(labeled):
-    """torchrun with 2 processes: each scores every other episode (decoded by 2 decoder processes);
-    the main one gathers and writes."""
+def torchrun_label(store, ckpt, out: str, processes: int, env: dict | None = None,
+                   batch_size: int = 5) -> subprocess.CompletedProcess:
     from pathlib import Path
 
+    cmd = [str(Path(PYTHON).parent / "torchrun"), "--nproc_per_node", str(processes), "-m", "recap_data.cli.main",
+           "--root", str(store.root), "label", "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", out,
+           "--batch-size", str(batch_size), "--decode-workers", "2"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_split_inference_gives_the_same_label_set(labeled):
+    """torchrun with 2 processes: each scores its run of every shard's batches and writes its own value
+    parts; the main one labels them. The label set is one process's, bit for bit."""
     store, ckpt = labeled
-    torchrun = Path(PYTHON).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "label",
-           "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", "split", "--batch-size", "5",
-           "--decode-workers", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("wrote label set split") == 1
+    for out, processes in (("single", 1), ("split", 2)):
+        proc = torchrun_label(store, ckpt, out, processes)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count(f"wrote label set {out}") == 1
+    single, split = read_manifest(store, "single"), read_manifest(store, "split")
+    assert split.digest == single.digest and split.per_task == single.per_task  # the tables' bytes
+    assert [p["rows"] for p in split.parts] == [p["rows"] for p in single.parts]
     one, two = read_labels(store, "raw"), read_labels(store, "split")
-    np.testing.assert_allclose(two["value"], one["value"], atol=1e-6)  # batching differs, values agree
-    assert (two["indicator"] == one["indicator"]).all()
-    assert read_manifest(store, "split").per_task.keys() == read_manifest(store, "raw").per_task.keys()
+    np.testing.assert_allclose(two["value"], one["value"], atol=1e-6)  # in-process: other torch threads
+    assert not list((store.root / "labels").glob(".*"))  # no staging left
+
+
+def test_a_process_that_dies_leaves_no_label_set(labeled):
+    """Process 1 of 2 is killed once it has written a part: every process exits non-zero, nothing is
+    committed, and the next writer of that name removes the staging directory."""
+    store, ckpt = labeled
+    before = sorted(p.name for p in (store.root / "labels").iterdir())
+    proc = torchrun_label(store, ckpt, "lost", 2, {FAILPOINT_ENV: "value_part:1"})
+    assert proc.returncode != 0
+    assert not label_set_path(store, "lost").exists() and "lost" not in label_set_names(store)
+    assert sorted(p.name for p in (store.root / "labels").iterdir() if not p.name.startswith(".")) == \
+        [n for n in before if not n.startswith(".")]
+    assert list((store.root / "labels").glob(".lost.tmp.*"))  # the main process's staging, with value parts
+    relabel(store, "raw", "lost")
+    assert not list((store.root / "labels").glob(".lost.tmp.*"))
 
 
 def test_cli_label_reads_params_and_checks_reward_against_the_checkpoint(labeled, tmp_path):
