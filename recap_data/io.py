@@ -274,6 +274,21 @@ def prefetch(items, depth: int = 4):
                 pass
 
 
+def shared_directory(state, directory: Path | None) -> Path:
+    """The main process's `directory`, on every process of an accelerate / torchrun run (`state`: its
+    PartialState; None or one process: `directory` itself). A process that cannot see it (a node
+    without the shared data root) stops with an error naming it."""
+    if state is not None and state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        directory = Path(broadcast_object_list([str(directory) if directory else None], from_process=0)[0])
+    if not directory.is_dir():
+        rank = state.process_index if state is not None else 0
+        raise RecapError(f"{directory}: process {rank} cannot see the main process's staging directory; every node "
+                         "must see the data root at the same path")
+    return directory
+
+
 def pool_size(requested: int = 0, reserved: int = 1) -> int:
     """Decoder jobs to run at once: `requested`, or (0) one per free core: the cores this process
     may run on, shared with the other processes of its node (LOCAL_WORLD_SIZE under torchrun or

@@ -189,3 +189,49 @@ def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
     assert trained["throughput"] == round(1000 * len(wins) / sum(trained["lengths"]), 3) > random["throughput"] == 0
     assert random["success_rate"] == 0.0
     assert trained["success_ci95"][0] > random["success_ci95"][1], trained  # intervals apart
+
+
+def torchrun_cli(root, processes: int, *args: str):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from conftest import PYTHON
+
+    cmd = [str(Path(PYTHON).parent / "torchrun"), "--nproc_per_node", str(processes), "-m", "recap_data.cli.main",
+           "--root", str(root), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_shard, tmp_path):
+    """torchrun with 2 processes: each plays its share of the plan, records it beside the shard's
+    staging directory, and the main process commits one shard with the one-process episodes (keys,
+    states, actions, outcomes, decoded cameras); eval reduces the outcomes to the same record."""
+    from recap_data.store.decode import iter_episode_frames
+
+    make_shard("base")
+    for out, processes in (("one", 1), ("two", 2)):
+        proc = torchrun_cli(store.root, processes, "rollout", "--policy", "random", "--out", out, "--episodes", "5",
+                            "--seed", "3", "--batch-size", "2")
+        assert proc.returncode == 0 and proc.stdout.count(f"wrote shard {out}") == 1, proc.stderr[-3000:]
+        proc = torchrun_cli(store.root, processes, "eval", "--policy", "random", "--episodes", "7", "--record",
+                            str(tmp_path / f"{out}.json"))
+        assert proc.returncode == 0 and proc.stdout.count("random: success") == 1, proc.stderr[-3000:]
+    one, two = store.manifest("one"), store.manifest("two")
+    assert two.source["episodes"] == one.source["episodes"] and len(one.source["episodes"]) == 5
+    assert (two.episodes, two.frames, two.successes) == (one.episodes, one.frames, one.successes)
+    con = connect(store.root)
+    query = ('SELECT episode_index, frame_index, "observation.state", action, success FROM frames WHERE shard = ? '
+             "ORDER BY episode_index, frame_index")
+    rows = {s: con.execute(query, [s]).fetchall() for s in ("one", "two")}
+    assert rows["two"] == rows["one"] and len(rows["one"]) == one.frames
+    keys = [k for k in one.features if k.startswith("observation.images")]
+    for (_, a), (_, b) in zip(*(iter_episode_frames(store.shard_path(s), store.manifest(s).features, keys)
+                                for s in ("one", "two")), strict=True):
+        for k in keys:
+            np.testing.assert_array_equal(a[k], b[k])
+    records = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in ("one", "two")}
+    for key in ("outcomes", "lengths", "success_rate", "throughput", "seeds", "episodes"):
+        assert records["two"][key] == records["one"][key], key
+    assert not list(store.tmp_dir.iterdir())  # the processes' recordings went with the staging directory

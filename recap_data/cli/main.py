@@ -289,6 +289,8 @@ def rollout_cmd(store: ShardStore, policy: str, shard_id: str, params: Path | No
 
     (cfg,) = load_stage("rollout", params, options)
     manifest, result = rollout(store, shard_id, policy, cfg, metrics_path=metrics)
+    if manifest is None:  # another process of a multi-process rollout: the main one reports
+        return
     click.echo(f"wrote shard {manifest.shard_id}: {result['episodes']} episodes, {result['frames']} frames, "
                f"success rate {result['success_rate']:.2f}, {result['env_steps_per_s']} env steps/s")
 
@@ -307,6 +309,8 @@ def eval_cmd(store: ShardStore, policy: str, params: Path | None, metrics: Path 
 
     (cfg,) = load_stage("eval", params, options)
     m = evaluate(store, policy, cfg, metrics_path=metrics, record_path=record)
+    if m is None:  # another process of a multi-process evaluation: the main one reports
+        return
     low, high = m["success_ci95"]
     t_low, t_high = m["throughput_ci95"]
     steps = "none succeeded" if m["success_steps"] is None else f"{m['success_steps']:.1f}"

@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
-from recap_data.io import atomic_directory, failpoint, prefetch, read_json, refuse_existing, write_json
+from recap_data.io import (
+    atomic_directory,
+    failpoint,
+    prefetch,
+    read_json,
+    refuse_existing,
+    shared_directory,
+    write_json,
+)
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.labels.passes import label_passes
 from recap_data.labels.write import LabelConfig, check_rows, label_manifest
@@ -198,27 +206,15 @@ def label(store: ShardStore, shard_ids: list[str], value_ckpt: Path, name: str, 
     before = shard_digests(store, shard_ids)
     if state.is_main_process:
         with atomic_directory(target, force=force, what="label set") as staging:
-            _share(state, staging)
+            shared_directory(state, staging)
             values = _score_share(ckpt, store, shard_ids, staging, cfg, state, progress)
             state.wait_for_everyone()  # every process has listed its parts
             return _commit(store, shard_ids, value_ckpt, ckpt, name, reward, cfg, advantage, staging, values,
                            state.num_processes, before, progress)
-    staging = _share(state, None)
+    staging = shared_directory(state, None)
     _score_share(ckpt, store, shard_ids, staging, cfg, state, progress)
     state.wait_for_everyone()
     return None
-
-
-def _share(state, staging: Path | None) -> Path:
-    """The main process's staging directory, on every process; one that cannot see it stops here."""
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        staging = Path(broadcast_object_list([str(staging) if staging else None], from_process=0)[0])
-    if not staging.is_dir():
-        raise RecapError(f"{staging}: process {state.process_index} cannot see the label set's staging directory; "
-                         "every node must see the data root at the same path")
-    return staging
 
 
 def _score_share(ckpt, store, shard_ids, staging: Path, cfg: LabelConfig, state, progress: bool) -> Path:

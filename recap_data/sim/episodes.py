@@ -2,9 +2,12 @@
 (EnvPlan: the embedded world or a LIBERO suite's task), the plan of episodes (initial state and
 seed per episode, fixed before anything runs), and the runners that play a plan: here, or in
 `workers` spawn processes that each own one simulator and one copy of the policy, episodes
-coming back in plan order.
+coming back in plan order. Under `accelerate launch` or torchrun (one node or many) each process
+plays its contiguous share of the plan (launch, share): the plan does not depend on the process
+count, so neither do the episodes.
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,3 +125,20 @@ def run_episodes(stack, env: EnvPlan, policy: str, guidance: float, plans: list[
                                                                 (env, policy, guidance, keep_frames)))
         groups = pool.imap(_run_in_worker, batches)  # in order; workers run ahead
     return (episode for group in groups for episode in group)
+
+
+def launch():
+    """(rank, world, state): this process's place in an `accelerate launch` / torchrun run, or
+    (0, 1, None) when it runs alone (accelerate is not imported then)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state
+
+
+def share(plans: list[dict], rank: int, world: int) -> list[dict]:
+    """Process `rank`'s contiguous share of the episode plan (all of it alone)."""
+    return plans[len(plans) * rank // world:len(plans) * (rank + 1) // world]

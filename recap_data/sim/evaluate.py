@@ -18,7 +18,7 @@ from pathlib import Path
 
 from recap_data.config import Choice, Count, param
 from recap_data.errors import RecapError
-from recap_data.sim.episodes import EVAL_SEED_OFFSET, RANDOM, plan_episodes, resolve_env, run_episodes
+from recap_data.sim.episodes import EVAL_SEED_OFFSET, RANDOM, launch, plan_episodes, resolve_env, run_episodes, share
 from recap_data.sim.rollout import POLICY_FIX, RolloutConfig, check_policy, policy_config, policy_source
 from recap_data.store.schema import AGENTVIEW_KEY
 from recap_data.store.store import ShardStore
@@ -97,7 +97,8 @@ def policy_image_size(policy: str) -> int | None:
 def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_path: Path | None = None,
              progress: bool = True, record_path: Path | None = None) -> dict:
     """Run cfg.episodes held-out episodes of `policy`; returns the whole record (written to `record_path`)
-    and writes its headline to `metrics_path`."""
+    and writes its headline to `metrics_path`. Under accelerate each process plays its share and the
+    main process reduces the outcomes (the others return None)."""
     from contextlib import ExitStack
 
     from tqdm import tqdm
@@ -113,16 +114,25 @@ def evaluate(store: ShardStore | None, policy: str, cfg: EvalConfig, metrics_pat
     provenance = check_policy(policy, image_size)  # before the simulator starts
     env = resolve_env(cfg, manifests, image_size, "eval", split=cfg.split)
     plans = plan_episodes(cfg, env.init_states, env.first_state, seed_offset=EVAL_SEED_OFFSET)
-    started, lengths, outcomes = time.perf_counter(), [], []
+    rank, world, _ = launch()
+    mine = share(plans, rank, world)
+    started, played = time.perf_counter(), []
     with ExitStack() as stack:
-        episodes = run_episodes(stack, env, policy, cfg.guidance, plans, cfg.workers, keep_frames=False)
-        bar = stack.enter_context(tqdm(total=len(plans), desc=f"eval {env.env}/{env.task_id}", unit="ep",
-                                       disable=not progress))
+        episodes = run_episodes(stack, env, policy, cfg.guidance, mine, cfg.workers, keep_frames=False)
+        bar = stack.enter_context(tqdm(total=len(mine), desc=f"eval {env.env}/{env.task_id}", unit="ep",
+                                       disable=not progress or rank > 0))
         for episode in episodes:
-            lengths.append(episode["length"])
-            outcomes.append(bool(episode["success"]))
+            played.append({"episode_index": episode["episode_index"], "success": bool(episode["success"]),
+                           "length": int(episode["length"])})
             bar.update(1)
-            bar.set_postfix(success=f"{sum(outcomes)}/{bar.n}")
+            bar.set_postfix(success=f"{sum(e['success'] for e in played)}/{bar.n}")
+    if world > 1:  # outcomes are a few numbers an episode: the main process reduces them
+        from accelerate.utils import gather_object
+
+        played = sorted(gather_object(played), key=lambda e: e["episode_index"])
+        if rank > 0:
+            return None
+    outcomes, lengths = [e["success"] for e in played], [e["length"] for e in played]
     metrics = {"policy": policy_source(policy, provenance), "env": env.env, **env.source, "task": env.language,
                "guidance": cfg.guidance, **outcome_metrics(outcomes, lengths),
                "init_states": [env.first_state, env.first_state + env.init_states - 1],

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from recap_data.config import Choice, Count, FieldError, Int, Natural, NonNegative, Seed, check_fields, param
 from recap_data.errors import RecapError
-from recap_data.io import read_json
-from recap_data.sim.episodes import RANDOM, plan_episodes, resolve_env, run_episodes
+from recap_data.io import read_json, shared_directory, write_json
+from recap_data.sim.episodes import RANDOM, launch, plan_episodes, resolve_env, run_episodes, share
 from recap_data.store import paths
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
 from recap_data.store.store import ShardStore
@@ -103,14 +103,16 @@ def policy_source(policy: str, provenance: dict | None) -> dict:
 
 def rollout(store: ShardStore, shard_id: str, policy: str, cfg: RolloutConfig, metrics_path: Path | None = None,
             progress: bool = True):
-    """Record cfg.episodes episodes of `policy` (a checkpoint directory or "random") as shard `shard_id`."""
+    """Record cfg.episodes episodes of `policy` (a checkpoint directory or "random") as shard `shard_id`:
+    (its manifest, metrics). Under accelerate each process records its share of the plan beside the
+    shard's staging directory and the main process builds the one shard from them; the others
+    return (None, None)."""
     from contextlib import ExitStack
     from dataclasses import asdict
 
     from tqdm import tqdm
 
-    from recap_data.io import write_json
-    from recap_data.store.writer import ShardWriter
+    from recap_data.store.writer import EpisodeRecorder, ShardWriter
 
     cfg.validate()
     manifests = store.manifests()
@@ -119,26 +121,46 @@ def rollout(store: ShardStore, shard_id: str, policy: str, cfg: RolloutConfig, m
     provenance = check_policy(policy, image_size)  # before the simulator starts
     env = resolve_env(cfg, manifests, image_size, "rollout")
     plans = plan_episodes(cfg, env.init_states, env.first_state)
+    rank, world, state = launch()
+    mine = share(plans, rank, world)
     source = {"recorder": "recap_data.sim.rollout", "env": env.env, "policy": policy_source(policy, provenance),
               "guidance": cfg.guidance, **env.source, "task_id": env.task_id, "task": env.language,
               "max_steps": env.max_steps, "config": asdict(cfg), "episodes": []}
+    use_videos = features[AGENTVIEW_KEY]["dtype"] == "video"
     started, frames, successes = time.perf_counter(), 0, 0
     with ExitStack() as stack:
         writer = stack.enter_context(ShardWriter(
             store, shard_id, kind="rollout", features=features, fps=LIBERO_FPS, source=source, robot_type="panda",
-            use_videos=features[AGENTVIEW_KEY]["dtype"] == "video"))
-        episodes = run_episodes(stack, env, policy, cfg.guidance, plans, cfg.workers)
-        bar = stack.enter_context(tqdm(total=len(plans), desc=f"rollouts {env.env}/{env.task_id}", unit="ep",
-                                       disable=not progress))
+            use_videos=use_videos)) if rank == 0 else None
+        recorder, ranks = writer, None
+        if world > 1:  # each process records its share beside the shard's staging directory
+            ranks = shared_directory(state, writer.work_dir if writer else None) / "ranks"
+            recorder = EpisodeRecorder(ranks / f"rank-{rank:05d}", shard_id, features, LIBERO_FPS, "panda", use_videos)
+        episodes = run_episodes(stack, env, policy, cfg.guidance, mine, cfg.workers)
+        bar = stack.enter_context(tqdm(total=len(mine), desc=f"rollouts {env.env}/{env.task_id}", unit="ep",
+                                       disable=not progress or rank > 0))
         for episode in episodes:
             for frame in episode.pop("frames"):
-                writer.add_frame(frame, task=env.language)
-            writer.save_episode(success=episode["success"])
+                recorder.add_frame(frame, task=env.language)
+            recorder.save_episode(success=episode["success"])
             source["episodes"].append(episode)  # the manifest is written at commit, with every episode
             frames += episode["length"]
             successes += int(episode["success"])
             bar.update(1)
             bar.set_postfix(success=f"{successes}/{bar.n}", frames=frames)
+        if world > 1:
+            recorder.finish()
+            write_json(ranks / f"rank-{rank:05d}.json", {"episodes": source["episodes"]})
+            state.wait_for_everyone()  # every process has recorded its share
+            if rank > 0:
+                return None, None
+            source["episodes"] = [e for r in range(world)
+                                  for e in read_json(ranks / f"rank-{r:05d}.json", what="rollout share",
+                                                     fix="run the rollout again")["episodes"]]
+            frames = sum(e["length"] for e in source["episodes"])
+            successes = sum(bool(e["success"]) for e in source["episodes"])
+            writer.aggregate([ranks / f"rank-{r:05d}" for r in range(world) if len(share(plans, r, world))],
+                             successes)
     wall = time.perf_counter() - started
     metrics = {"episodes": len(plans), "frames": frames, "successes": successes,
                "success_rate": successes / len(plans), "mean_episode_length": frames / len(plans),
@@ -146,3 +168,4 @@ def rollout(store: ShardStore, shard_id: str, policy: str, cfg: RolloutConfig, m
     if metrics_path:  # the headline for `dvc metrics show`; the shard's manifest has every episode
         write_json(Path(metrics_path), {"success_rate": metrics["success_rate"]})
     return writer.manifest, metrics
+

@@ -62,9 +62,8 @@ class ShardWriter:
         self.store, self.shard_id, self.kind = store, validate_shard_id(shard_id), kind
         self.features, self.fps, self.source = features, int(fps), source
         self.synthetic, self.robot_type, self.use_videos = synthetic, robot_type, use_videos
-        self.dataset = None  # LeRobotDataset in write mode, created on the first frame
-        self._episodes = self._frames = self._successes = 0
-        self._episode_frames = 0
+        self.recorder: EpisodeRecorder | None = None  # created on the first frame
+        self._successes = 0
         self._expected: tuple[int, int] | None = None
         self._tmp: Path | None = None
         self.manifest: Manifest | None = None  # set by a successful commit
@@ -85,8 +84,8 @@ class ShardWriter:
             if exc_type is None:
                 self._commit()
         finally:
-            if self.dataset is not None and exc_type is not None and self.dataset.writer is not None:
-                self.dataset.writer.cancel_pending_videos()  # stop encoder workers of a failed write
+            if self.recorder is not None and exc_type is not None:
+                self.recorder.cancel()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
         return False
@@ -97,46 +96,47 @@ class ShardWriter:
         assert self._tmp is not None, "use ShardWriter as a context manager"
         return self._tmp / "shard"
 
+    @property
+    def work_dir(self) -> Path:
+        """The staging directory around staging_dir: other processes of one rollout record their
+        shares beside the shard here (removed with it)."""
+        assert self._tmp is not None, "use ShardWriter as a context manager"
+        return self._tmp
+
     # -- frame-by-frame API -----------------------------------------------------
     def add_frame(self, frame: dict, task: str, is_intervention: bool = False) -> None:
         """Append one frame to the current episode (images as HxWx3 uint8 arrays)."""
-        if self.dataset is None:
-            self._create_dataset()
-        frame = dict(frame, task=task)
-        frame["is_intervention"] = np.array([is_intervention])
-        frame["success"] = np.array([False])  # placeholder: the outcome is set in save_episode
-        self.dataset.add_frame(frame)
-        self._episode_frames += 1
+        if self.recorder is None:
+            self.recorder = EpisodeRecorder(self.staging_dir, self.shard_id, self.features, self.fps,
+                                            self.robot_type, self.use_videos)
+        self.recorder.add_frame(frame, task, is_intervention)
 
     def save_episode(self, success: bool) -> None:
         """Close the current episode with its outcome; it is streamed to the staging files."""
-        if self._episode_frames == 0:
+        if self.recorder is None or not self.recorder.episode_frames:
             raise RecapError(f"shard {self.shard_id!r}: save_episode() called with no frames")
-        buffer = self.dataset.writer.episode_buffer
-        buffer["success"] = [np.array([bool(success)])] * buffer["size"]
-        self.dataset.save_episode()
-        self._episodes += 1
-        self._frames += self._episode_frames
-        self._successes += int(bool(success))
-        self._episode_frames = 0
-        failpoint(f"after_episode:{self._episodes}")
+        self.recorder.save_episode(success)
+        failpoint(f"after_episode:{self.recorder.episodes}")
 
     def expect(self, episodes: int, frames: int, successes: int) -> None:
         """Counts of a dataset the caller built in staging_dir itself."""
         self._expected = (episodes, frames)
         self._successes = successes
 
+    def aggregate(self, recorded: list[Path], successes: int) -> None:
+        """Build the shard from finalized datasets (EpisodeRecorder's, in order), holding `successes`
+        successful episodes: their episodes one after another (LeRobot's aggregate_datasets copies
+        the data and the videos)."""
+        from lerobot.datasets.aggregate import aggregate_datasets
+        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+
+        metas = [LeRobotDatasetMetadata(f"recap-data/{self.shard_id}", root=root) for root in recorded]
+        aggregate_datasets([m.repo_id for m in metas], f"recap-data/{self.shard_id}", roots=list(recorded),
+                           aggr_root=self.staging_dir)
+        _tidy_lerobot_output(self.staging_dir)
+        self.expect(sum(m.total_episodes for m in metas), sum(m.total_frames for m in metas), successes)
+
     # -- internals ----------------------------------------------------------------
-    def _create_dataset(self) -> None:
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-        _quiet_lerobot_writer()
-
-        self.dataset = LeRobotDataset.create(
-            repo_id=f"recap-data/{self.shard_id}", fps=self.fps, features=self.features,
-            root=self.staging_dir, robot_type=self.robot_type, use_videos=self.use_videos,
-        )
-
     def _check_not_exists(self) -> None:
         if self.store.shard_path(self.shard_id).exists():  # committed, or a stray directory in the way
             raise RecapError(f"{self.store.shard_path(self.shard_id)}: shard {self.shard_id!r} exists; "
@@ -145,12 +145,9 @@ class ShardWriter:
     def _commit(self) -> None:
         from recap_data.store.verify import check_dataset
 
-        if self.dataset is not None:
-            if self._episode_frames:
-                raise RecapError(f"shard {self.shard_id!r}: last episode has frames but no save_episode()")
-            self.dataset.finalize()
-            expected = (self._episodes, self._frames)
-            _tidy_lerobot_output(self.staging_dir)
+        if self.recorder is not None:
+            expected = self.recorder.finish()
+            self._successes = self.recorder.successes
         elif self._expected is not None:
             expected = self._expected
         else:
@@ -187,6 +184,56 @@ class ShardWriter:
             raise
         fsync_dir(self.store.shards_dir)
         self.manifest = manifest
+
+
+class EpisodeRecorder:
+    """Frames and outcomes into a LeRobot v3 dataset at `root`, created on the first frame and
+    finalized by finish(). A ShardWriter records through one; each process of a multi-process
+    rollout records its share through its own, which the main process aggregates into the shard."""
+
+    def __init__(self, root: Path, shard_id: str, features: dict, fps: int, robot_type: str | None,
+                 use_videos: bool):
+        self.root, self.shard_id, self.features, self.fps = Path(root), shard_id, features, fps
+        self.robot_type, self.use_videos = robot_type, use_videos
+        self.dataset = None  # LeRobotDataset in write mode
+        self.episodes = self.frames = self.successes = self.episode_frames = 0
+
+    def add_frame(self, frame: dict, task: str, is_intervention: bool = False) -> None:
+        if self.dataset is None:
+            from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+            _quiet_lerobot_writer()
+            self.dataset = LeRobotDataset.create(
+                repo_id=f"recap-data/{self.shard_id}", fps=self.fps, features=self.features, root=self.root,
+                robot_type=self.robot_type, use_videos=self.use_videos)
+        frame = dict(frame, task=task)
+        frame["is_intervention"] = np.array([is_intervention])
+        frame["success"] = np.array([False])  # placeholder: the outcome is set in save_episode
+        self.dataset.add_frame(frame)
+        self.episode_frames += 1
+
+    def save_episode(self, success: bool) -> None:
+        buffer = self.dataset.writer.episode_buffer
+        buffer["success"] = [np.array([bool(success)])] * buffer["size"]
+        self.dataset.save_episode()
+        self.episodes += 1
+        self.frames += self.episode_frames
+        self.successes += int(bool(success))
+        self.episode_frames = 0
+
+    def finish(self) -> tuple[int, int]:
+        """Finalize the dataset; (episodes, frames)."""
+        if self.episode_frames:
+            raise RecapError(f"shard {self.shard_id!r}: last episode has frames but no save_episode()")
+        if self.dataset is not None:
+            self.dataset.finalize()
+            _tidy_lerobot_output(self.root)
+        return self.episodes, self.frames
+
+    def cancel(self) -> None:
+        """Stop the encoder workers of a failed write."""
+        if self.dataset is not None and self.dataset.writer is not None:
+            self.dataset.writer.cancel_pending_videos()
 
 
 def _quiet_lerobot_writer() -> None:
