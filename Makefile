@@ -35,6 +35,7 @@ bench: venv
 	$(VENV)/bin/python bench/bench_value.py
 	$(VENV)/bin/python bench/bench_labels.py
 	$(VENV)/bin/python bench/bench_scale.py
+	$(VENV)/bin/python bench/bench_label_processes.py
 	$(VENV)/bin/python bench/bench_report.py
 	$(VENV)/bin/python bench/bench_policy.py
 	$(VENV)/bin/python bench/bench_real_size.py

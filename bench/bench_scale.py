@@ -5,7 +5,10 @@
    digest): wall time and the command's peak RSS (ru_maxrss of the child), against the targets
    60 s and 4 GB. Before it, the same command with --memory-limit-mb 1 shows the refusal at this
    size (after pass 1, nothing written) and gives relabel's own estimate of its peak.
-2. Per-task advantage quantiles in DuckDB (`db.connect` with the label views, then one
+2. The same relabel over 10 label sets that split those 100M frames (10M each, as value passes
+   run apart leave them): time and peak beside the one label set's, and the same answer
+   (tables' digest and per-task epsilons).
+3. Per-task advantage quantiles in DuckDB (`db.connect` with the label views, then one
    GROUP BY task query) over the relabelled 100M frames; the answer is checked against the
    label set's own per-task epsilon and positive fraction.
 
@@ -43,7 +46,7 @@ from recap_data.labels.parts import PartWriter, episode_cuts, frame_to_table
 from recap_data.labels.write import LabelConfig, label_manifest
 from recap_data.store import paths
 from recap_data.store.db import connect
-from recap_data.store.label_sets import label_set_path, read_manifest
+from recap_data.store.label_sets import LabelManifest, label_set_path, read_manifest
 from recap_data.store.store import Manifest, ShardStore
 
 RESULTS = Path(__file__).parent / "results" / "scale.json"
@@ -157,10 +160,47 @@ def bench_quantiles(store: ShardStore, name: str, repeats: int = 3) -> dict:
             "reservoir_best_s": round(min(sampled_times), 3), "reservoir_max_error_iqr": round(error, 5)}
 
 
+def split_label_set(store: ShardStore, name: str, pieces: int) -> list[str]:
+    """`pieces` label sets holding `name`'s shards in turn (its parts hard-linked, no copy): what
+    value passes run apart (each day's or each node's shards) leave; their names."""
+    import os
+
+    m = read_manifest(store, name)
+    names = []
+    for k in range(pieces):
+        shards = m.shards[k::pieces]
+        ids = {s["id"] for s in shards}
+        parts = [p for p in m.parts if p["shard"] in ids]
+        for p in parts:
+            (label_set_path(store, f"{name}-{k}") / p["path"]).parent.mkdir(parents=True, exist_ok=True)
+            os.link(label_set_path(store, name) / p["path"], label_set_path(store, f"{name}-{k}") / p["path"])
+        part_m = {**asdict(m), "name": f"{name}-{k}", "shards": shards, "parts": parts,
+                  "frames": sum(s["frames"] for s in shards)}
+        write_json(label_set_path(store, f"{name}-{k}") / paths.MANIFEST, part_m)
+        names.append(f"{name}-{k}")
+    return names
+
+
+def bench_sources(store: ShardStore, name: str, one: LabelManifest, pieces: int) -> dict:
+    """relabel over `pieces` label sets that split `name` against the relabel of `name` itself (`one`):
+    the same answer (tables' digest, per-task epsilons), time and peak."""
+    sources = split_label_set(store, name, pieces)
+    run = run_relabel(store.root, [*sources, "--out", "sources-40", "--positive-fraction", "0.4"])
+    assert run["exit"] == 0, run
+    m = read_manifest(store, "sources-40")
+    same = m.digest == one.digest and m.per_task == one.per_task and m.frames == one.frames
+    assert same, "relabel over the pieces differs from relabel over the whole"
+    print(f"relabel over {pieces} label sets of {m.frames // pieces:,} frames each: {run['wall_s']} s, peak RSS "
+          f"{run['peak_rss_mb']:,} MB; the same tables (digest) and epsilons as the relabel of the one label set")
+    return {"sources": pieces, "frames": m.frames, "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
+            "same_as_one": same}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100_000_000)
     parser.add_argument("--shards", type=int, default=100)
+    parser.add_argument("--sources", type=int, default=10, help="label sets the relabel over several sources reads")
     args = parser.parse_args()
     results = {"machine": machine_info()}
     work = Path(tempfile.mkdtemp(dir=Path(__file__).parent, prefix="work-scale-"))
@@ -188,6 +228,7 @@ def main() -> None:
                               "positive_fraction": round(m.positive_fraction, 6),
                               "refused_at_1_mb": {"wall_s": refused["wall_s"], "message": refused["last_line"],
                                                   **estimate(refused["last_line"])}}
+        results["sources"] = bench_sources(store, "big", read_manifest(store, "big-40"), args.sources)
         results["quantiles"] = bench_quantiles(store, "big-40")
     finally:
         shutil.rmtree(work)

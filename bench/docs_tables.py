@@ -212,6 +212,16 @@ def labels_strings(s: dict | None) -> list[str]:
             *(f"| {kinds[k]} | {s[k]['seconds']:.3f} | {s[k]['frames_per_s'] / 1e6:.1f}M |" for k in kinds)]
 
 
+def label_processes(r: dict) -> str:
+    rows = [f"| {x['frames']:,} | {x['processes']} | {x['frames_per_process']:,} | "
+            f"{', '.join(f'{mb:,}' for mb in x['peak_rss_mb'])} | {x['wall_s']:.1f} s |" for x in r["runs"]]
+    return "\n".join([f"Measured by `bench/bench_label_processes.py` on {machine(r)}: `label` under torchrun with the "
+                      "tiny value model, over 1, 2 and 4 copies of the default base shard (each process's own peak "
+                      "RSS; the 1- and 2-process label sets checked equal):", "",
+                      "| frames | processes | frames per process | peak RSS per process (MB) | wall |",
+                      "| --- | --- | --- | --- | --- |", *rows])
+
+
 def labels_report(r: dict) -> str:
     names = [s["setting"] for s in r["label_sets"][0]["settings"]]
     title = {"tables": "tables and plots", "html": "and report.html, no videos"}
@@ -247,6 +257,9 @@ def scale_relabel(r: dict) -> str:
         f"{verdict(rel['peak_rss_mb'] <= rel['target_peak_mb'])} |",
         f"| the same with `--memory-limit-mb 1`: refused after the scan, nothing written | "
         f"{rel['refused_at_1_mb']['wall_s']:.1f} s | - |",
+        *([f"| the same relabel over {src['sources']} label sets of {src['frames'] / src['sources'] / 1e6:.0f}M frames "
+           f"(one threshold over all; {'the same tables and epsilons' if src['same_as_one'] else 'A DIFFERENT ANSWER'})"
+           f" | {src['wall_s']:.1f} s, {src['peak_rss_mb']:,} MB | - |"] if (src := r.get("sources")) else []),
         f"| per-task advantage quantiles in DuckDB (`connect` + one query), best of {len(q['connect_and_query_s'])} "
         f"({runs} s) | {q['best_s']:.2f} s | {q['target_s']:g} s: {verdict(q['best_s'] <= q['target_s'])} |",
         f"| the same scan and grouping with `avg` instead of the quantiles | {q['scan_only_best_s']:.2f} s | - |",
@@ -411,6 +424,7 @@ TABLES = {"loops": ("loops.json", loops), "real-size": ("real_size.json", real_s
           "rollout": ("rollout.json", rollout), "world": ("world.json", world),
           "value-throughput": ("value.json", value_throughput), "pipeline": ("pipeline.json", pipeline),
           "scale-relabel": ("scale.json", scale_relabel),
+          "scale-processes": ("label_processes.json", label_processes),
           "view": ("view.json", view),
           "scale-projection": (("scale.json", "labels.json"), scale_projection),
           "status": (("pipeline.json", "recap.json"), status)}
