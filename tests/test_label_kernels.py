@@ -114,7 +114,9 @@ def test_selected_thresholds_equal_the_sorted_reference(kind):
     [float("nan")] * 40 + ["x"] * 40,
     ["a", pd.NA] * 30,  # pd.NA answers a compare with NA: everything is hashed
     list("abcdefgh") * 20,  # no runs: everything is hashed
-    ["only"]])
+    ["only"],
+    [f"shard {i // 10}" for i in range(200)],  # runs of equal values, an object per row (as DuckDB's .df())
+    [f"shard {i // 10}" for i in range(200)][::-1] + ["shard 3"] * 50])  # a value coming back, shared objects
 def test_string_columns_are_coded_as_factorize_codes_them(values):
     """encode hashes one value per run of a Python-object column; its answer is pd.factorize's."""
     from recap_data.label_math.tables import encode

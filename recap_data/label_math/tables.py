@@ -67,14 +67,28 @@ def encode(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 def _encode_runs(values: np.ndarray) -> tuple[np.ndarray, pd.Index]:
     """pd.factorize(values, sort=True) for an object array, hashing only the first value of each
-    run of equal values: one compare per row (which CPython answers at once for the same object)
-    instead of a hash, and the runs are few where they matter (a shard or task per episode)."""
+    run of equal values. Runs are found by identity first, an integer compare of the object
+    pointers (pyarrow's to_pandas and astype(object) share one object per distinct value), then by
+    value where the identity changes (DuckDB's .df() makes an object per row); the runs are few
+    where it matters (a shard or task per episode). Without long runs it hashes everything."""
+    import ctypes
+
     import pandas as pd
 
+    values = np.ascontiguousarray(values)
+    if len(values) < 2:
+        return pd.factorize(values, sort=True)
+    # numpy will not view references as integers: read the PyObject* slots in place (values stays alive)
+    pointers = np.frombuffer((ctypes.c_void_p * len(values)).from_address(values.ctypes.data), np.uintp)  # (F,)
+    moved = np.flatnonzero(pointers[1:] != pointers[:-1])  # rows whose next row holds another object
     try:
-        heads = np.flatnonzero(np.concatenate(([True], np.asarray(values[1:] != values[:-1], bool))))  # (runs,)
+        if len(moved) > len(values) // 4:  # mostly distinct objects: compare every neighbour (views, no copy)
+            changed = np.flatnonzero(np.asarray(values[1:] != values[:-1], bool))
+        else:
+            changed = moved[np.asarray(values[moved] != values[moved + 1], bool)]
     except TypeError:  # pd.NA compares to NA: hash everything, as pd.factorize does
         return pd.factorize(values, sort=True)
+    heads = np.concatenate(([0], changed + 1))  # (runs,) first row of each run
     if len(heads) > len(values) // 4:  # short runs: hashing every row costs less than this detour
         return pd.factorize(values, sort=True)
     codes, uniques = pd.factorize(values[heads], sort=True)  # (runs,)
