@@ -85,11 +85,30 @@ def predict_values(ckpt, images: np.ndarray, state, ids, mask, device) -> np.nda
 
 
 
-def frame_rows(con, shard: str, lo: int, hi: int) -> pd.DataFrame:
+def check_frames(con, store: ShardStore, shard_ids: list[str]) -> None:
+    """Read every frame's columns once before scoring starts, so that a damaged file or a count that
+    disagrees with a shard's manifest is a one-line error before any progress is shown."""
+    from recap_data.store.db import SHARD_FIX, unreadable
+
+    columns = ", ".join(f'count("{c}")' for c in FRAME_COLUMNS)
+    with unreadable(str(store.shards_dir), SHARD_FIX):
+        counts = {shard: n for shard, n, *_ in con.execute(
+            f"SELECT shard, count(*), {columns} FROM frames WHERE shard IN (SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY shard", [shard_ids]).fetchall()}
+    for shard in shard_ids:
+        if counts.get(shard, 0) != store.manifest(shard).frames:
+            raise RecapError(f"shard {shard}: {counts.get(shard, 0)} frames readable, its manifest says "
+                             f"{store.manifest(shard).frames}; {SHARD_FIX}")
+
+
+def frame_rows(con, shard: str, lo: int, hi: int, store: ShardStore) -> pd.DataFrame:
     """The frames lo .. hi - 1 of a shard (FRAME_COLUMNS, in index order), from DuckDB's frames view."""
-    rows = con.execute(f"""SELECT {', '.join(f'"{c}"' for c in FRAME_COLUMNS)} FROM frames
-                           WHERE shard = ? AND "index" >= ? AND "index" < ? ORDER BY "index" """,
-                       [shard, lo, hi]).df()
+    from recap_data.store.db import SHARD_FIX, unreadable
+
+    with unreadable(str(store.shard_path(shard)), SHARD_FIX):
+        rows = con.execute(f"""SELECT {', '.join(f'"{c}"' for c in FRAME_COLUMNS)} FROM frames
+                               WHERE shard = ? AND "index" >= ? AND "index" < ? ORDER BY "index" """,
+                           [shard, lo, hi]).df()
     if len(rows) != hi - lo or not np.array_equal(rows["index"].to_numpy(), np.arange(lo, hi)):
         raise RecapError(f"shard {shard}: frames {lo}..{hi - 1} are not each there once (index); run "
                          f"`recap-data shards verify {shard}`")
@@ -110,7 +129,7 @@ def score_shard(ckpt, store: ShardStore, con, shard: str, pieces: list[tuple[int
         raise RecapError(f"shard {shard} lacks camera {missing[0]} that the value model takes ({keys})")
     episodes, states = episode_table(store.shard_path(shard)), torch.from_numpy(load_states(store, shard))  # (F, S)
     for lo, hi in pieces:
-        rows = frame_rows(con, shard, lo, hi)
+        rows = frame_rows(con, shard, lo, hi, store)
         # Each task text is tokenized once; a frame picks its task's row by code.
         task_codes, task_texts = pd.factorize(rows["task"])
         task_ids, task_mask = ckpt.encoder(list(task_texts))  # (tasks, max_text_tokens) each
@@ -140,10 +159,11 @@ def write_values(ckpt, store: ShardStore, shard_ids: list[str], folder: Path, ba
 
     ckpt.model.to(device).eval()
     workers = pool_size(decode_workers, torch.get_num_threads() if torch.device(device).type == "cpu" else 1)
+    con, listed = connect(store.root, label_sets=False), []
+    check_frames(con, store, shard_ids)
     plan = {s: value_pieces(store.manifest(s).frames, batch_size, rank, world, PART_ROWS) for s in shard_ids}
     bar = tqdm(total=sum(hi - lo for pieces in plan.values() for lo, hi in pieces), desc="value inference",
                unit="frame", disable=not progress)
-    con, listed = connect(store.root, label_sets=False), []
     folder.mkdir(parents=True, exist_ok=True)
     for shard, pieces in plan.items():
         for lo, rows in score_shard(ckpt, store, con, shard, pieces, batch_size, device, workers, bar):
