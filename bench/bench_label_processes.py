@@ -7,7 +7,10 @@ every frame is decoded and scored), with the tiny value model: each process's pe
 ru_maxrss, printed at exit) and the command's wall time. No process gathers the values: a
 process holds one part of them (up to 1M frames) at a time, and the main process's label passes
 a few parts, so the peak should stay flat as frames per process grow. The label sets of 1 and 2
-processes are checked to be the same (the tables' digest).
+processes are checked to be the same (the tables' digest). Then `label` (over the largest store),
+`rollout` and `eval` (the random policy in the embedded world) as one plain process and as two
+nodes of one process each on this machine (two torchrun launchers, a static rendezvous): wall
+time, torch and launcher start included.
 
     .venv/bin/python bench/bench_label_processes.py [--copies 1,2,4]
 """
@@ -55,6 +58,44 @@ def run_label(store: ShardStore, ckpt: Path, shards: list[str], out: str, proces
     return {"wall_s": round(wall, 1), "peak_rss_mb": [peaks[r] for r in sorted(peaks)]}
 
 
+def run_nodes(root: Path, args: list[str], nodes: int) -> float:
+    """`recap-data ARGS` as `nodes` torchrun launchers of one process each on this machine (a static
+    rendezvous over TCP, as tests/test_multinode.py runs them), or one plain process: wall seconds."""
+    import socket
+
+    if nodes == 1:
+        cmds = [[sys.executable, "-m", "recap_data.cli.main", "--root", str(root), *args]]
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cmds = [[str(TORCHRUN), "--nnodes", str(nodes), "--node_rank", str(rank), "--nproc_per_node", "1",
+                 "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "recap_data.cli.main",
+                 "--root", str(root), *args] for rank in range(nodes)]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for cmd in cmds]
+    for proc in procs:
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+    return round(time.perf_counter() - t0, 1)
+
+
+def bench_nodes(store: ShardStore, ckpt: Path, shards: list[str]) -> list[dict]:
+    """label, rollout and eval as one process and as two nodes: wall time (the outputs are the same:
+    tests/test_multinode.py checks that)."""
+    jobs = {"label": lambda out: ["label", "--value-ckpt", str(ckpt), "--shard", ",".join(shards), "--out", out],
+            "rollout (random policy, 200 episodes)": lambda out: ["rollout", "--policy", "random", "--out", out,
+                                                                  "--episodes", "200"],
+            "eval (random policy, 500 episodes)": lambda out: ["eval", "--policy", "random", "--episodes", "500"]}
+    rows = []
+    for job, args in jobs.items():
+        one, two = (run_nodes(store.root, args(f"{job.split()[0]}-n{n}"), n) for n in (1, 2))
+        rows.append({"command": job, "one_process_s": one, "two_nodes_s": two})
+        print(f"{job}: one process {one} s, two nodes {two} s ({one / two:.2f}x)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", default="1,2,4")
@@ -82,6 +123,7 @@ def main() -> None:
                 print(f"| {frames:,} | {processes} | {frames // processes:,} | "
                       f"{', '.join(f'{mb:,}' for mb in run['peak_rss_mb'])} | {run['wall_s']} s |")
             assert len(digests) == 1, "1 and 2 processes gave different label sets"
+        results["nodes"] = bench_nodes(store, ckpt, shards)
     write_results(RESULTS, results)
 
 

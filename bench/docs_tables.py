@@ -38,7 +38,7 @@ TABLES = {"loops": ("loops.json", loops), "real-size": ("real_size.json", real_s
           "scale-relabel": ("scale.json", scale_relabel),
           "scale-processes": ("label_processes.json", label_processes),
           "view": ("view.json", view),
-          "scale-projection": (("scale.json", "labels.json"), scale_projection),
+          "scale-projection": (("scale.json", "labels.json", "label_processes.json"), scale_projection),
           "status": (("pipeline.json", "recap.json"), status)}
 
 

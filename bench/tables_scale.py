@@ -71,7 +71,17 @@ def label_processes(r: dict) -> str:
                       "tiny value model, over 1, 2 and 4 copies of the default base shard (each process's own peak "
                       "RSS; the 1- and 2-process label sets checked equal):", "",
                       "| frames | processes | frames per process | peak RSS per process (MB) | wall |",
-                      "| --- | --- | --- | --- | --- |", *rows])
+                      "| --- | --- | --- | --- | --- |", *rows, *label_nodes(r.get("nodes"))])
+
+
+def label_nodes(nodes: list[dict] | None) -> list[str]:
+    if not nodes:
+        return []
+    return ["", "The same commands as one plain process and as two nodes of one process each on this machine "
+            "(two torchrun launchers, a static rendezvous; launcher and torch start included):", "",
+            "| command | one process | two nodes | ratio |", "| --- | --- | --- | --- |",
+            *(f"| `{n['command']}` | {n['one_process_s']:.1f} s | {n['two_nodes_s']:.1f} s | "
+              f"{n['one_process_s'] / n['two_nodes_s']:.2f}x |" for n in nodes)]
 
 
 def scale_projection(results: dict) -> str:
@@ -95,6 +105,15 @@ def scale_projection(results: dict) -> str:
         f"{q['best_s'] * factor / 60:.1f} min |",
         f"| label tables on disk | {rel['table_bytes'] / rel['frames']:.1f} bytes a frame | "
         f"{rel['table_bytes'] * factor / 1e9:.0f} GB |",
+        *([f"| `relabel` over {src['sources']} label sets (one threshold over all) | {src['wall_s']:.0f} s for "
+           f"{src['frames'] / 1e6:.0f}M frames, {src['peak_rss_mb']:,} MB | as one label set: label each day's or "
+           "node's shards apart, relabel them together |"] if (src := r.get("sources")) else []),
+        *([f"| the value pass, per process | {min(peaks):,}-{max(peaks):,} MB peak from "
+           f"{min(x['frames_per_process'] for x in runs):,} to {max(x['frames_per_process'] for x in runs):,} "
+           "frames a process | no gather: one part of at most 1M frames per process (its keys, task and value: "
+           "about 100 MB), the rest is the model and the decoders (by design; not measured at this size) |"]
+          if (runs := results.get("label_processes.json", {}).get("runs"))
+          and (peaks := [mb for x in runs for mb in x["peak_rss_mb"]]) else []),
         "", "Reading and writing parquet is most of relabel's time; the writing runs in one thread per core, so a "
         "node with more cores should take less (not measured). Past one node, the engines above split the same "
         "work by parts."])

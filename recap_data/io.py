@@ -27,7 +27,8 @@ from recap_data.errors import RecapError, first_line
 
 # Testing hooks. RECAP_DATA_FAILPOINT=<name> makes the process SIGKILL itself at that point
 # (writer: after_episode:N, after_finalize, after_verify, after_manifest; label's process R:
-# value_part:R, once it has written a part of its values; any atomic
+# value_part:R, once it has written a part of its values; rollout's process R of several:
+# rollout_episode:R, once it has recorded an episode; any atomic
 # directory: before_rename, after_exchange, and without the exchange between_renames and
 # after_renames), to prove crash safety. RECAP_DATA_NO_EXCHANGE=1 takes the two-rename path.
 FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"

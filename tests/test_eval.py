@@ -235,3 +235,35 @@ def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_sha
     for key in ("outcomes", "lengths", "success_rate", "throughput", "seeds", "episodes"):
         assert records["two"][key] == records["one"][key], key
     assert not list(store.tmp_dir.iterdir())  # the processes' recordings went with the staging directory
+
+
+@pytest.mark.slow
+def test_a_rollout_process_that_dies_leaves_no_shard(store, make_shard):
+    """Process 1 of 2 is killed once it has recorded an episode: every process exits non-zero, no shard
+    is committed, and the next writer removes the staging directory (with both shares in it)."""
+    import os
+
+    from recap_data.io import FAILPOINT_ENV
+
+    make_shard("base")
+    os.environ[FAILPOINT_ENV] = "rollout_episode:1"
+    try:
+        proc = torchrun_cli(store.root, 2, "rollout", "--policy", "random", "--out", "lost", "--episodes", "4",
+                            "--batch-size", "1")
+    finally:
+        del os.environ[FAILPOINT_ENV]
+    assert proc.returncode != 0
+    assert not store.exists("lost") and store.shard_ids() == ["base"]
+    assert list(store.tmp_dir.glob("lost.tmp.*"))  # the main process's staging, left by the dead run
+    rollout(store, "lost", "random", RolloutConfig(episodes=2), progress=False)  # its writer cleans it first
+    assert not list(store.tmp_dir.glob("lost.tmp.*")) and store.exists("lost")
+
+
+def test_a_process_that_cannot_see_the_staging_directory_stops(tmp_path):
+    """What a node without the shared data root meets: the main process's directory is not there."""
+    from recap_data.io import shared_directory
+
+    with pytest.raises(RecapError, match="nowhere: process 0 cannot see the main process's staging directory; "
+                                         "every node must see the data root at the same path"):
+        shared_directory(None, tmp_path / "nowhere")
+    assert shared_directory(None, tmp_path) == tmp_path

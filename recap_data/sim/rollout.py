@@ -20,7 +20,7 @@ from pathlib import Path
 
 from recap_data.config import Choice, Count, FieldError, Int, Natural, NonNegative, Seed, check_fields, param
 from recap_data.errors import RecapError
-from recap_data.io import read_json, shared_directory, write_json
+from recap_data.io import failpoint, read_json, shared_directory, write_json
 from recap_data.sim.episodes import RANDOM, launch, plan_episodes, resolve_env, run_episodes, share
 from recap_data.store import paths
 from recap_data.store.schema import ACTION_KEY, AGENTVIEW_KEY, LIBERO_FPS, STATE_KEY, WRIST_KEY, libero_features
@@ -143,6 +143,8 @@ def rollout(store: ShardStore, shard_id: str, policy: str, cfg: RolloutConfig, m
             for frame in episode.pop("frames"):
                 recorder.add_frame(frame, task=env.language)
             recorder.save_episode(success=episode["success"])
+            if world > 1:
+                failpoint(f"rollout_episode:{rank}")  # tests: this process dies with an episode recorded
             source["episodes"].append(episode)  # the manifest is written at commit, with every episode
             frames += episode["length"]
             successes += int(episode["success"])
