@@ -111,7 +111,7 @@ def scale_projection(results: dict) -> str:
         *([f"| the value pass, per process | {min(peaks):,}-{max(peaks):,} MB peak from "
            f"{min(x['frames_per_process'] for x in runs):,} to {max(x['frames_per_process'] for x in runs):,} "
            "frames a process | no gather: one part of at most 1M frames per process (its keys, task and value: "
-           "about 100 MB), the rest is the model and the decoders (by design; not measured at this size) |"]
+           "about 100 MB), but about 33 MB more kept per shard scored, not yet found: not bounded yet |"]
           if (runs := results.get("label_processes.json", {}).get("runs"))
           and (peaks := [mb for x in runs for mb in x["peak_rss_mb"]]) else []),
         "", "Reading and writing parquet is most of relabel's time; the writing runs in one thread per core, so a "
