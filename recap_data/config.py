@@ -274,10 +274,12 @@ def build_config(cls, values: dict, where: str, options: tuple[str, ...] = ()):
         raise (RecapError(f"{where}: {e}") if from_file else e) from None
 
 
-def load_config(cls, params: Path | None, overrides: dict | None = None, required: bool = True):
-    """Config of one stage: the params file's section (which may be left out where not `required`:
-    its defaults), then non-None overrides (command-line options) on top."""
-    values = dict(read_section(params, section_of(cls), required))
+def load_config(cls, params: Path | None, overrides: dict | None = None, required: bool = True,
+                defaults: dict | None = None):
+    """Config of one stage: `defaults` (values recorded elsewhere, such as a checkpoint's, over the
+    fields' own), then the params file's section (which may be left out where not `required`), then
+    non-None overrides (command-line options) on top."""
+    values = {**(defaults or {}), **read_section(params, section_of(cls), required)}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     return build_config(cls, {**values, **given}, str(params) if params else "command line", tuple(given))
 

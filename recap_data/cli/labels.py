@@ -11,8 +11,6 @@ from recap_data.config import (
     OutputDir,
     OutputFile,
     Range,
-    build_config,
-    pick,
     read_section,
     refuse_moved,
 )
@@ -40,11 +38,9 @@ def label_cmd(store: ShardStore, value_ckpt: Path, shards, name: str, params: Pa
     from recap_data.labels.infer import label
     from recap_data.value.model import checkpoint_reward
 
-    cfg, advantage = load_stage("label", params, options, required=False)[:2]  # reward: the checkpoint's below
-    typed = {k: v for k, v in pick(options, RewardConfig).items() if v is not None}
-    given = {**read_section(params, RewardConfig.section, required=False), **typed}  # must match the checkpoint
-    reward = build_config(RewardConfig, {**checkpoint_reward(value_ckpt).to_dict(), **given},
-                          str(params) if params else "command line", tuple(typed))
+    # the reward defaults to the checkpoint's; one given in params or options must match it
+    cfg, advantage, reward = load_stage("label", params, options, required=False,
+                                        defaults={RewardConfig: checkpoint_reward(value_ckpt).to_dict()})
     m = label(store, shard_ids(shards, store), value_ckpt, name, reward, cfg, advantage, force=force)
     if m is not None:
         _label_metrics(m, metrics)
@@ -79,16 +75,15 @@ def relabel_cmd(store: ShardStore, sources: tuple[str, ...], name: str, params: 
                 force: bool, memory_limit_mb: int, mixed_checkpoints: bool, **options):
     """Write a new label set from the stored values of SOURCES (label sets, or @FILE listing one per line)
     with other advantage params; no model run. Several sources get one threshold per task over all their frames."""
-    from recap_data.labels.relabel import relabel, source_advantage
+    from recap_data.labels.relabel import relabel
+    from recap_data.store.label_sets import read_manifest
 
     sources = source_names(sources)
-
-    where = str(params) if params else "command line"
     for cls in (LabelConfig, RewardConfig):  # where a params file written before the advantage section kept it
-        refuse_moved(cls.section, read_section(params, cls.section, required=False), where)
-    typed = {k: v for k, v in pick(options, AdvantageConfig).items() if v is not None}
-    overrides = {**read_section(params, AdvantageConfig.section, required=False), **typed}
-    advantage = source_advantage(store, sources[0], overrides, where, tuple(typed))
+        refuse_moved(cls.section, read_section(params, cls.section, required=False),
+                     str(params) if params else "command line")
+    (advantage,) = load_stage("relabel", params, options, required=False,
+                              defaults={AdvantageConfig: read_manifest(store, sources[0]).advantage})
     m = relabel(store, sources, name, advantage, force=force, memory_limit_mb=memory_limit_mb, progress=True,
                 mixed_checkpoints=mixed_checkpoints)
     _label_metrics(m, metrics)

@@ -69,7 +69,9 @@ def sections_table() -> str:
     return "\n".join(rows)
 
 
-def load_stage(command: str, params, options: dict, required: bool = True) -> tuple:
+def load_stage(command: str, params, options: dict, required: bool = True, defaults: dict | None = None) -> tuple:
     """The configs `command` reads, in STAGES order: each from its params section (the file's,
-    which may be left out where not `required`), with the command's options on top."""
-    return tuple(load_config(cls, params, pick(options, cls), required) for cls in STAGES[command])
+    which may be left out where not `required`) over its `defaults` (config class -> values), with
+    the command's options on top."""
+    return tuple(load_config(cls, params, pick(options, cls), required, (defaults or {}).get(cls))
+                 for cls in STAGES[command])

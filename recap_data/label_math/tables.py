@@ -136,16 +136,24 @@ def task_normalizers(lay: Layout, cfg: RewardConfig) -> dict[str, float]:
     return {task: float(max(largest[i], 1.0)) for i, task in enumerate(lay.tasks)}
 
 
+def check_normalizers(tasks, normalizers: dict[str, float]) -> None:
+    """Every task needs the return normalizer of the value model that scored it."""
+    unknown = [task for task in tasks if task not in normalizers]
+    if unknown:
+        raise RecapError(f"no return normalizer for task {unknown[0]!r}: the value model never saw it; "
+                         "train it on data including this task or use reward.normalization: global")
+
+
 def per_frame(lay: Layout, value: np.ndarray, reward: RewardConfig, normalizers: dict[str, float],
               n_steps: int) -> dict:
     """kernels.per_frame over the laid-out frames: every per-frame column (F,) and `normalizer`."""
     from recap_data.label_math import kernels
 
-    unknown = [task for task in lay.tasks if task not in normalizers]
-    if unknown:
+    try:
+        check_normalizers(lay.tasks, normalizers)
+    except RecapError:
         _refuse_outcomes(lay)  # an episode's outcome flipping is named first, as the reference does
-        raise RecapError(f"no return normalizer for task {unknown[0]!r}: the value model never saw it; "
-                         "train it on data including this task or use reward.normalization: global")
+        raise
     divisors = np.array([normalizers[task] for task in lay.tasks], np.float64)  # (tasks,)
     out, status = frame_columns(lay.starts, lay.success, lay.task_codes, divisors, value, reward, n_steps)
     out["normalizer"] = divisors[lay.task_codes]  # (F,)

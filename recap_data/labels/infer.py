@@ -33,6 +33,7 @@ from recap_data.io import (
     write_json,
 )
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
+from recap_data.label_math.tables import check_normalizers
 from recap_data.labels.passes import label_passes
 from recap_data.labels.write import LabelConfig, check_rows, label_manifest
 from recap_data.store import paths
@@ -83,8 +84,6 @@ def predict_values(ckpt, images: np.ndarray, state, ids, mask, device) -> np.nda
     return ckpt.model.values(logits).double().cpu().numpy()
 
 
-
-
 def check_frames(con, store: ShardStore, shard_ids: list[str]) -> None:
     """Read every frame's columns once before scoring starts, so that a damaged file or a count that
     disagrees with a shard's manifest is a one-line error before any progress is shown."""
@@ -96,9 +95,9 @@ def check_frames(con, store: ShardStore, shard_ids: list[str]) -> None:
             f"SELECT shard, count(*), {columns} FROM frames WHERE shard IN (SELECT unnest(?::VARCHAR[])) "
             "GROUP BY shard", [shard_ids]).fetchall()}
     for shard in shard_ids:
-        if counts.get(shard, 0) != store.manifest(shard).frames:
-            raise RecapError(f"shard {shard}: {counts.get(shard, 0)} frames readable, its manifest says "
-                             f"{store.manifest(shard).frames}; {SHARD_FIX}")
+        if counts.get(shard, 0) != (listed := store.manifest(shard).frames):
+            raise RecapError(f"shard {shard}: {counts.get(shard, 0)} frames readable, its manifest says {listed}; "
+                             f"{SHARD_FIX}")
 
 
 def frame_rows(con, shard: str, lo: int, hi: int, store: ShardStore) -> pd.DataFrame:
@@ -123,8 +122,8 @@ def score_shard(ckpt, store: ShardStore, con, shard: str, pieces: list[tuple[int
     from recap_data.data.frames import load_states
     from recap_data.store.decode import episode_table, iter_episode_frames
 
-    keys = ckpt.model.cfg.camera_keys
-    missing = [k for k in keys if k not in store.manifest(shard).features]
+    keys, features = ckpt.model.cfg.camera_keys, store.manifest(shard).features
+    missing = [k for k in keys if k not in features]
     if missing:
         raise RecapError(f"shard {shard} lacks camera {missing[0]} that the value model takes ({keys})")
     episodes, states = episode_table(store.shard_path(shard)), torch.from_numpy(load_states(store, shard))  # (F, S)
@@ -134,8 +133,8 @@ def score_shard(ckpt, store: ShardStore, con, shard: str, pieces: list[tuple[int
         task_codes, task_texts = pd.factorize(rows["task"])
         task_ids, task_mask = ckpt.encoder(list(task_texts))  # (tasks, max_text_tokens) each
         overlapping = episodes[(episodes["dataset_from_index"] < hi) & (episodes["dataset_to_index"] > lo)]
-        stream = iter_episode_frames(store.shard_path(shard), store.manifest(shard).features, keys, overlapping,
-                                     threads=1, workers=workers)
+        stream = iter_episode_frames(store.shard_path(shard), features, keys, overlapping, threads=1,
+                                     workers=workers)
         values = np.empty(hi - lo, np.float64)
         for index, images in prefetch(_batches(stream, keys, batch_size, lo, hi)):
             codes = torch.from_numpy(task_codes[index - lo])
@@ -252,20 +251,17 @@ def _commit(store, shard_ids, value_ckpt, ckpt, name, reward, cfg, advantage, st
     """The main process, once every process listed its parts: label them into the staging directory's tables."""
     from recap_data.data.shard_specs import shard_digests
 
-    frames_of = {s: store.manifest(s).frames for s in shard_ids}
+    manifests = {s: store.manifest(s) for s in shard_ids}
+    frames_of = {s: m.frames for s, m in manifests.items()}
     parts = collect_parts(values, world, frames_of)
     tasks = sorted({task for p in parts for task in p["tasks"]})
-    unknown = [task for task in tasks if task not in ckpt.normalizers]
-    if unknown:
-        raise RecapError(f"no return normalizer for task {unknown[0]!r}: the value model never saw it; "
-                         "train it on data including this task or use reward.normalization: global")
+    check_normalizers(tasks, ckpt.normalizers)
     if shard_digests(store, shard_ids) != before:
         raise RecapError("label: a shard changed while its values were computed; run `recap-data label` again")
     per_task, counts, rows, digest, written = label_passes(staging, parts, tasks, ckpt.normalizers, reward, advantage,
                                                            sum(frames_of.values()), progress=progress)
     shutil.rmtree(values)
-    shards = [{"id": s, "digest": before[s], "episodes": store.manifest(s).episodes, "frames": frames_of[s]}
-              for s in shard_ids]
+    shards = [{"id": s, "digest": before[s], "episodes": m.episodes, "frames": m.frames} for s, m in manifests.items()]
     check_rows(name, rows, shards)
     manifest = label_manifest(name, shards, per_task, value_checkpoint={"path": str(value_ckpt), "digest": ckpt.digest},
                               reward=reward, advantage=advantage, label=asdict(cfg), normalizers=ckpt.normalizers,

@@ -28,12 +28,9 @@ from recap_data.store.label_sets import (
 from recap_data.store.store import ShardStore, validate_shard_id
 
 
-def source_advantage(store: ShardStore, source: str, overrides: dict | None = None, where: str = "relabel",
-                     options: tuple[str, ...] = ()) -> AdvantageConfig:
-    """The advantage params `source` was labelled with, with `overrides` on top, checked; an error
-    names `where` the overrides came from (the options among them by their flags)."""
-    return build_config(AdvantageConfig, {**read_manifest(store, source).advantage, **(overrides or {})}, where,
-                        options)
+def source_advantage(store: ShardStore, source: str, overrides: dict | None = None) -> AdvantageConfig:
+    """The advantage params `source` was labelled with, with `overrides` on top, checked."""
+    return build_config(AdvantageConfig, {**read_manifest(store, source).advantage, **(overrides or {})}, "relabel")
 
 
 def relabel(store: ShardStore, sources: str | list[str], name: str, advantage: AdvantageConfig | None = None,
@@ -49,7 +46,7 @@ def relabel(store: ShardStore, sources: str | list[str], name: str, advantage: A
     for parent in parents:
         check_shards_unchanged(store, parent)
     origin = combine(store, names, parents, mixed_checkpoints)
-    cfg = (advantage or source_advantage(store, names[0])).validate()
+    cfg = (advantage or build_config(AdvantageConfig, parents[0].advantage, "relabel")).validate()
     reward = build_config(RewardConfig, parents[0].reward, "relabel")
     # each shard is in one source: its parts in shard order are the union's parts in key order
     parts = sorted((part for source, parent in zip(names, parents, strict=True)
@@ -77,8 +74,8 @@ def combine(store: ShardStore, names: list[str], parents: list[LabelManifest], m
     where = ", ".join(names)
     if len(set(names)) < len(names):
         raise RecapError(f"relabel {where}: a source is named twice; name each label set once")
-    owner: dict[str, str] = {}
-    normalizers: dict[str, float] = {}
+    owner: dict[str, str] = {}  # shard -> the source holding it
+    normalized: dict[str, tuple[float, str]] = {}  # task -> its return normalizer and the first source with it
     first, first_name = parents[0], names[0]
     for name, p in zip(names, parents, strict=True):
         manifest = label_set_path(store, name) / paths.MANIFEST
@@ -96,10 +93,10 @@ def combine(store: ShardStore, names: list[str], parents: list[LabelManifest], m
                              f"{changed[0]!r}: {first.reward.get(changed[0])!r} and {p.reward.get(changed[0])!r}); "
                              "relabel them apart, or label their shards again with one value model")
         for task, value in p.return_normalizers.items():
-            if normalizers.setdefault(task, value) != value:
-                raise RecapError(f"relabel: label sets {first_name} and {name} normalize task {task!r}'s returns "
-                                 f"by {normalizers[task]:g} and {value:g}; relabel them apart, or label their "
-                                 "shards again with one value model")
+            had, by = normalized.setdefault(task, (value, name))
+            if had != value:
+                raise RecapError(f"relabel: label sets {by} and {name} normalize task {task!r}'s returns by {had:g} "
+                                 f"and {value:g}; relabel them apart, or label their shards again with one value model")
         if p.value_checkpoint.get("digest") != first.value_checkpoint.get("digest") and not mixed_checkpoints:
             paths_ = f"{first.value_checkpoint.get('path')} and {p.value_checkpoint.get('path')}"
             raise RecapError(f"relabel: label sets {first_name} and {name} hold values of different value "
@@ -110,7 +107,7 @@ def combine(store: ShardStore, names: list[str], parents: list[LabelManifest], m
     sources = [{"name": name, "digest": p.digest, "advantage": p.advantage, "value_checkpoint": p.value_checkpoint}
                for name, p in zip(names, parents, strict=True)]
     one = len(parents) == 1
-    return {"shards": shards, "normalizers": normalizers,
+    return {"shards": shards, "normalizers": {task: value for task, (value, _) in normalized.items()},
             "value_checkpoint": checkpoints[0] if all(c == checkpoints[0] for c in checkpoints)
             else {"path": "mixed", "digest": "mixed", "sources": checkpoints},
             "parent": {"name": first_name if one else where, "digest": first.digest if one else None,
