@@ -68,10 +68,35 @@ def label_processes(r: dict) -> str:
     rows = [f"| {x['frames']:,} | {x['processes']} | {x['frames_per_process']:,} | "
             f"{', '.join(f'{mb:,}' for mb in x['peak_rss_mb'])} | {x['wall_s']:.1f} s |" for x in r["runs"]]
     return "\n".join([f"Measured by `bench/bench_label_processes.py` on {machine(r)}: `label` under torchrun with the "
-                      "tiny value model, over 1, 2 and 4 copies of the default base shard (each process's own peak "
-                      "RSS; the 1- and 2-process label sets checked equal):", "",
+                      f"tiny value model, over {copies_text(r.get('copies', [1, 2, 4]))} copies of the default base "
+                      "shard (each process's own peak RSS; the 1- and 2-process label sets checked equal):", "",
                       "| frames | processes | frames per process | peak RSS per process (MB) | wall |",
                       "| --- | --- | --- | --- | --- |", *rows, *label_nodes(r.get("nodes"))])
+
+
+def copies_text(copies: list[int]) -> str:
+    return ", ".join(map(str, copies[:-1])) + f" and {copies[-1]}" if len(copies) > 1 else str(copies[0])
+
+
+def value_pass_row(runs: list[dict] | None, target: float) -> list[str]:
+    """The projection's row for the value pass: its peaks, and the MB of peak RSS more per million
+    frames a process between the two largest one-process runs (the first shards also warm up the
+    model, decoders and DuckDB, so the slope over the last ones is what grows with the store)."""
+    if not runs:
+        return []
+    peaks = [mb for x in runs for mb in x["peak_rss_mb"]]
+    alone = sorted((x for x in runs if x["processes"] == 1), key=lambda x: x["frames_per_process"])
+    if len(alone) < 2:
+        return []
+    lo, hi = alone[-2:]
+    growth = (hi["peak_rss_mb"][0] - lo["peak_rss_mb"][0]) / (hi["frames_per_process"] - lo["frames_per_process"]) * 1e6
+    return [f"| the value pass, per process | {min(peaks):,}-{max(peaks):,} MB peak from "
+            f"{min(x['frames_per_process'] for x in runs):,} to {max(x['frames_per_process'] for x in runs):,} "
+            f"frames a process; {growth:+,.0f} MB per million frames from {lo['frames_per_process']:,} to "
+            f"{hi['frames_per_process']:,} frames on one process | no gather: one part of at most 1M frames per "
+            "process (its keys, task and value: about 100 MB); "
+            + (f"{growth * target / 1e6 / 1024:,.1f} GB more if one process scored all 1.8 billion frames at that "
+               "slope |" if growth > 0 else "the peak does not grow with the frames a process scores |")]
 
 
 def label_nodes(nodes: list[dict] | None) -> list[str]:
@@ -108,12 +133,7 @@ def scale_projection(results: dict) -> str:
         *([f"| `relabel` over {src['sources']} label sets (one threshold over all) | {src['wall_s']:.0f} s for "
            f"{src['frames'] / 1e6:.0f}M frames, {src['peak_rss_mb']:,} MB | as one label set: label each day's or "
            "node's shards apart, relabel them together |"] if (src := r.get("sources")) else []),
-        *([f"| the value pass, per process | {min(peaks):,}-{max(peaks):,} MB peak from "
-           f"{min(x['frames_per_process'] for x in runs):,} to {max(x['frames_per_process'] for x in runs):,} "
-           "frames a process | no gather: one part of at most 1M frames per process (its keys, task and value: "
-           "about 100 MB), but about 33 MB more kept per shard scored, not yet found: not bounded yet |"]
-          if (runs := results.get("label_processes.json", {}).get("runs"))
-          and (peaks := [mb for x in runs for mb in x["peak_rss_mb"]]) else []),
+        *value_pass_row(results.get("label_processes.json", {}).get("runs"), target),
         "", "Reading and writing parquet is most of relabel's time; the writing runs in one thread per core, so a "
         "node with more cores should take less (not measured). Past one node, the engines above split the same "
         "work by parts."])

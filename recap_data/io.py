@@ -3,13 +3,13 @@ sets, exports, reports), one cleaner of what dead writers leave, and the failpoi
 
 A file is written to a temporary sibling, fsynced and renamed over the target.
 
-An output is built in a hidden sibling `.<name>.tmp.<pid>.<token>`, then put into place, so a
+An output is built in a hidden sibling `.<name>.tmp.<host>@<pid>.<token>`, then put into place, so a
 reader never sees half of one. An existing output is never overwritten unless `force`: then
 the new directory and the old one trade places in one renameat2(RENAME_EXCHANGE) (Linux), so
 the name always holds a whole output, and the old one, now at the staging name, is removed.
-Where the exchange is not available, the old output is renamed aside to `.<name>.old.<pid>.
-<token>` first; if the writer dies between the two renames, the next cleaner of that folder
-puts the aside copy back. Readers skip every hidden name, so staging is never listed.
+Where the exchange is not available, the old output is renamed aside to `.<name>.old.<host>@
+<pid>.<token>` first; if the writer dies between the two renames, the next cleaner of that folder
+on its host puts the aside copy back. Readers skip every hidden name, so staging is never listed.
 """
 
 import ctypes
@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,9 +34,13 @@ from recap_data.errors import RecapError, first_line
 # after_renames), to prove crash safety. RECAP_DATA_NO_EXCHANGE=1 takes the two-rename path.
 FAILPOINT_ENV = "RECAP_DATA_FAILPOINT"
 NO_EXCHANGE_ENV = "RECAP_DATA_NO_EXCHANGE"
-# What a writer leaves while it runs: .<name>.tmp.<pid>.<token> (staging) and .<name>.old.<pid>.<token>
-# (an old output moved aside by the two-rename fallback); hidden, except inside the store's own .tmp/.
-STAGING_RE = re.compile(r"^(?P<dot>\.?)(?P<name>.+)\.(?P<kind>tmp|old)\.(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
+# What a writer leaves while it runs: .<name>.tmp.<host>@<pid>.<token> (staging) and
+# .<name>.old.<host>@<pid>.<token> (an old output moved aside by the two-rename fallback); hidden, except
+# inside the store's own .tmp/. The host, because a pid says whether a writer lives only on its own
+# node: a cleaner leaves other nodes' staging alone. (Names without a host, from older writers, are local.)
+STAGING_RE = re.compile(
+    r"^(?P<dot>\.?)(?P<name>.+)\.(?P<kind>tmp|old)\.(?:(?P<host>[A-Za-z0-9_-]+)@)?(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
+HOST = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
@@ -95,9 +100,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def staging_suffix() -> str:
+    """<host>@<pid>.<token>: what ends a staging name (STAGING_RE), unique to this writer."""
+    return f"{HOST}@{os.getpid()}.{secrets.token_hex(4)}"
+
+
 def clean_stale(directory: Path, hidden_only: bool = True) -> list[Path]:
-    """Remove what dead writers left in `directory`: staging, which never holds the only copy
-    of committed data, and aside copies, which are put back where their name is missing.
+    """Remove what dead writers of this host left in `directory`: staging, which never holds the
+    only copy of committed data, and aside copies, which are put back where their name is missing.
     hidden_only: touch only hidden names (a user's folder beside a checkpoint may hold anything;
     only the store's own .tmp/ is cleaned of visible names too)."""
     removed = []
@@ -105,7 +115,7 @@ def clean_stale(directory: Path, hidden_only: bool = True) -> list[Path]:
         return removed
     for p in Path(directory).iterdir():
         m = STAGING_RE.match(p.name)
-        if not m or (hidden_only and not m["dot"]) or pid_alive(int(m["pid"])):
+        if not m or (hidden_only and not m["dot"]) or m["host"] not in (None, HOST) or pid_alive(int(m["pid"])):
             continue
         if m["kind"] == "old" and not (p.parent / m["name"]).exists():
             try:
@@ -189,7 +199,7 @@ def atomic_directory(target: Path, force: bool = False, what: str = "output"):
     refuse_existing(target, force, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target.parent)
-    suffix = f"{os.getpid()}.{secrets.token_hex(4)}"
+    suffix = staging_suffix()
     tmp = target.parent / f".{target.name}.tmp.{suffix}"
     tmp.mkdir()
     try:
@@ -299,3 +309,20 @@ def pool_size(requested: int = 0, reserved: int = 1) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     return max(1, cores // local - reserved)
+
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def one_malloc_arena() -> None:
+    """Let every thread created from now on allocate from the heap that already exists, instead of
+    a new arena of its own. The value pass starts decoder and prefetch threads for each piece it
+    scores; they allocate frame batches of megabytes that other threads free, and with an arena per
+    thread glibc left them fragmented: the pass kept about 60 MB per shard scored. With one arena its
+    memory stays flat, at the same speed (bench/bench_label_processes.py). Nothing off glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_ARENA_MAX, 1)

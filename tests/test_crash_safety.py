@@ -183,3 +183,20 @@ def test_the_cleaner_leaves_a_users_own_folders_alone(tmp_path):
         p.mkdir()
     clean_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in user)
+
+
+def test_the_cleaner_leaves_other_hosts_staging_alone(tmp_path):
+    """A pid says whether a writer lives only on its own host: a cleaner on a shared file system
+    removes its own host's dead writers' staging (and older names without a host), never another
+    node's, whose writer may be running."""
+    from recap_data.io import HOST, STAGING_RE, staging_suffix
+
+    dead = 2**22 + 12345
+    ours = [tmp_path / f".ckpt.tmp.{HOST}@{dead}.0a1b2c3d", tmp_path / f".old-style.tmp.{dead}.0a1b2c3d"]
+    theirs = tmp_path / f".ckpt.tmp.{HOST}x@{dead}.0a1b2c3d"  # another node's writer, maybe alive there
+    for p in [*ours, theirs]:
+        p.mkdir()
+    assert sorted(clean_stale(tmp_path)) == sorted(ours)
+    assert [p.name for p in tmp_path.iterdir()] == [theirs.name]
+    mine = STAGING_RE.match(f".ckpt.tmp.{staging_suffix()}")
+    assert (mine["host"], int(mine["pid"])) == (HOST, os.getpid())

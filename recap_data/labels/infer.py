@@ -26,6 +26,7 @@ from recap_data.errors import RecapError
 from recap_data.io import (
     atomic_directory,
     failpoint,
+    one_malloc_arena,
     prefetch,
     read_json,
     refuse_existing,
@@ -157,6 +158,7 @@ def write_values(ckpt, store: ShardStore, shard_ids: list[str], folder: Path, ba
     from recap_data.store.db import connect
 
     ckpt.model.to(device).eval()
+    one_malloc_arena()  # flat memory however many shards are scored (see io.one_malloc_arena)
     workers = pool_size(decode_workers, torch.get_num_threads() if torch.device(device).type == "cpu" else 1)
     con, listed = connect(store.root, label_sets=False), []
     check_frames(con, store, shard_ids)

@@ -91,7 +91,7 @@ def label_set_names(store: ShardStore) -> list[str]:
     base = store.root / paths.LABELS_DIR
     if not base.is_dir():
         return []
-    # Only valid names: staging and aside directories are hidden (.<name>.tmp.<pid>.<token>).
+    # Only valid names: staging and aside directories are hidden (.<name>.tmp.<host>@<pid>.<token>).
     return sorted(p.name for p in base.iterdir() if SHARD_ID_RE.match(p.name) and (p / paths.MANIFEST).is_file())
 
 

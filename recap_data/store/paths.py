@@ -4,13 +4,13 @@
       shards/<shard_id>/         a committed shard: a finalized LeRobot v3 dataset ...
         manifest.json            ... plus recap-data's manifest (written last, inside the rename)
         meta/ data/ videos/      LeRobot v3 layout
-      .tmp/<shard_id>.tmp.<pid>.<token>/shard/
+      .tmp/<shard_id>.tmp.<host>@<pid>.<token>/shard/
                                  a shard being written; renamed into shards/ when verified,
                                  never read; left-overs of dead writers are removed
       labels/<name>/             a label set (labels/write.py) ...
         manifest.json            ... its manifest, written inside the atomic rename
         tables/<shard_id>/part-NNNNN.parquet  its label rows, whole episodes per part
-      labels/.<name>.tmp.<pid>.<token>/  a label set being written (hidden: never listed)
+      labels/.<name>.tmp.<host>@<pid>.<token>/  a label set being written (hidden: never listed)
     <checkpoint>/                a trainer's output (`train value`, `train policy`; any path)
       model.safetensors  config.json  tokenizer/  provenance.json   both models
       normalization.json  reward.json                               the value model

@@ -12,14 +12,13 @@ import datetime as dt
 import errno
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from recap_data.errors import RecapError
-from recap_data.io import atomic_write_text, failpoint, fsync_dir
+from recap_data.io import atomic_write_text, failpoint, fsync_dir, staging_suffix
 from recap_data.store.schema import OUTCOME_FEATURES
 from recap_data.store.store import (
     SHARD_KINDS,
@@ -75,7 +74,7 @@ class ShardWriter:
         self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.store.shards_dir.mkdir(parents=True, exist_ok=True)
         self.store.clean_stale_tmp()
-        self._tmp = self.store.tmp_dir / f"{self.shard_id}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+        self._tmp = self.store.tmp_dir / f"{self.shard_id}.tmp.{staging_suffix()}"
         self._tmp.mkdir()
         return self
 
