@@ -7,11 +7,11 @@ every frame is decoded and scored), with the tiny value model: each process's pe
 ru_maxrss, printed at exit) and the command's wall time. No process gathers the values: a
 process holds one part of them (up to 1M frames) at a time, and the main process's label passes
 a few parts, so the peak should stay flat as frames per process grow (io.one_malloc_arena keeps
-glibc from fragmenting the frame batches that the decoder threads allocate). The label sets of 1 and 2
-processes are checked to be the same (the tables' digest). Then `label` (over the largest store),
-`rollout` and `eval` (the random policy in the embedded world) as one plain process and as two
-nodes of one process each on this machine (two torchrun launchers, a static rendezvous): wall
-time, torch and launcher start included; `label` there over at most 4 copies.
+glibc from fragmenting the frame batches that the decoder threads allocate). The label sets of 1
+and 2 processes are checked to be the same (the tables' digest). Then `label` (over at most 4
+copies), `rollout` and `eval` (the random policy in the embedded world) as one plain process and
+as two nodes of one process each on this machine (two torchrun launchers, a static rendezvous):
+wall time, torch and launcher start included.
 
     .venv/bin/python bench/bench_label_processes.py [--copies 1,4,16]
 """

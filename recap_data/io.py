@@ -316,10 +316,11 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 def one_malloc_arena() -> None:
     """Let every thread created from now on allocate from the malloc arenas that already exist,
-    instead of a new arena of its own. The value pass starts decoder and prefetch threads for each piece it
-    scores; they allocate frame batches of megabytes that other threads free, and with an arena per
-    thread glibc left them fragmented: the pass kept about 60 MB per shard scored. With one arena its
-    memory stays flat, at the same speed (bench/bench_label_processes.py). Nothing off glibc."""
+    instead of a new arena of its own. The value pass starts decoder and prefetch threads for each
+    piece it scores; they allocate frame batches of megabytes that other threads free, and with an
+    arena per thread glibc left them fragmented: the pass kept about 60 MB per shard scored. With
+    one arena its memory stays flat, at the same speed (bench/bench_label_processes.py). Nothing
+    off glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
