@@ -7,6 +7,9 @@ export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
+# pytest-xdist: one worker per core, each test module on one worker (its module fixtures built once)
+PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
+
 .PHONY: venv repro test test-fast lint bench
 
 venv:
@@ -22,13 +25,13 @@ test: venv
 	$(VENV)/bin/ruff check recap_data tests bench scripts
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python bench/docs_tables.py --check
-	$(VENV)/bin/python -m pytest -q -rs --durations=15 tests  # -rs: each skipped test's reason
+	$(VENV)/bin/python -m pytest -q -rs --durations=15 $(PARALLEL) tests  # -rs: each skipped test's reason
 
 # A quick local answer: lint and every test not marked slow or sim (CI runs `make test`, all of them)
 test-fast: venv
 	$(VENV)/bin/ruff check recap_data tests bench scripts
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -q -x -m "not slow and not sim" tests
+	$(VENV)/bin/python -m pytest -q -x -m "not slow and not sim" $(PARALLEL) tests
 
 bench: venv
 	$(VENV)/bin/python bench/bench_store.py

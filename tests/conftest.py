@@ -3,7 +3,11 @@
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub in tests
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each (and
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # in the commands they start), not two per worker fighting
 
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +28,15 @@ def mix(success: float) -> dict:
 
 def tiny_config(**overrides) -> DemoDataConfig:
     return DemoDataConfig(**{**TINY, **overrides})
+
+
+FIRST = ("test_pipeline.py",)  # the longest module (a `dvc repro`): the other worker takes the rest beside it
+
+
+def pytest_collection_modifyitems(items):
+    """The longest module first: `make test` hands out modules in collection order (pytest-xdist's
+    --dist loadfile --no-loadscope-reorder), so the rest of the suite runs beside it."""
+    items.sort(key=lambda item: item.path.name not in FIRST)  # a stable sort: the order within each module stays
 
 
 @pytest.fixture
@@ -115,3 +128,18 @@ def run_cli(*args: str, root: Path | None = None):
 
 
 PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(processes: int, root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`recap-data --root ROOT ARGS` under torchrun (what `accelerate launch` starts) with `processes`
+    local processes of one thread each, on a free port: pytest-xdist workers run torchrun side by side."""
+    cmd = [str(Path(PYTHON).parent / "torchrun"), "--nproc_per_node", str(processes), "--master_port",
+           str(free_port()), "-m", "recap_data.cli.main", "--root", str(root), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, torchrun
 
 from recap_data.errors import RecapError
 from recap_data.sim.episodes import EVAL_SEED_OFFSET
@@ -191,18 +191,6 @@ def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
     assert trained["success_ci95"][0] > random["success_ci95"][1], trained  # intervals apart
 
 
-def torchrun_cli(root, processes: int, *args: str):
-    import os
-    import subprocess
-    from pathlib import Path
-
-    from conftest import PYTHON
-
-    cmd = [str(Path(PYTHON).parent / "torchrun"), "--nproc_per_node", str(processes), "-m", "recap_data.cli.main",
-           "--root", str(root), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 @pytest.mark.slow
 def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_shard, tmp_path):
     """torchrun with 2 processes: each plays its share of the plan, records it beside the shard's
@@ -212,10 +200,10 @@ def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_sha
 
     make_shard("base")
     for out, processes in (("one", 1), ("two", 2)):
-        proc = torchrun_cli(store.root, processes, "rollout", "--policy", "random", "--out", out, "--episodes", "5",
+        proc = torchrun(processes, "rollout", "--policy", "random", "--out", out, "--episodes", "5",
                             "--seed", "3", "--batch-size", "2")
         assert proc.returncode == 0 and proc.stdout.count(f"wrote shard {out}") == 1, proc.stderr[-3000:]
-        proc = torchrun_cli(store.root, processes, "eval", "--policy", "random", "--episodes", "7", "--record",
+        proc = torchrun(processes, "eval", "--policy", "random", "--episodes", "7", "--record",
                             str(tmp_path / f"{out}.json"))
         assert proc.returncode == 0 and proc.stdout.count("random: success") == 1, proc.stderr[-3000:]
     one, two = store.manifest("one"), store.manifest("two")
@@ -248,7 +236,7 @@ def test_a_rollout_process_that_dies_leaves_no_shard(store, make_shard):
     make_shard("base")
     os.environ[FAILPOINT_ENV] = "rollout_episode:1"
     try:
-        proc = torchrun_cli(store.root, 2, "rollout", "--policy", "random", "--out", "lost", "--episodes", "4",
+        proc = torchrun(2, "rollout", "--policy", "random", "--out", "lost", "--episodes", "4",
                             "--batch-size", "1")
     finally:
         del os.environ[FAILPOINT_ENV]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PYTHON, run_cli
+from conftest import PYTHON, run_cli, torchrun
 from label_reference import threshold
 
 from recap_data.data.frame_dataset import ShardFrames
@@ -277,13 +277,8 @@ def test_export_columns_are_what_the_lerobot_visualizer_charts(labeled, tmp_path
 
 def torchrun_label(store, ckpt, out: str, processes: int, env: dict | None = None,
                    batch_size: int = 5) -> subprocess.CompletedProcess:
-    from pathlib import Path
-
-    cmd = [str(Path(PYTHON).parent / "torchrun"), "--nproc_per_node", str(processes), "-m", "recap_data.cli.main",
-           "--root", str(store.root), "label", "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", out,
-           "--batch-size", str(batch_size), "--decode-workers", "2"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return torchrun(processes, store.root, "label", "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", out,
+                    "--batch-size", str(batch_size), "--decode-workers", "2", env=env)
 
 
 def test_split_inference_gives_the_same_label_set(labeled):

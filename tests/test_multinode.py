@@ -6,24 +6,17 @@ plans the same way and give the one-process episodes."""
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYTHON
+from conftest import PYTHON, free_port
 from test_labels import torchrun_label
 
 from recap_data.store.label_sets import read_labels, read_manifest
 
 pytestmark = pytest.mark.slow  # two torchrun launchers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def two_nodes(root, *args: str) -> list[str]:

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, torchrun
 
 from recap_data.errors import RecapError
 from recap_data.policy.conditioning import prompt
@@ -195,17 +195,10 @@ def test_cli_trains_a_policy_and_reports_errors_in_one_line(world, tmp_path):
 @pytest.mark.slow
 def test_data_parallel_run_with_two_processes(world, tmp_path):
     """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     store, _, _ = world
     out = tmp_path / "ddp"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "train",
-           "policy", "--labels", "raw", "--out", str(out), "--steps", "3", "--batch-size", "4", "--warmup-steps", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = torchrun(2, store.root, "train", "policy", "--labels", "raw", "--out", str(out), "--steps", "3",
+                    "--batch-size", "4", "--warmup-steps", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote policy checkpoint") == 1  # only the main process reports and writes
     provenance = json.loads((out / "provenance.json").read_text())

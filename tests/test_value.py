@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import mix, run_cli
+from conftest import mix, run_cli, torchrun
 
 from recap_data.data.frames import holdout_mask, load_frames, mixture_weights
 from recap_data.data.shard_specs import parse_mixture
@@ -178,17 +178,9 @@ def test_tiny_value_model_learns_the_embedded_data(tmp_path):
 
 def test_data_parallel_run_with_two_processes(store, two_shards, tmp_path):
     """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     out = tmp_path / "ddp"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "recap_data.cli.main", "--root", str(store.root), "train",
-           "value", "--shard", "base,more", "--out", str(out), "--steps", "3", "--batch-size", "4",
-           "--warmup-steps", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = torchrun(2, store.root, "train", "value", "--shard", "base,more", "--out", str(out), "--steps", "3",
+                    "--batch-size", "4", "--warmup-steps", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote value checkpoint") == 1  # only the main process reports and writes
     prov = json.loads((out / "provenance.json").read_text())
