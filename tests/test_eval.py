@@ -200,11 +200,11 @@ def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_sha
 
     make_shard("base")
     for out, processes in (("one", 1), ("two", 2)):
-        proc = torchrun(processes, "rollout", "--policy", "random", "--out", out, "--episodes", "5",
-                            "--seed", "3", "--batch-size", "2")
+        proc = torchrun(processes, store.root, "rollout", "--policy", "random", "--out", out, "--episodes", "5",
+                        "--seed", "3", "--batch-size", "2")
         assert proc.returncode == 0 and proc.stdout.count(f"wrote shard {out}") == 1, proc.stderr[-3000:]
-        proc = torchrun(processes, "eval", "--policy", "random", "--episodes", "7", "--record",
-                            str(tmp_path / f"{out}.json"))
+        proc = torchrun(processes, store.root, "eval", "--policy", "random", "--episodes", "7", "--record",
+                        str(tmp_path / f"{out}.json"))
         assert proc.returncode == 0 and proc.stdout.count("random: success") == 1, proc.stderr[-3000:]
     one, two = store.manifest("one"), store.manifest("two")
     assert two.source["episodes"] == one.source["episodes"] and len(one.source["episodes"]) == 5
@@ -229,17 +229,11 @@ def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_sha
 def test_a_rollout_process_that_dies_leaves_no_shard(store, make_shard):
     """Process 1 of 2 is killed once it has recorded an episode: every process exits non-zero, no shard
     is committed, and the next writer removes the staging directory (with both shares in it)."""
-    import os
-
     from recap_data.io import FAILPOINT_ENV
 
     make_shard("base")
-    os.environ[FAILPOINT_ENV] = "rollout_episode:1"
-    try:
-        proc = torchrun(2, "rollout", "--policy", "random", "--out", "lost", "--episodes", "4",
-                            "--batch-size", "1")
-    finally:
-        del os.environ[FAILPOINT_ENV]
+    proc = torchrun(2, store.root, "rollout", "--policy", "random", "--out", "lost", "--episodes", "4",
+                    "--batch-size", "1", env={FAILPOINT_ENV: "rollout_episode:1"})
     assert proc.returncode != 0
     assert not store.exists("lost") and store.shard_ids() == ["base"]
     assert list(store.tmp_dir.glob("lost.tmp.*"))  # the main process's staging, left by the dead run
