@@ -16,7 +16,16 @@ from recap_data.train.checkpoint import directory_digest
 
 pytestmark = pytest.mark.slow  # processes killed at every failpoint
 
-WRITER_ARGS = ["--tasks", "2", "--max-steps", "20", "--image-size", "32"]
+WRITER = dict(tasks=2, max_steps=20, image_size=32)  # a small shard's options, in this process and on the CLI
+WRITER_ARGS = [arg for name, value in WRITER.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def write_here(root, shard_id: str, seed: int = 0, episodes: int = 4) -> None:
+    """What `writer` runs, in this process: for the writers a test does not kill."""
+    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+
+    make_demo_data(ShardStore(root), DemoDataConfig(shard_id=shard_id, seed=seed, episodes=episodes, **WRITER),
+                   progress=False)
 
 
 def writer(root, shard_id, failpoint=None, seed=0, episodes: int = 4) -> subprocess.Popen:
@@ -44,8 +53,7 @@ def assert_store_holds_exactly(store: ShardStore, ids: list[str]) -> None:
 def committed(tmp_path_factory):
     """A store with one committed shard, shared by the kill tests (each works on a copy)."""
     root = tmp_path_factory.mktemp("crash") / "data"
-    proc = writer(root, "base")
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    write_here(root, "base")
     return root
 
 
@@ -64,8 +72,7 @@ def test_writer_killed_at_any_point_leaves_no_shard(committed, tmp_path, failpoi
     assert_store_holds_exactly(store, ["base"])  # ... and never read
     assert store.manifest("base").digest == digest
     # The next writer removes the dead one's left-overs and can reuse the id.
-    proc = writer(root, "victim", seed=5)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    write_here(root, "victim", seed=5)
     assert [p.name for p in store.tmp_dir.iterdir()] == []
     assert_store_holds_exactly(store, ["base", "victim"])
 

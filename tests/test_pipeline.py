@@ -52,8 +52,23 @@ def expected_metrics(cwd: Path) -> dict[str, set[str]]:
     return {f"metrics/{name}/{file}": HEADLINE[file] for name, files in names.items() for file in files}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_recap_data(tmp_path_factory):
+    """Every `recap-data` this module's commands start, DVC's stages included, is forked from one
+    warm server (tests/warm_cli.py): the real CLI in a process of its own, without ~6 s of imports."""
+    from warm_cli import warm_cli
+
+    path = os.environ["PATH"]
+    with warm_cli(tmp_path_factory.mktemp("warm")) as shim_dir:
+        os.environ["PATH"] = f"{shim_dir}:{BIN}:{path}"
+        try:
+            yield
+        finally:
+            os.environ["PATH"] = path
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     assert proc.returncode == 0 or not check, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -87,7 +102,7 @@ def cache_object(remote: Path, md5: str) -> Path:
 
 
 def query(cwd: Path, sql: str, labels: str) -> list[dict]:
-    out = run([str(BIN / "recap-data"), "--root", "data", "sql", sql, "--labels", labels, "--format", "json"], cwd)
+    out = run(["recap-data", "--root", "data", "sql", sql, "--labels", labels, "--format", "json"], cwd)
     return json.loads(out.stdout)
 
 
@@ -246,7 +261,7 @@ def test_a_run_shared_through_a_remote_pulls_whole_and_runs_nothing(pipeline_run
     assert shown_metrics(clone) == shown_metrics(cwd)
     shown_plots(clone, tmp_path / "html")
     assert output_files(clone) == output_files(cwd)  # byte for byte, whether from Git or the cache
-    verified = run([str(BIN / "recap-data"), "--root", "data", "shards", "verify"], clone).stdout
+    verified = run(["recap-data", "--root", "data", "shards", "verify"], clone).stdout
     assert verified.split() == ["base:", "ok", "iter1:", "ok", "iter2:", "ok"]
     counts = "SELECT (SELECT count(*) FROM frames) frames, count(*) labels, sum(indicator::INT) positive FROM labels"
     assert query(clone, counts, "iter2") == query(cwd, counts, "iter2")
@@ -269,7 +284,7 @@ def test_a_run_shared_through_a_remote_pulls_whole_and_runs_nothing(pipeline_run
     for cmd in (["shards", "verify"], ["sql", "SELECT count(*) FROM labeled_frames", "--labels", "iter2"],
                 ["train", "value", "--shard", "@data/index/iter2.json", "--out", str(tmp_path / "v"), "--steps", "1"],
                 ["relabel", "iter1-values", "--out", "again"]):
-        proc = run([str(BIN / "recap-data"), "--root", "data", *cmd], second, check=False)
+        proc = run(["recap-data", "--root", "data", *cmd], second, check=False)
         error = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 2 and error.startswith("error:") and "iter1" in error and fix in error, proc.stderr
     assert not (second / "data/labels/again").exists() and not (tmp_path / "v").exists()
