@@ -7,7 +7,8 @@ export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-# pytest-xdist: one worker per core, each test module on one worker (its module fixtures built once)
+# pytest-xdist: two workers (this project's 2-core machines), each test module on one worker (its
+# module fixtures built once); --no-loadscope-reorder needs pytest-xdist 3.8
 PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv repro test test-fast lint bench

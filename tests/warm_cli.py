@@ -1,15 +1,22 @@
 """A warm `recap-data` for tests that run dozens of commands (the DVC pipeline's): a server imports
 torch, LeRobot and recap-data once and forks a child per command; a shim named `recap-data`, first
 on PATH, hands the server its argv, working directory, environment and stdin/stdout/stderr, and
-exits with the child's status. Each command is still the real CLI in a process of its own, only
-without the ~6 s of imports each stage process would spend (`tests/test_readme.py` and the
-torchrun tests keep starting the installed entry point cold).
+exits with the child's status (128 + N for a child killed by signal N). Each command is still the
+real CLI in a process of its own, only without the ~6 s of imports each stage process would spend;
+every other subprocess the suite starts (the README tour, torchrun, killed writers) starts cold.
 
-Commands are served one at a time (DVC runs stages one after another), so the server forks from a
-single-threaded process that has imported torch but never run an operation in it."""
+What a module reads from the environment when it is imported (HF_HUB_OFFLINE, LeRobot's
+HF_LEROBOT_HOME, OMP_NUM_THREADS) keeps the server's values, which are the test worker's: the
+server is for commands run with the worker's environment plus PATH and a few variables read at
+call time. Commands are served one at a time (DVC runs stages one after another); the server
+runs no Python thread and no torch operation before it forks (a native thread a library starts
+at import, such as pyarrow's jemalloc, is covered by that library's fork handlers, as when
+LeRobot forks its encoders). A shim that dies takes its command's process group with it."""
 
 import json
 import os
+import select
+import signal
 import socket
 import sys
 from contextlib import contextmanager
@@ -35,31 +42,53 @@ sys.exit(int(s.recv(16) or 1))
 """
 
 
-def run_command(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the shim's process (stdio, cwd, env, argv), run the CLI, exit."""
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    sys.argv = request["argv"]
+def run_command(message: bytes, fds: list[int]) -> None:
+    """In the forked child: become the shim's process (stdio, cwd, env, argv), run the CLI, and exit
+    with its status; never returns into the server's loop, whatever fails."""
     code = 1
     try:
+        os.setpgid(0, 0)  # a group of its own: the server kills it whole when the shim dies
+        request = json.loads(message)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = request["argv"]
         from recap_data.cli.main import main
 
         main()
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
     except BaseException:
         import traceback
 
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
         os._exit(code)
+
+
+def wait_for(pid: int, conn: socket.socket) -> int:
+    """The child's exit status; if the shim hangs up first (killed, timed out), the child's group is
+    killed, so that a stuck command does not hold the commands queued behind it."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd, conn], [], [])
+        if pidfd not in ready:
+            os.killpg(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return code if code >= 0 else 128 - code
 
 
 def serve(path: str) -> None:
@@ -80,30 +109,35 @@ def serve(path: str) -> None:
             pid = os.fork()
             if pid == 0:
                 server.close()
-                run_command(json.loads(message), fds)
+                run_command(message, fds)
             for fd in fds:
                 os.close(fd)
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            conn.send(str(code if code >= 0 else 128 - code).encode())
+            code = wait_for(pid, conn)
+            try:
+                conn.send(str(code).encode())
+            except OSError:  # the shim is gone: nobody to tell
+                pass
 
 
 @contextmanager
 def warm_cli(folder: Path):
-    """A server and, in `folder`/bin, the `recap-data` shim: put that folder first on PATH."""
+    """A server and, in `folder`/bin, the `recap-data` shim: put that folder first on PATH. The
+    server's own output goes to `folder`/server.log."""
     import subprocess
 
-    bin_dir, path = folder / "bin", str(folder / "cli.sock")
+    bin_dir, path, log = folder / "bin", str(folder / "cli.sock"), folder / "server.log"
     bin_dir.mkdir(parents=True)
-    server = subprocess.Popen([sys.executable, __file__, path], stdout=subprocess.PIPE, text=True)
+    with open(log, "w") as stderr:
+        server = subprocess.Popen([sys.executable, __file__, path], stdout=subprocess.PIPE, stderr=stderr,
+                                  text=True, start_new_session=True)
     try:
-        assert server.stdout.readline().strip() == "ready", "the warm recap-data server did not start"
+        assert server.stdout.readline().strip() == "ready", f"the warm recap-data server did not start: {log}"
         shim = bin_dir / "recap-data"
         shim.write_text(SHIM.format(python=sys.executable, socket=path))
         shim.chmod(0o755)
         yield bin_dir
     finally:
-        server.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait()
 
 
