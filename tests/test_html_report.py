@@ -33,6 +33,17 @@ def chromium() -> str:
     return path
 
 
+def wait_until(page, expression: str, timeout_s: float = 60) -> None:
+    """Poll a JavaScript expression until it is true. page.evaluate runs through DevTools, which the
+    page's CSP allows; wait_for_function's own polling evals the string, which that CSP blocks."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true within {timeout_s} s: {expression}"
+        page.wait_for_timeout(100)
+
+
 def report_with_videos(labeled, out: Path, *args: str):
     store, _ = labeled
     return run_cli("report", "raw", "--out", str(out), "--html", *args, root=store.root)
@@ -64,15 +75,13 @@ def test_html_report_loads_in_chromium_with_its_plots_and_videos(chromium, label
             page.on("requestfailed", lambda r: failed.append(f"{r.url[:80]}: {r.failure}"))
             page.on("request", lambda r: urls.append(r.url))
             page.goto((out / "report.html").as_uri(), wait_until="load")
-            page.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 2 || v.error)",
-                                   timeout=60_000)
+            wait_until(page, "[...document.querySelectorAll('video')].every(v => v.readyState >= 2 || v.error)")
             images = page.eval_on_selector_all("img", "els => els.map(i => [i.complete, i.naturalWidth])")
             videos = page.eval_on_selector_all("video", """els => els.map(v => ({ready: v.readyState,
                 error: v.error && v.error.code, width: v.videoWidth, height: v.videoHeight, duration: v.duration}))""")
             # and they play: muted videos may start without a user gesture; time must move
             page.evaluate("Promise.all([...document.querySelectorAll('video')].map(v => v.play()))")
-            page.wait_for_function("[...document.querySelectorAll('video')].every(v => v.currentTime > 0)",
-                                   timeout=60_000)
+            wait_until(page, "[...document.querySelectorAll('video')].every(v => v.currentTime > 0)")
             page.evaluate("[...document.querySelectorAll('video')].forEach(v => { v.pause(); v.currentTime = 0 })")
             rows = page.eval_on_selector_all("#per-task tbody tr", "els => els.map(r => r.cells[0].textContent)")
             text = page.inner_text("body")
