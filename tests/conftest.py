@@ -128,6 +128,7 @@ def run_cli(*args: str, root: Path | None = None):
 
 
 PYTHON = sys.executable
+TORCHRUN = str(Path(PYTHON).parent / "torchrun")
 
 
 def free_port() -> int:
@@ -139,7 +140,7 @@ def free_port() -> int:
 def torchrun(processes: int, root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`recap-data --root ROOT ARGS` under torchrun (what `accelerate launch` starts) with `processes`
     local processes of one thread each, on a free port: pytest-xdist workers run torchrun side by side."""
-    cmd = [str(Path(PYTHON).parent / "torchrun"), "--nproc_per_node", str(processes), "--master_port",
+    cmd = [TORCHRUN, "--nproc_per_node", str(processes), "--master_port",
            str(free_port()), "-m", "recap_data.cli.main", "--root", str(root), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})

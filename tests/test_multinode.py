@@ -7,11 +7,10 @@ plans the same way and give the one-process episodes."""
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYTHON, free_port
+from conftest import TORCHRUN, free_port
 from test_labels import torchrun_label
 
 from recap_data.store.label_sets import read_labels, read_manifest
@@ -21,9 +20,9 @@ pytestmark = pytest.mark.slow  # two torchrun launchers
 
 def two_nodes(root, *args: str) -> list[str]:
     """`recap-data ARGS` as two one-process nodes; their stdouts (each must exit 0)."""
-    torchrun, port = Path(PYTHON).parent / "torchrun", free_port()
+    port = free_port()
     nodes = [subprocess.Popen(
-        [str(torchrun), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1", "--master_addr",
+        [TORCHRUN, "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1", "--master_addr",
          "127.0.0.1", "--master_port", str(port), "-m", "recap_data.cli.main", "--root", str(root), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         for rank in (0, 1)]

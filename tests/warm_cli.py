@@ -60,9 +60,10 @@ def run_command(message: bytes, fds: list[int]) -> None:
 
         main()
         code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, int | None):
+    except SystemExit as e:  # what the interpreter does with it: an int is the status, anything else is printed
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
             print(e.code, file=sys.stderr)
     except BaseException:
         import traceback
