@@ -85,6 +85,16 @@ def labeled(labeled_once, tmp_path_factory):
     return ShardStore(root / "data"), root / "value"
 
 
+@pytest.fixture(scope="session")
+def warm_cli_bin(tmp_path_factory) -> Path:
+    """A folder holding a `recap-data` shim served by one warm server per test process
+    (tests/warm_cli.py): put it first on PATH where a test runs many cold `recap-data` commands."""
+    from warm_cli import warm_cli
+
+    with warm_cli(tmp_path_factory.mktemp("warm")) as bin_dir:
+        yield bin_dir
+
+
 @pytest.fixture
 def make_lerobot_dataset(tmp_path):
     """make_lerobot_dataset(name, lengths, successes) -> root of a plain LeRobot v3 dataset (no outcomes)."""

@@ -53,18 +53,15 @@ def expected_metrics(cwd: Path) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def warm_recap_data(tmp_path_factory):
+def warm_recap_data(warm_cli_bin):
     """Every `recap-data` this module's commands start, DVC's stages included, is forked from one
     warm server (tests/warm_cli.py): the real CLI in a process of its own, without ~6 s of imports."""
-    from warm_cli import warm_cli
-
     path = os.environ["PATH"]
-    with warm_cli(tmp_path_factory.mktemp("warm")) as shim_dir:
-        os.environ["PATH"] = f"{shim_dir}:{BIN}:{path}"
-        try:
-            yield
-        finally:
-            os.environ["PATH"] = path
+    os.environ["PATH"] = f"{warm_cli_bin}:{BIN}:{path}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:

@@ -18,11 +18,12 @@ def tour_commands() -> list[str]:
     return [line for line in block.strip().splitlines() if line.strip()]
 
 
-def test_the_tour_runs_and_leaves_what_it_says(tmp_path):
+def test_the_tour_runs_and_leaves_what_it_says(tmp_path, warm_cli_bin):
     commands = tour_commands()
     assert commands[0].startswith("export RECAP_DATA_ROOT=") and len(commands) >= 6
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1"}
+    # `recap-data` is the warm shim (tests/warm_cli.py): each command the real CLI, forked warm
+    path = os.pathsep.join([str(warm_cli_bin), str(Path(sys.executable).parent), os.environ["PATH"]])
+    env = {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1"}
     env.pop("RECAP_DATA_ROOT", None)
     script = "set -euo pipefail\n" + "\n".join(commands)
     proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

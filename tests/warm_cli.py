@@ -1,9 +1,9 @@
-"""A warm `recap-data` for tests that run dozens of commands (the DVC pipeline's): a server imports
+"""A warm `recap-data` for tests that run many commands (the DVC pipeline's, the README tour's): a server imports
 torch, LeRobot and recap-data once and forks a child per command; a shim named `recap-data`, first
 on PATH, hands the server its argv, working directory, environment and stdin/stdout/stderr, and
 exits with the child's status (128 + N for a child killed by signal N). Each command is still the
 real CLI in a process of its own, only without the ~6 s of imports each stage process would spend;
-every other subprocess the suite starts (the README tour, torchrun, killed writers) starts cold.
+every other subprocess the suite starts (torchrun, killed writers) starts cold.
 
 What a module reads from the environment when it is imported (HF_HUB_OFFLINE, LeRobot's
 HF_LEROBOT_HOME, OMP_NUM_THREADS) keeps the server's values, which are the test worker's: the
