@@ -47,5 +47,6 @@ bench: venv
 	$(VENV)/bin/python bench/bench_world.py
 	$(VENV)/bin/python bench/bench_recap.py
 	$(VENV)/bin/python bench/bench_loops.py --work bench/work/loops
+	$(VENV)/bin/python bench/bench_policy_budget.py --work bench/work/budget
 	$(VENV)/bin/python bench/bench_pipeline.py
 	$(VENV)/bin/python bench/docs_tables.py
