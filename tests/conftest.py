@@ -147,10 +147,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(processes: int, root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def per_process(warm: Path | None) -> list[str]:
+    """What torchrun starts in each process: the warm shim (tests/warm_cli.py: the real CLI, forked
+    from a server that has imported torch) or, cold, `python -m recap_data.cli.main` as a user's would."""
+    return ["--no-python", str(warm / "recap-data")] if warm else ["-m", "recap_data.cli.main"]
+
+
+def torchrun(processes: int, root: Path, *args: str, env: dict | None = None,
+             warm: Path | None = None) -> subprocess.CompletedProcess:
     """`recap-data --root ROOT ARGS` under torchrun (what `accelerate launch` starts) with `processes`
-    local processes of one thread each, on a free port: pytest-xdist workers run torchrun side by side."""
-    cmd = [TORCHRUN, "--nproc_per_node", str(processes), "--master_port",
-           str(free_port()), "-m", "recap_data.cli.main", "--root", str(root), *args]
+    local processes of one thread each, on a free port (pytest-xdist workers run torchrun side by
+    side); `warm`: the warm_cli_bin fixture, to skip each process's cold imports."""
+    cmd = [TORCHRUN, "--nproc_per_node", str(processes), "--master_port", str(free_port()), *per_process(warm),
+           "--root", str(root), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})

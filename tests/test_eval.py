@@ -192,7 +192,7 @@ def test_a_briefly_trained_policy_beats_the_random_one_in_the_world(store):
 
 
 @pytest.mark.slow
-def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_shard, tmp_path):
+def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_shard, tmp_path, warm_cli_bin):
     """torchrun with 2 processes: each plays its share of the plan, records it beside the shard's
     staging directory, and the main process commits one shard with the one-process episodes (keys,
     states, actions, outcomes, decoded cameras); eval reduces the outcomes to the same record."""
@@ -201,10 +201,10 @@ def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_sha
     make_shard("base")
     for out, processes in (("one", 1), ("two", 2)):
         proc = torchrun(processes, store.root, "rollout", "--policy", "random", "--out", out, "--episodes", "5",
-                        "--seed", "3", "--batch-size", "2")
+                        "--seed", "3", "--batch-size", "2", warm=warm_cli_bin)
         assert proc.returncode == 0 and proc.stdout.count(f"wrote shard {out}") == 1, proc.stderr[-3000:]
         proc = torchrun(processes, store.root, "eval", "--policy", "random", "--episodes", "7", "--record",
-                        str(tmp_path / f"{out}.json"))
+                        str(tmp_path / f"{out}.json"), warm=warm_cli_bin)
         assert proc.returncode == 0 and proc.stdout.count("random: success") == 1, proc.stderr[-3000:]
     one, two = store.manifest("one"), store.manifest("two")
     assert two.source["episodes"] == one.source["episodes"] and len(one.source["episodes"]) == 5
@@ -226,14 +226,14 @@ def test_rollout_and_eval_split_over_processes_equal_one_process(store, make_sha
 
 
 @pytest.mark.slow
-def test_a_rollout_process_that_dies_leaves_no_shard(store, make_shard):
+def test_a_rollout_process_that_dies_leaves_no_shard(store, make_shard, warm_cli_bin):
     """Process 1 of 2 is killed once it has recorded an episode: every process exits non-zero, no shard
     is committed, and the next writer removes the staging directory (with both shares in it)."""
     from recap_data.io import FAILPOINT_ENV
 
     make_shard("base")
     proc = torchrun(2, store.root, "rollout", "--policy", "random", "--out", "lost", "--episodes", "4",
-                    "--batch-size", "1", env={FAILPOINT_ENV: "rollout_episode:1"})
+                    "--batch-size", "1", env={FAILPOINT_ENV: "rollout_episode:1"}, warm=warm_cli_bin)
     assert proc.returncode != 0
     assert not store.exists("lost") and store.shard_ids() == ["base"]
     assert list(store.tmp_dir.glob("lost.tmp.*"))  # the main process's staging, left by the dead run

@@ -275,18 +275,18 @@ def test_export_columns_are_what_the_lerobot_visualizer_charts(labeled, tmp_path
     assert {c: (shown[c]["dtype"], shown[c]["shape"]) for c in EXPORTED} == {c: (d, [1]) for c, d in EXPORTED.items()}
 
 
-def torchrun_label(store, ckpt, out: str, processes: int, env: dict | None = None,
-                   batch_size: int = 5) -> subprocess.CompletedProcess:
+def torchrun_label(store, ckpt, out: str, processes: int, env: dict | None = None, batch_size: int = 5,
+                   warm: Path | None = None) -> subprocess.CompletedProcess:
     return torchrun(processes, store.root, "label", "--value-ckpt", str(ckpt), "--shard", "base,more", "--out", out,
-                    "--batch-size", str(batch_size), "--decode-workers", "2", env=env)
+                    "--batch-size", str(batch_size), "--decode-workers", "2", env=env, warm=warm)
 
 
-def test_split_inference_gives_the_same_label_set(labeled):
+def test_split_inference_gives_the_same_label_set(labeled, warm_cli_bin):
     """torchrun with 2 processes: each scores its run of every shard's batches and writes its own value
     parts; the main one labels them. The label set is one process's, bit for bit."""
     store, ckpt = labeled
     for out, processes in (("single", 1), ("split", 2)):
-        proc = torchrun_label(store, ckpt, out, processes)
+        proc = torchrun_label(store, ckpt, out, processes, warm=warm_cli_bin)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.count(f"wrote label set {out}") == 1
     single, split = read_manifest(store, "single"), read_manifest(store, "split")
@@ -297,12 +297,12 @@ def test_split_inference_gives_the_same_label_set(labeled):
     assert not list((store.root / "labels").glob(".*"))  # no staging left
 
 
-def test_a_process_that_dies_leaves_no_label_set(labeled):
+def test_a_process_that_dies_leaves_no_label_set(labeled, warm_cli_bin):
     """Process 1 of 2 is killed once it has written a part: every process exits non-zero, nothing is
     committed, and the next writer of that name removes the staging directory."""
     store, ckpt = labeled
     before = sorted(p.name for p in (store.root / "labels").iterdir())
-    proc = torchrun_label(store, ckpt, "lost", 2, {FAILPOINT_ENV: "value_part:1"})
+    proc = torchrun_label(store, ckpt, "lost", 2, {FAILPOINT_ENV: "value_part:1"}, warm=warm_cli_bin)
     assert proc.returncode != 0
     assert not label_set_path(store, "lost").exists() and "lost" not in label_set_names(store)
     assert sorted(p.name for p in (store.root / "labels").iterdir() if not p.name.startswith(".")) == \

@@ -194,7 +194,8 @@ def test_cli_trains_a_policy_and_reports_errors_in_one_line(world, tmp_path):
 
 @pytest.mark.slow
 def test_data_parallel_run_with_two_processes(world, tmp_path):
-    """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples."""
+    """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples.
+    Cold, `python -m` in each process as a user's torchrun starts it (the other torchrun tests fork warm)."""
     store, _, _ = world
     out = tmp_path / "ddp"
     proc = torchrun(2, store.root, "train", "policy", "--labels", "raw", "--out", str(out), "--steps", "3",

@@ -176,11 +176,11 @@ def test_tiny_value_model_learns_the_embedded_data(tmp_path):
     assert last < 0.7 * first
 
 
-def test_data_parallel_run_with_two_processes(store, two_shards, tmp_path):
+def test_data_parallel_run_with_two_processes(store, two_shards, tmp_path, warm_cli_bin):
     """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples."""
     out = tmp_path / "ddp"
     proc = torchrun(2, store.root, "train", "value", "--shard", "base,more", "--out", str(out), "--steps", "3",
-                    "--batch-size", "4", "--warmup-steps", "1")
+                    "--batch-size", "4", "--warmup-steps", "1", warm=warm_cli_bin)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote value checkpoint") == 1  # only the main process reports and writes
     prov = json.loads((out / "provenance.json").read_text())

@@ -1,18 +1,21 @@
-"""A warm `recap-data` for tests that run many commands (the DVC pipeline's, the README tour's): a server imports
-torch, LeRobot and recap-data once and forks a child per command; a shim named `recap-data`, first
-on PATH, hands the server its argv, working directory, environment and stdin/stdout/stderr, and
-exits with the child's status (128 + N for a child killed by signal N). Each command is still the
-real CLI in a process of its own, only without the ~6 s of imports each stage process would spend;
-every other subprocess the suite starts (torchrun, killed writers) starts cold.
+"""A warm `recap-data` for tests that run many commands (the DVC pipeline's, the README tour's, the
+processes torchrun starts): a server imports torch, LeRobot and recap-data once and forks a child
+per command; a shim named `recap-data` (first on PATH, or what `torchrun --no-python` starts)
+hands the server its argv, working directory, environment and stdin/stdout/stderr, and exits with
+the child's status (128 + N for a child killed by signal N). Each command is still the real CLI in
+a process of its own, only without the ~6 s of imports a cold start spends; the killed writers of
+the crash tests and one torchrun test start cold, as a user's commands do.
 
 What a module reads from the environment when it is imported (HF_HUB_OFFLINE, LeRobot's
-HF_LEROBOT_HOME, OMP_NUM_THREADS) keeps the server's values, which are the test worker's: the
-server is for commands run with the worker's environment plus PATH and a few variables read at
-call time. Commands are served one at a time (DVC runs stages one after another); the server
-runs no Python thread and no torch operation before it forks (a native thread a library starts
-at import, such as pyarrow's jemalloc, is covered by that library's fork handlers, as when
-LeRobot forks its encoders). A shim that dies takes its command's process group with it."""
+HF_LEROBOT_HOME) keeps the server's values, which are the test worker's: the server is for
+commands run with the worker's environment plus what is read at call time (PATH, torchrun's
+ranks and rendezvous); OMP_NUM_THREADS is applied in the child with torch.set_num_threads.
+Commands run side by side (a torchrun's ranks must); the server runs no Python thread and no
+torch operation before it forks (a native thread a library starts at import, such as pyarrow's
+jemalloc, is covered by that library's fork handlers, as when LeRobot forks its encoders). A shim
+that dies takes its command's process group with it."""
 
+import contextlib
 import json
 import os
 import select
@@ -55,6 +58,10 @@ def run_command(message: bytes, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        if "OMP_NUM_THREADS" in os.environ:  # read by torch at import, in the server: set it as a cold start would
+            import torch
+
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         sys.argv = request["argv"]
         from recap_data.cli.main import main
 
@@ -78,46 +85,50 @@ def run_command(message: bytes, fds: list[int]) -> None:
         os._exit(code)
 
 
-def wait_for(pid: int, conn: socket.socket) -> int:
-    """The child's exit status; if the shim hangs up first (killed, timed out), the child's group is
-    killed, so that a stuck command does not hold the commands queued behind it."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        ready, _, _ = select.select([pidfd, conn], [], [])
-        if pidfd not in ready:
-            os.killpg(pid, signal.SIGKILL)
-    finally:
-        os.close(pidfd)
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    return code if code >= 0 else 128 - code
-
-
 def serve(path: str) -> None:
+    """Serve commands side by side (torchrun's ranks must run at once): a child per command; its
+    exit status goes back to its shim, and a shim that hangs up first (killed, timed out) gets
+    its child's process group killed, so that a stuck command holds nothing."""
     import importlib
 
     for module in PRELOAD:
         importlib.import_module(module)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(path)
-    server.listen(8)
+    server.listen(64)
     print("ready", flush=True)
+    running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the shim's connection)
     while True:
-        conn, _ = server.accept()
-        with conn:
-            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                server.close()
-                run_command(message, fds)
-            for fd in fds:
+        shims = {conn.fileno(): fd for fd, (_, conn) in running.items()}
+        ready, _, _ = select.select([server, *running, *shims], [], [])
+        for fd in ready:
+            if fd is server:
+                conn, _ = server.accept()
+                message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    server.close()
+                    for _, other in running.values():
+                        other.close()
+                    run_command(message, fds)
+                for received in fds:
+                    os.close(received)
+                running[os.pidfd_open(pid)] = (pid, conn)
+            elif fd in shims:  # a shim hung up (or sent something, which it never does) before its child ended
+                if shims[fd] in running:
+                    with contextlib.suppress(ProcessLookupError):  # reaped when its pidfd turns ready
+                        os.killpg(running[shims[fd]][0], signal.SIGKILL)
+            elif fd in running:
+                pid, conn = running.pop(fd)
                 os.close(fd)
-            code = wait_for(pid, conn)
-            try:
-                conn.send(str(code).encode())
-            except OSError:  # the shim is gone: nobody to tell
-                pass
+                code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                try:
+                    conn.send(str(code if code >= 0 else 128 - code).encode())
+                except OSError:  # the shim is gone: nobody to tell
+                    pass
+                conn.close()
 
 
 @contextmanager
