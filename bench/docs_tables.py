@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from tables_labels import labels_decoding, labels_math, labels_overhead, labels_report, labels_sizing, view
-from tables_loops import loops, policy_budget
+from tables_loops import loops
+from tables_models import policy_budget
 from tables_pipeline import pipeline, policy_data, rollout, value_throughput, world
 from tables_real_size import real_size
 from tables_recap import recap_arms, recap_findings, recap_value, status

@@ -77,19 +77,3 @@ def loops(r: dict) -> str:
                   for key, label in BOUNDS if key in held], ""]
     return "\n".join(out).rstrip()
 
-
-def policy_budget(r: dict) -> str:
-    """bench_policy_budget.py (bench/results/policy_budget.json): SFT of each tiny family by steps."""
-    rows = [f"| family | steps (batch {r['runs'][0]['batch_size']}) | success on validation [Wilson 95%] "
-            "| throughput per 1,000 steps [95%] | final training loss | action MSE on training frames "
-            "(states shuffled) | training time |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for x in r["runs"]:
-        rows.append(f"| {x['family']} | {x['steps']:,} | {x['success']:.2f} {_interval(x['success_wilson95'])} | "
-                    f"{x['throughput']:.2f} [{x['throughput_ci95'][0]:.2f}, {x['throughput_ci95'][1]:.2f}] | "
-                    f"{x['final_loss']:.3f} | {x['action_mse']:.3f} ({x['action_mse_state_shuffled']:.3f}, "
-                    f"{x['action_mse_state_shuffled'] / x['action_mse']:.2f}x) | {x['train_wall_s']:.0f} s |")
-    m = r["machine"]
-    head = (f"{r['regime']} base shard, seed {r['seed']}, {r['episodes']} `{r['split']}` episodes per policy; "
-            f"action MSE over {r['probe_frames']} training frames (the frames' mean action: "
-            f"{r['runs'][0]['mean_action_mse']:.3f}); commit {r['commit']}, {m['cpus']} CPU cores:")
-    return "\n".join([head, "", *rows])

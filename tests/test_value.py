@@ -74,6 +74,39 @@ def test_checkpoint_round_trip_and_provenance(store, two_shards, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_time_input_reads_the_frame_index_in_training_evaluation_and_labels(store, two_shards, tmp_path):
+    """With time_input the frame index is one more state input: normalized with the state, saved in
+    the checkpoint, and fed the same way where training evaluates and where `label` scores."""
+    from dataclasses import replace
+
+    from recap_data.data.frame_dataset import ShardFrames
+    from recap_data.labels.infer import label
+    from recap_data.labels.write import LabelConfig
+    from recap_data.store.label_sets import read_labels
+    from recap_data.value.model import evaluate
+
+    out, reward = tmp_path / "value", RewardConfig(number_of_bins=21, c_fail=50)
+    train_value(store, {"base": 1.0, "more": 1.0}, out, replace(QUICK, time_input=True), reward, progress=False)
+    ckpt = load_value_checkpoint(out, reward)
+    frames = load_frames(store, ["base"])
+    assert ckpt.model.cfg.time_input and ckpt.model.state_mean.shape == (9,)  # 8 state dimensions and the index
+    assert 0 < ckpt.model.state_mean[-1] < frames["frame_index"].max()
+    images, state = torch.rand(2, 2, 3, 32, 32), torch.randn(1, 8).repeat(2, 1)
+    ids, mask = ckpt.encoder(["put both moka pots on the stove"] * 2)
+    with torch.no_grad():
+        logits = ckpt.model(images[:1].repeat(2, 1, 1, 1, 1), state, ids, mask, torch.tensor([0.0, 15.0]))
+    assert not torch.allclose(logits[0], logits[1])  # the same observation at another time
+    with pytest.raises(ValueError, match="pass frame_index"):
+        ckpt.model(images, state, ids, mask)
+
+    label(store, ["base"], out, "timed", reward, LabelConfig(batch_size=7), progress=False)
+    labels = read_labels(store, "timed")
+    scored = evaluate(ckpt.model, ShardFrames(store, frames.assign(return_bin=0, return_norm=0.0),
+                                              ckpt.model.cfg.camera_keys), ckpt.encoder, 16, 0, "cpu", progress=False)
+    assert labels["index"].tolist() == frames["index"].tolist()  # both in episode, frame order
+    np.testing.assert_allclose(labels["value"].to_numpy(), scored["value"].to_numpy(), atol=1e-5)
+
+
 def test_holdout_is_whole_episodes_per_task_and_reproducible(store, make_shard):
     make_shard("base", episodes=20, tasks=2, **mix(0.5))
     frames = load_frames(store, ["base"])

@@ -68,7 +68,7 @@ class CameraSource:
 class ShardFrames(Dataset):
     """Samples of chosen frames: camera images (K, 3, H, W), state, task and targets.
 
-    `frames` holds at least shard, index, task, state, return_bin, return_norm; images come from
+    `frames` holds at least shard, index, frame_index, task, state, return_bin, return_norm; images come from
     a CameraSource over `preloaded` (see there).
     """
 
@@ -79,6 +79,7 @@ class ShardFrames(Dataset):
         self.index = frames["index"].to_numpy(np.int64)
         self.task = frames["task"].to_numpy()
         self.state = torch.from_numpy(state_matrix(frames))  # (F, S)
+        self.frame_index = torch.from_numpy(frames["frame_index"].to_numpy(np.float32))
         self.return_bin = torch.from_numpy(frames["return_bin"].to_numpy(np.int64))
         self.return_norm = torch.from_numpy(frames["return_norm"].to_numpy(np.float32))
 
@@ -92,5 +93,5 @@ class ShardFrames(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         images = self.images(i)
-        return {"images": images, "state": self.state[i], "task": self.task[i],
+        return {"images": images, "state": self.state[i], "frame_index": self.frame_index[i], "task": self.task[i],
                 "return_bin": self.return_bin[i], "return_norm": self.return_norm[i], "row": i}

@@ -73,15 +73,16 @@ def _batches(episodes, keys: list[str], batch_size: int, lo: int, hi: int):
         yield np.concatenate(indices), np.concatenate(images)
 
 
-def predict_values(ckpt, images: np.ndarray, state, ids, mask, device) -> np.ndarray:
-    """Expected normalized return (n,) float64 for images (n, K, H, W, 3) uint8, state (n, S) and
-    tokenized task texts ids, mask (n, max_text_tokens)."""
+def predict_values(ckpt, images: np.ndarray, state, frame_index, ids, mask, device) -> np.ndarray:
+    """Expected normalized return (n,) float64 for images (n, K, H, W, 3) uint8, state (n, S),
+    frame_index (n,) and tokenized task texts ids, mask (n, max_text_tokens)."""
     import torch
 
     pixels = torch.from_numpy(images).to(device).permute(0, 1, 4, 2, 3).float() / 255  # (n, K, 3, H, W)
     on_gpu = torch.device(device).type == "cuda"
     with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=on_gpu):
-        logits = ckpt.model(pixels, state.to(device), ids.to(device), mask.to(device))  # (n, bins)
+        logits = ckpt.model(pixels, state.to(device), ids.to(device), mask.to(device),
+                            frame_index.to(device))  # (n, bins)
     return ckpt.model.values(logits).double().cpu().numpy()
 
 
@@ -133,13 +134,15 @@ def score_shard(ckpt, store: ShardStore, con, shard: str, pieces: list[tuple[int
         # Each task text is tokenized once; a frame picks its task's row by code.
         task_codes, task_texts = pd.factorize(rows["task"])
         task_ids, task_mask = ckpt.encoder(list(task_texts))  # (tasks, max_text_tokens) each
+        frame_index = torch.from_numpy(rows["frame_index"].to_numpy(np.float32))  # (hi - lo,)
         overlapping = episodes[(episodes["dataset_from_index"] < hi) & (episodes["dataset_to_index"] > lo)]
         stream = iter_episode_frames(store.shard_path(shard), features, keys, overlapping, threads=1,
                                      workers=workers)
         values = np.empty(hi - lo, np.float64)
         for index, images in prefetch(_batches(stream, keys, batch_size, lo, hi)):
             codes = torch.from_numpy(task_codes[index - lo])
-            values[index - lo] = predict_values(ckpt, images, states[index], task_ids[codes], task_mask[codes], device)
+            values[index - lo] = predict_values(ckpt, images, states[index], frame_index[index - lo], task_ids[codes],
+                                                task_mask[codes], device)
             bar.update(len(index))
         yield lo, rows.assign(value=values)
 

@@ -12,12 +12,15 @@ of every camera | one state token]; the last position (the state token, which at
 valid tokens under the causal mask) is read out by a linear head over the bins. With `state_mlp`
 the state also takes a short path: an MLP of it is added to the read-out, so what the state alone
 tells (how far along the task is) does not have to pass through the towers' attention first
-(measured in docs/value.md: lower held-out error on rollouts in both regimes tried).
+(measured in docs/value.md: lower held-out error on rollouts in both regimes tried). With
+`time_input` the frame's index in its episode is one more state input: where episodes are capped,
+the return to go depends on the time left, which no single observation shows.
 """
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -64,6 +67,7 @@ class ValueModelConfig:
     tiny_patch: int = 8  # tiny: vision patch size in pixels
     tiny_vocab: int = 512  # tiny: BPE vocabulary size trained on the task texts
     state_mlp: bool = False  # an MLP from the state added to the read-out (False in checkpoints made before it)
+    time_input: bool = False  # the frame's index in its episode joins the state (False in checkpoints made before it)
 
 
 def _tiny_configs(cfg: ValueModelConfig, vocab_size: int) -> tuple[SiglipVisionConfig, Gemma3TextConfig]:
@@ -86,19 +90,31 @@ class ValueModel(nn.Module):
         self.cfg = cfg
         self.vision = vision
         self.text = text
-        width = text.config.hidden_size
+        width, inputs = text.config.hidden_size, cfg.state_dim + cfg.time_input
         self.image_proj = nn.Linear(vision.config.hidden_size, width)
-        self.state_proj = nn.Linear(cfg.state_dim, width)
+        self.state_proj = nn.Linear(inputs, width)
         self.head = nn.Linear(width, cfg.number_of_bins)
-        self.state_mlp = (nn.Sequential(nn.Linear(cfg.state_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.state_mlp = (nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width))
                           if cfg.state_mlp else None)
-        # Normalization of observation.state, set from the training data and saved with the weights.
-        self.register_buffer("state_mean", torch.zeros(cfg.state_dim))
-        self.register_buffer("state_std", torch.ones(cfg.state_dim))
+        # Normalization of observation.state (and the frame index), set from the training data and saved
+        # with the weights.
+        self.register_buffer("state_mean", torch.zeros(inputs))
+        self.register_buffer("state_std", torch.ones(inputs))
+
+    def fit_normalization(self, state: np.ndarray, frame_index: np.ndarray) -> None:
+        """Mean and std of the state inputs from the training frames: state (F, S), frame_index (F,)."""
+        inputs = np.column_stack([state, frame_index]) if self.cfg.time_input else state  # (F, S[+1])
+        self.state_mean.copy_(torch.from_numpy(inputs.mean(0)))
+        self.state_std.copy_(torch.from_numpy(np.maximum(inputs.std(0), 1e-3)))
 
     def forward(self, images: torch.Tensor, state: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
-        """images (B, K, 3, H, W) in [0, 1]; state (B, S); input_ids, attention_mask (B, L) -> logits (B, bins)."""
+                attention_mask: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B, K, 3, H, W) in [0, 1]; state (B, S); input_ids, attention_mask (B, L); frame_index
+        (B,), needed with time_input only -> logits (B, bins)."""
+        if self.cfg.time_input:
+            if frame_index is None:
+                raise ValueError("this value model reads the frame index (time_input): pass frame_index")
+            state = torch.cat([state, frame_index[:, None].to(state.dtype)], dim=1)  # (B, S+1)
         b, k = images.shape[:2]
         size = self.vision.config.image_size
         pixels = images.flatten(0, 1)  # (B*K, 3, H, W)
@@ -214,14 +230,15 @@ class Collate:
         self.encoder = encoder
 
     def __call__(self, samples: list[dict]) -> dict:
-        batch = {k: torch.stack([s[k] for s in samples]) for k in ("images", "state", "return_bin", "return_norm")}
+        batch = {k: torch.stack([s[k] for s in samples])
+                 for k in ("images", "state", "frame_index", "return_bin", "return_norm")}
         batch["input_ids"], batch["attention_mask"] = self.encoder([s["task"] for s in samples])
         batch["row"] = torch.tensor([s["row"] for s in samples])
         return batch
 
 
 def forward(model, batch: dict) -> torch.Tensor:
-    return model(batch["images"], batch["state"], batch["input_ids"], batch["attention_mask"])
+    return model(batch["images"], batch["state"], batch["input_ids"], batch["attention_mask"], batch.get("frame_index"))
 
 
 @torch.no_grad()

@@ -64,6 +64,8 @@ class ValueTrainConfig:
     tiny_width: Int(8, 4096) = param(64, "tiny: hidden size of both towers")
     tiny_layers: Count = param(2, "tiny: layers of each tower")
     state_mlp: bool = param(True, "add an MLP of the state to the read-out (a short path for what the state tells)")
+    time_input: bool = param(False, "the frame's index in its episode as one more state input (the time left "
+                             "sets a capped episode's return)")
     steps: Count = param(500, "optimizer steps")
     batch_size: Count = param(32, "samples per step and process")
     lr: Positive = param(1e-3, "peak AdamW learning rate (linear warm-up, cosine decay)")
@@ -93,7 +95,7 @@ class ValueTrainConfig:
                                 camera_keys=camera_keys, state_dim=state_dim, number_of_bins=bins,
                                 image_size=self.image_size, max_text_tokens=self.max_text_tokens,
                                 tiny_width=self.tiny_width, tiny_layers=self.tiny_layers,
-                                state_mlp=self.state_mlp)
+                                state_mlp=self.state_mlp, time_input=self.time_input)
 
 
 def holdout_metrics(test: pd.DataFrame, scored: pd.DataFrame, constant: float) -> dict:
@@ -164,9 +166,7 @@ def train_value(store: ShardStore, mixture: dict[str, float], out: Path, cfg: Va
     held = holdout_mask(frames, cfg.holdout_fraction, cfg.seed)
     train, test = frames[~held].reset_index(drop=True), frames[held].reset_index(drop=True)
     if init is None:  # a fine-tune keeps the statistics its weights were trained with
-        states = state_matrix(train)
-        model.state_mean.copy_(torch.from_numpy(states.mean(0)))
-        model.state_std.copy_(torch.from_numpy(np.maximum(states.std(0), 1e-3)))
+        model.fit_normalization(state_matrix(train), train["frame_index"].to_numpy(np.float32))
 
     preloaded = preload_cameras(store, mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process,
                                 cfg.decode_workers)

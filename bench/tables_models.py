@@ -1,0 +1,44 @@
+"""The docs blocks of the model-level readings beside the loop benchmark: the tiny policies' SFT
+budget (bench_policy_budget.py) and the value model's inputs (bench_value_inputs.py)."""
+
+from tables_loops import BOUNDS, _interval
+
+
+def policy_budget(r: dict) -> str:
+    """bench_policy_budget.py (bench/results/policy_budget.json): SFT of each tiny family by steps."""
+    rows = [f"| family | steps (batch {r['runs'][0]['batch_size']}) | success on validation [Wilson 95%] "
+            "| throughput per 1,000 steps [95%] | final training loss | action MSE on training frames "
+            "(states shuffled) | training time |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for x in r["runs"]:
+        rows.append(f"| {x['family']} | {x['steps']:,} | {x['success']:.2f} {_interval(x['success_wilson95'])} | "
+                    f"{x['throughput']:.2f} [{x['throughput_ci95'][0]:.2f}, {x['throughput_ci95'][1]:.2f}] | "
+                    f"{x['final_loss']:.3f} | {x['action_mse']:.3f} ({x['action_mse_state_shuffled']:.3f}, "
+                    f"{x['action_mse_state_shuffled'] / x['action_mse']:.2f}x) | {x['train_wall_s']:.0f} s |")
+    m = r["machine"]
+    head = (f"{r['regime']} base shard, seed {r['seed']}, {r['episodes']} `{r['split']}` episodes per policy; "
+            f"action MSE over {r['probe_frames']} training frames (the frames' mean action: "
+            f"{r['runs'][0]['mean_action_mse']:.3f}); commit {r['commit']}, {m['cpus']} CPU cores:")
+    return "\n".join([head, "", *rows])
+
+
+def value_inputs(r: dict) -> str:
+    """bench_value_inputs.py (bench/results/value_inputs.json): the value model with and without the
+    frame index, on held-out SFT rollouts, per regime."""
+    rows = ["| regime (held-out rollouts) | predictor | MAE on held-out rollouts (x: the constant's over it) "
+            "| AUC of V(o_0) | MAE on held-out training episodes (constant) |", "| --- | --- | --- | --- | --- |"]
+    for name, e in r["regimes"].items():
+        h = e["heldout"]
+        where = f"{name} ({h['episodes']} episodes, {h['successes']} successes)"
+        for arm, a in e["arms"].items():
+            m, t = a["heldout_rollouts_mae"], a["heldout_training_episodes"]
+            rows.append(f"| {where} | value model, {arm}: mean / median | {m['value_model_mae']:.4f} "
+                        f"({a['mae_ratio_to_constant']:.2f}x) / {m['value_model_median_mae']:.4f} "
+                        f"({a['median_mae_ratio_to_constant']:.2f}x) | {a['auc_v0']} | "
+                        f"{t['value_mae']:.4f} ({t['constant_mae']:.4f}) |")
+        m = next(iter(e["arms"].values()))["heldout_rollouts_mae"]
+        for key, label in BOUNDS[2:]:
+            rows.append(f"| {where} | {label} | {m[key]:.4f} ({m['constant_mae'] / m[key]:.2f}x) | | |")
+    first = next(iter(r["regimes"].values()))
+    head = (f"Training seed {first['seed']} per regime (one seed: a development reading); commit "
+            f"{first['commit']}, {first['machine']['cpus']} CPU cores:")
+    return "\n".join([head, "", *rows])
