@@ -18,7 +18,10 @@ development reading, not a loop result):
   readings   MAE of the labels' value (the predicted mean) and of the predicted median on the
              held-out rollouts, beside the best constant, the state MLP (median and mean
              predictors) and the outcome oracle (bench/common.value_bounds); the AUC of V(o_0)
-             for success; the MAE on the held-out training episodes (train value's metrics)
+             for success; the MAE on the held-out training episodes (train value's metrics);
+             and, added after the first run showed time_input changing little, the median MLP
+             on the state and time alone, without the distances to goal and decoy (which the
+             value model can only read from its cameras)
 
     .venv/bin/python bench/bench_value_inputs.py [--regimes teleop,mixed,scarce] [--work DIR]
 """

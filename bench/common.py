@@ -65,6 +65,8 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
     state_mlp        an MLP with L1 loss (a median predictor) on state, time and distances to goal and
                      decoy; its step count is chosen on held-out training episodes, not on `held`
     state_mlp_mean   the same MLP with squared loss (a mean predictor)
+    state_time_mlp   the L1 MLP on the state and time alone, without the distances: what the value
+                     model's inputs other than the cameras tell (the distances need the scene)
     constant         the training frames' median return (the best constant under absolute error)
     value_model      the labels' value: the mean of the value model's distribution
     value_model_median  the median of that distribution (with `value_ckpt`, the checkpoint that
@@ -98,27 +100,28 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
     episode = (train["shard"].astype(str) + ":" + train["episode_index"].astype(str)).to_numpy()
     val = np.isin(episode, np.random.default_rng(seed).permutation(np.unique(episode))[: len(np.unique(episode)) // 10])
 
-    def mlp(loss) -> np.ndarray:
+    def mlp(loss, inputs: int = x.shape[1]) -> np.ndarray:  # on the first `inputs` features
         torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+        net = torch.nn.Sequential(torch.nn.Linear(inputs, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
                                   torch.nn.ReLU(), torch.nn.Linear(128, 1))
         opt = torch.optim.Adam(net.parameters(), 1e-3)
         fit, yt = torch.tensor(np.flatnonzero(~val)), torch.tensor(y)
         best = (float("inf"), None)
         for step in range(1, 6001):
             i = fit[torch.randint(0, len(fit), (256,))]
-            error = net(x[i]).squeeze(-1) - yt[i]  # (256,)
+            error = net(x[i, :inputs]).squeeze(-1) - yt[i]  # (256,)
             opt.zero_grad()
             loss(error).mean().backward()
             opt.step()
             if step % 500 == 0:
                 with torch.no_grad():
-                    val_loss = float(loss(net(x[val]).squeeze(-1) - yt[val]).mean())
+                    val_loss = float(loss(net(x[val, :inputs]).squeeze(-1) - yt[val]).mean())
                     if val_loss < best[0]:
-                        best = (val_loss, net(x_held).squeeze(-1).numpy())
+                        best = (val_loss, net(x_held[:, :inputs]).squeeze(-1).numpy())
         return best[1]
 
     out = {"outcome_oracle_mae": oracle, "state_mlp_mae": mlp(torch.abs), "state_mlp_mean_mae": mlp(torch.square),
+           "state_time_mlp_mae": mlp(torch.abs, inputs=9),  # the 8 state dimensions and the time
            "constant_mae": np.median(y), "value_model_mae": held["value"].to_numpy()}
     if value_ckpt is not None:
         out["value_model_median_mae"] = value_medians(store, value_ckpt, held)

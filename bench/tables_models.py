@@ -3,6 +3,8 @@ budget (bench_policy_budget.py) and the value model's inputs (bench_value_inputs
 
 from tables_loops import BOUNDS, _interval
 
+STATE_TIME_MLP = ("state_time_mlp_mae", "the median MLP on state and time alone (no distances: those need the scene)")
+
 
 def policy_budget(r: dict) -> str:
     """bench_policy_budget.py (bench/results/policy_budget.json): SFT of each tiny family by steps."""
@@ -36,7 +38,7 @@ def value_inputs(r: dict) -> str:
                         f"({a['median_mae_ratio_to_constant']:.2f}x) | {a['auc_v0']} | "
                         f"{t['value_mae']:.4f} ({t['constant_mae']:.4f}) |")
         m = next(iter(e["arms"].values()))["heldout_rollouts_mae"]
-        for key, label in BOUNDS[2:]:
+        for key, label in (*BOUNDS[2:4], STATE_TIME_MLP, *BOUNDS[4:]):
             rows.append(f"| {where} | {label} | {m[key]:.4f} ({m['constant_mae'] / m[key]:.2f}x) | | |")
     first = next(iter(r["regimes"].values()))
     head = (f"Training seed {first['seed']} per regime (one seed: a development reading); commit "
