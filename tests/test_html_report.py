@@ -140,6 +140,7 @@ def test_report_refuses_an_existing_output_and_videos_without_html(labeled, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no staging left beside it
 
 
+@pytest.mark.slow
 def test_html_report_killed_before_it_is_in_place_leaves_the_old_one(labeled, tmp_path):
     store, _ = labeled
     out = tmp_path / "r"

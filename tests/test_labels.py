@@ -166,6 +166,7 @@ def test_refusals_leave_existing_label_sets_untouched(labeled, relabeled, tmp_pa
     assert directory_digest(label_set_path(store, "raw")) == before
 
 
+@pytest.mark.slow
 def test_sigkill_before_the_rename_leaves_no_label_set(labeled):
     store, ckpt = labeled
     before = directory_digest(label_set_path(store, "raw"))
@@ -281,6 +282,7 @@ def torchrun_label(store, ckpt, out: str, processes: int, env: dict | None = Non
                     "--batch-size", str(batch_size), "--decode-workers", "2", env=env, warm=warm)
 
 
+@pytest.mark.slow
 def test_split_inference_gives_the_same_label_set(labeled, warm_cli_bin):
     """torchrun with 2 processes: each scores its run of every shard's batches and writes its own value
     parts; the main one labels them. The label set is one process's, bit for bit."""
@@ -297,6 +299,7 @@ def test_split_inference_gives_the_same_label_set(labeled, warm_cli_bin):
     assert not list((store.root / "labels").glob(".*"))  # no staging left
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_leaves_no_label_set(labeled, warm_cli_bin):
     """Process 1 of 2 is killed once it has written a part: every process exits non-zero, nothing is
     committed, and the next writer of that name removes the staging directory."""

@@ -209,6 +209,7 @@ def test_tiny_value_model_learns_the_embedded_data(tmp_path):
     assert last < 0.7 * first
 
 
+@pytest.mark.slow
 def test_data_parallel_run_with_two_processes(store, two_shards, tmp_path, warm_cli_bin):
     """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo: one checkpoint, 2x samples."""
     out = tmp_path / "ddp"
