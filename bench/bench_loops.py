@@ -44,7 +44,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from common import auc, machine_info, mean_interval, value_bounds, write_results
+from common import auc, git_commit, machine_info, mean_interval, value_bounds, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "loops.json"
@@ -276,7 +276,7 @@ def main() -> None:
         key = name if entry["policy_type"] == "pi0" else f"{name}-{entry['policy_type']}"
         results["regimes"][key] = {**entry, "machine": machine_info(), "seeds": args.seeds,
                                     "episodes": args.episodes, "rollouts": args.rollouts, "params": str(args.params),
-                                    "commit": os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()}
+                                    "commit": git_commit()}
         results["targets"] = TARGETS
         print_regime(results["regimes"][key])
         write_results(args.results, results)

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 from bench_loops import Regime
-from common import machine_info, write_results
+from common import git_commit, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "policy_budget.json"
@@ -102,7 +102,7 @@ def main() -> None:
     write_results(args.results, {"split": "validation", "episodes": EPISODES, "seed": SEED, "regime": "teleop",
                                  "probe_frames": PROBE_FRAMES,
                                  "runs": runs, "machine": machine_info(),
-                                 "commit": os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()})
+                                 "commit": git_commit()})
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 from bench_loops import Regime
-from common import auc, machine_info, value_bounds, write_results
+from common import auc, git_commit, machine_info, value_bounds, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "value_inputs.json"
@@ -100,7 +100,7 @@ def main() -> None:
     for name in args.regimes.split(","):
         entry = run_regime(name, args)
         results["regimes"][name] = {**entry, "machine": machine_info(),
-                                    "commit": os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()}
+                                    "commit": git_commit()}
         print(f"\n{name} {entry['shares']}: held-out SFT rollouts {entry['heldout']}")
         for arm, a in entry["arms"].items():
             print(f"  {arm:14s} value MAE {a['heldout_rollouts_mae']['value_model_mae']:.4f} "

@@ -19,6 +19,11 @@ def machine_info() -> dict:
     return info
 
 
+def git_commit() -> str:
+    """The short hash of the checkout the benchmark runs from, recorded beside its figures."""
+    return os.popen(f"git -C {Path(__file__).resolve().parents[1]} rev-parse --short HEAD").read().strip()
+
+
 def write_results(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -8,3 +8,7 @@ def machine(r: dict) -> str:
 
 def verdict(met: bool) -> str:
     return "met" if met else "missed"
+
+
+def interval(pair) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"

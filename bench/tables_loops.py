@@ -1,6 +1,8 @@
 """The docs block of bench_loops.py's results (bench/results/loops.json): per data regime, the
 arms loop against loop, the comparisons against their targets, and the value model's error."""
 
+from tables_common import interval
+
 ARM_NAMES = {"sft": "SFT (BC on the demonstrations; both loops start here)",
              "recap it1": "RECAP, iteration 1", "recap it2": "RECAP, iteration 2",
              "recap it2 beta*": "RECAP, iteration 2, guidance beta chosen on validation",
@@ -16,10 +18,6 @@ BOUNDS = (("value_model_mae", "value model: its mean (what labels use)"),
           ("outcome_oracle_mae", "the training median for the same outcome and time (5-frame bins)"))
 
 
-def _interval(pair) -> str:
-    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
-
-
 def _arm_rows(e: dict) -> list[str]:
     n = e["seeds"]
     rows = [f"| arm | success, pooled ({n} x {e['episodes']} episodes) [Wilson 95%] | mean over seeds [t 95%] "
@@ -29,9 +27,9 @@ def _arm_rows(e: dict) -> list[str]:
         mean, low, high = a["success_mean_ci95_over_seeds"]
         steps, per_seed = a["success_steps_pooled"], ", ".join(f"{s:.2f}" for s in a["per_seed"]["success"])
         tput, (tlow, thigh) = a["throughput_pooled"], a["throughput_pooled_ci95"]
-        pooled = f"{a['success_pooled']:.3f} {_interval(a['success_pooled_wilson95'])}"
+        pooled = f"{a['success_pooled']:.3f} {interval(a['success_pooled_wilson95'])}"
         rows.append(f"| {ARM_NAMES.get(arm, arm)} | {pooled} "
-                    f"| {mean:.3f} {_interval((low, high))} | {per_seed} | {tput:.2f} [{tlow:.2f}, {thigh:.2f}] "
+                    f"| {mean:.3f} {interval((low, high))} | {per_seed} | {tput:.2f} [{tlow:.2f}, {thigh:.2f}] "
                     f"| {'-' if steps is None else f'{steps:.1f}'} |")
     return rows
 

@@ -1,7 +1,8 @@
 """The docs blocks of the model-level readings beside the loop benchmark: the tiny policies' SFT
 budget (bench_policy_budget.py) and the value model's inputs (bench_value_inputs.py)."""
 
-from tables_loops import BOUNDS, _interval
+from tables_common import interval
+from tables_loops import BOUNDS
 
 STATE_TIME_MLP = ("state_time_mlp_mae", "the median MLP on state and time alone (no distances: those need the scene)")
 
@@ -12,7 +13,7 @@ def policy_budget(r: dict) -> str:
             "| throughput per 1,000 steps [95%] | final training loss | action MSE on training frames "
             "(states shuffled) | training time |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for x in r["runs"]:
-        rows.append(f"| {x['family']} | {x['steps']:,} | {x['success']:.2f} {_interval(x['success_wilson95'])} | "
+        rows.append(f"| {x['family']} | {x['steps']:,} | {x['success']:.2f} {interval(x['success_wilson95'])} | "
                     f"{x['throughput']:.2f} [{x['throughput_ci95'][0]:.2f}, {x['throughput_ci95'][1]:.2f}] | "
                     f"{x['final_loss']:.3f} | {x['action_mse']:.3f} ({x['action_mse_state_shuffled']:.3f}, "
                     f"{x['action_mse_state_shuffled'] / x['action_mse']:.2f}x) | {x['train_wall_s']:.0f} s |")
