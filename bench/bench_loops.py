@@ -75,6 +75,7 @@ class Regime:
         self.value = load_config(ValueTrainConfig, params)
         self.policy = load_config(PolicyTrainConfig, params)
         # results and work are keyed by regime, and by family where it is not pi0 (params-pi05.yaml)
+        self.regime = name
         self.name = name if self.policy.type == "pi0" else f"{name}-{self.policy.type}"
         self.work, self.models = work / self.name, work / self.name / "models"
         self.store = ShardStore(self.work / "data")
@@ -143,47 +144,77 @@ class Regime:
                            lambda: evaluate(self.store, str(policy), cfg, progress=False))
 
 
-def run_regime(name: str, args) -> dict:
+def base_and_value_pre(r: Regime) -> None:
+    """What every seed stands on: the base shard and value-pre (trained once per regime, seed 0)."""
     from recap_data.data.base_data import make_base
-    from recap_data.labels.infer import label
-    from recap_data.store.label_sets import read_labels
     from recap_data.value.train import train_value
 
-    r = Regime(name, args.work, args.params, args.rollouts)
     r.timed("base", r.store.exists("base"), lambda: make_base(r.store, r.base, progress=False))
     r.timed("value-pre", (r.models / "value-pre").exists(), lambda: train_value(
         r.store, {"base": 1.0}, r.models / "value-pre", r.value, r.reward, progress=False))
+
+
+def sft(r: Regime, seed: int) -> Path:
+    return r.train(r.models / f"sft-s{seed}", {"base": 1.0}, None, None, indicator_mode="on", seed=seed)
+
+
+def loop_data(r: Regime, loop: str, seed: int, k: int, policy: Path, shards: list[str]) -> dict:
+    """Iteration k of a loop: roll out its previous policy (the first iteration's rollouts are SFT's,
+    one shard for both loops) and index base plus every rollout so far (appended to `shards`)."""
+    shard = f"sft-rollouts-s{seed}" if k == 1 else f"{loop}-rollouts-s{seed}-it{k}"
+    r.shard(shard, policy, seed=100 * seed + k)
+    shards.append(shard)
+    return r.index(f"{loop}-s{seed}-it{k}", shards)
+
+
+def single_shot(r: Regime, seed: int, policies: dict) -> None:
+    """The old bench_recap arms, from scratch on base + SFT's rollouts: bc (every frame), fbc (the
+    successful episodes), recap (the loop's first label set)."""
+    data = r.index(f"single-s{seed}", ["base", f"sft-rollouts-s{seed}"])
+    for arm, labels, changes in (("bc", None, {"indicator_mode": "ignore"}),
+                                 ("fbc", None, {"indicator_mode": "ignore", "successes_only": True}),
+                                 ("recap", f"recap-s{seed}-it1", {"indicator_mode": "use"})):
+        policies.setdefault(f"single-shot {arm}", {})[seed] = r.train(
+            r.models / f"single-{arm}-s{seed}", data, labels, None, seed=seed, **changes)
+
+
+def run_single_shot(r: Regime, args) -> dict:
+    """Only the single-shot arms, and what they stand on (SFT, its rollouts, the loop's first label
+    set, all built as run_regime builds them), for a regime whose loops ran without them."""
+    base_and_value_pre(r)
+    policies: dict[str, dict[int, Path]] = {}
+    for seed in range(args.seeds):
+        r.value_and_labels(f"recap-s{seed}-it1", loop_data(r, "recap", seed, 1, sft(r, seed), ["base"]))
+        single_shot(r, seed, policies)
+    arms = {arm: summarize_arm([r.evaluate(p, s, "test", 1.0, args.episodes) for s, p in by_seed.items()])
+            for arm, by_seed in policies.items()}
+    return {"arms": arms, "timings_s": r.timings}
+
+
+def run_regime(r: Regime, args) -> dict:
+    from recap_data.labels.infer import label
+    from recap_data.store.label_sets import read_labels
+
+    base_and_value_pre(r)
     policies: dict[str, dict[int, Path]] = {}
     heldout, bounds = [], []
     for seed in range(args.seeds):
-        sft = r.train(r.models / f"sft-s{seed}", {"base": 1.0}, None, None, indicator_mode="on", seed=seed)
-        policies.setdefault("sft", {})[seed] = sft
-        recap, fbc, recap_shards, fbc_shards = sft, sft, ["base"], ["base"]
+        policies.setdefault("sft", {})[seed] = first = sft(r, seed)
+        recap, fbc, recap_shards, fbc_shards = first, first, ["base"], ["base"]
         for k in range(1, ITERATIONS + 1):
-            # the first iteration's rollouts are SFT's for both loops: one shard
-            recap_shard = f"sft-rollouts-s{seed}" if k == 1 else f"recap-rollouts-s{seed}-it{k}"
-            r.shard(recap_shard, recap, seed=100 * seed + k)
-            recap_shards.append(recap_shard)
-            mixture = r.index(f"recap-s{seed}-it{k}", recap_shards)
+            mixture = loop_data(r, "recap", seed, k, recap, recap_shards)
             labels = r.value_and_labels(f"recap-s{seed}-it{k}", mixture)
-            recap = r.train(r.models / f"recap-s{seed}-it{k}", mixture, labels, sft, indicator_mode="use", seed=seed)
+            recap = r.train(r.models / f"recap-s{seed}-it{k}", mixture, labels, first, indicator_mode="use",
+                            seed=seed)
             policies.setdefault(f"recap it{k}", {})[seed] = recap
-            fbc_shard = recap_shard if k == 1 else f"fbc-rollouts-s{seed}-it{k}"
-            r.shard(fbc_shard, fbc, seed=100 * seed + k)
-            fbc_shards.append(fbc_shard)
-            fbc = r.train(r.models / f"fbc-loop-s{seed}-it{k}", r.index(f"fbc-s{seed}-it{k}", fbc_shards), None, sft,
-                          baseline="filtered_bc", seed=seed)
+            fbc = r.train(r.models / f"fbc-loop-s{seed}-it{k}", loop_data(r, "fbc", seed, k, fbc, fbc_shards), None,
+                          first, baseline="filtered_bc", seed=seed)
             policies.setdefault(f"fbc loop it{k}", {})[seed] = fbc
-        if args.single_shot:  # from scratch on base + SFT's rollouts, as the old bench_recap
-            data = r.index(f"single-s{seed}", ["base", f"sft-rollouts-s{seed}"])
-            for arm, labels, changes in (("bc", None, {"indicator_mode": "ignore"}),
-                                         ("fbc", None, {"indicator_mode": "ignore", "successes_only": True}),
-                                         ("recap", f"recap-s{seed}-it1", {"indicator_mode": "use"})):
-                policies.setdefault(f"single-shot {arm}", {})[seed] = r.train(
-                    r.models / f"single-{arm}-s{seed}", data, labels, None, seed=seed, **changes)
+        if args.single_shot:
+            single_shot(r, seed, policies)
         # held-out rollouts of SFT (other seeds) for the AUC of V(o_0) of the first value model
         held = f"sft-heldout-s{seed}"
-        r.shard(held, sft, seed=100 * seed + 99)
+        r.shard(held, first, seed=100 * seed + 99)
         r.timed(f"label {held}", (r.store.root / "labels" / held).exists(), lambda h=held, s=seed: label(
             r.store, [h], r.models / f"value-recap-s{s}-it1", h, r.reward, r.labels, r.advantage,
             progress=False))
@@ -210,7 +241,7 @@ def run_regime(name: str, args) -> dict:
               for s in range(args.seeds) for k in range(1, ITERATIONS + 1)]
     data = {s: {k: getattr(r.store.manifest(s), k) for k in ("episodes", "frames", "successes")}
             for s in r.store.shard_ids()}
-    return {"regime": name, "policy_type": r.policy.type, "shares": r.base.shares(), "guidance_chosen": beta,
+    return {"regime": r.regime, "policy_type": r.policy.type, "shares": r.base.shares(), "guidance_chosen": beta,
             "guidance_on_validation": {f"{b:g}": round(float(np.mean(v)), 4) for b, v in on_validation.items()},
             "arms": arms, "comparisons": compare(arms, f"recap it{ITERATIONS} beta*", f"fbc loop it{ITERATIONS}"),
             "value": {"heldout_mae_mean": round(float(np.mean([v["value_mae"] for v in values])), 4),
@@ -266,20 +297,36 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--no-single-shot", dest="single_shot", action="store_false",
                         help="leave out the single-shot arms (bc, fbc, recap from scratch)")
+    parser.add_argument("--only-single-shot", action="store_true",
+                        help="run only the single-shot arms and add them to the regime's entry in --results")
     parser.add_argument("--work", type=Path, help="working directory, reused to resume (default: a temporary one)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.work = args.work or Path(tempfile.mkdtemp(prefix="bench-loops-"))
     results = json.loads(args.results.read_text()) if args.results.exists() else {"regimes": {}}
     for name in args.regimes.split(","):
-        entry = run_regime(name, args)
-        key = name if entry["policy_type"] == "pi0" else f"{name}-{entry['policy_type']}"
-        results["regimes"][key] = {**entry, "machine": machine_info(), "seeds": args.seeds,
-                                    "episodes": args.episodes, "rollouts": args.rollouts, "params": str(args.params),
-                                    "commit": git_commit()}
-        results["targets"] = TARGETS
-        print_regime(results["regimes"][key])
+        r = Regime(name, args.work, args.params, args.rollouts)  # r.name: the regime's key in the results
+        if args.only_single_shot:
+            add_single_shot(results, r, args)
+        else:
+            results["regimes"][r.name] = {**run_regime(r, args), "machine": machine_info(), "seeds": args.seeds,
+                                          "episodes": args.episodes, "rollouts": args.rollouts,
+                                          "params": str(args.params), "commit": git_commit()}
+            results["targets"] = TARGETS
+        print_regime(results["regimes"][r.name])
         write_results(args.results, results)
+
+
+def add_single_shot(results: dict, r: Regime, args) -> None:
+    """The single-shot arms, run in a later sitting, added to the regime's entry with their commit."""
+    entry = results["regimes"].get(r.name)
+    if entry is None or (entry["seeds"], entry["episodes"], entry["rollouts"]) != (
+            args.seeds, args.episodes, args.rollouts):
+        raise SystemExit(f"error: {args.results}: no '{r.name}' entry with these seeds, episodes and rollouts to add "
+                         f"the single-shot arms to; run bench/bench_loops.py --regimes {r.regime} first")
+    shot = run_single_shot(r, args)
+    entry["arms"].update(shot["arms"])
+    entry["single_shot"] = {"commit": git_commit(), "machine": machine_info(), "timings_s": shot["timings_s"]}
 
 
 def print_regime(entry: dict) -> None:

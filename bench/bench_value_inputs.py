@@ -36,7 +36,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from bench_loops import Regime
+from bench_loops import Regime, sft
 from common import auc, git_commit, machine_info, value_bounds, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +53,10 @@ def run_regime(name: str, args) -> dict:
 
     r = Regime(name, args.work, ROOT / "params.yaml", rollouts=100)
     r.timed("base", r.store.exists("base"), lambda: make_base(r.store, r.base, progress=False))
-    sft = r.train(r.models / f"sft-s{SEED}", {"base": 1.0}, None, None, indicator_mode="on", seed=SEED)
-    r.shard(f"sft-rollouts-s{SEED}", sft, seed=100 * SEED + 1)  # the loop's first iteration's rollouts
+    first = sft(r, SEED)
+    r.shard(f"sft-rollouts-s{SEED}", first, seed=100 * SEED + 1)  # the loop's first iteration's rollouts
     held = f"sft-heldout-s{SEED}"
-    r.shard(held, sft, seed=100 * SEED + 99)
+    r.shard(held, first, seed=100 * SEED + 99)
     mixture = r.index(f"value-s{SEED}", ["base", f"sft-rollouts-s{SEED}"])
     arms = {}
     for arm, time_input in ARMS.items():
