@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from tables_labels import labels_decoding, labels_math, labels_overhead, labels_report, labels_sizing, view
-from tables_loops import loops
+from tables_loops import loops, status
 from tables_models import policy_budget, value_inputs
 from tables_pipeline import pipeline, policy_data, rollout, value_throughput, world
 from tables_real_size import real_size
-from tables_recap import recap_arms, recap_findings, recap_value, status
+from tables_recap import recap_arms, recap_findings, recap_value
 from tables_scale import label_processes, scale_projection, scale_relabel, store_growth, store_query
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ TABLES = {"loops": ("loops.json", loops), "policy-budget": ("policy_budget.json"
           "scale-processes": ("label_processes.json", label_processes),
           "view": ("view.json", view),
           "scale-projection": (("scale.json", "labels.json", "label_processes.json"), scale_projection),
-          "status": (("pipeline.json", "recap.json"), status)}
+          "status": (("pipeline.json", "loops.json"), status)}
 
 
 # A block: the opening marker at the start of a line (maybe indented, inside a list item), anything,

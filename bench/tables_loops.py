@@ -1,7 +1,8 @@
 """The docs block of bench_loops.py's results (bench/results/loops.json): per data regime, the
-arms loop against loop, the comparisons against their targets, and the value model's error."""
+arms loop against loop, the comparisons against their targets, and the value model's error; and
+the README's status lines (with the main job's run, bench/results/pipeline.json)."""
 
-from tables_common import interval
+from tables_common import interval, machine
 
 ARM_NAMES = {"sft": "SFT (BC on the demonstrations; both loops start here)",
              "recap it1": "RECAP, iteration 1", "recap it2": "RECAP, iteration 2",
@@ -74,4 +75,45 @@ def loops(r: dict) -> str:
                 *[f"  | {label} | {held[key]:.4f} ({held['constant_mae'] / held[key]:.2f}x) |"
                   for key, label in BOUNDS if key in held], ""]
     return "\n".join(out).rstrip()
+
+
+
+REGIME_NAMES = {"teleop": "every demonstration succeeds", "mixed": "70% succeed", "scarce": "30% succeed"}
+
+
+def status(results: dict) -> str:
+    """The README's two headline bullets: the main job's run and the loops, regime by regime."""
+    pipe, regimes = results["pipeline.json"], results["loops.json"]["regimes"]
+    first, *iters = pipe["policies"]
+
+    def arm(e: dict, key: str) -> str:
+        a = e["arms"][key]
+        return f"{a['success_pooled']:.2f} / {a['throughput_pooled']:.1f}"
+
+    def beats(e: dict, other: str) -> str:
+        c = e["comparisons"][f"vs {other}"]
+        won = [what for what, key in (("success", "success"), ("throughput", "throughput"))
+               if c[f"{key}_intervals_apart"] and c[f"{key}_same_sign_every_seed"]]
+        return " and ".join(won) or "-"
+
+    rows = ["| regime | SFT | RECAP loop | iterated filtered BC | RECAP beats SFT in | RECAP beats filtered BC in |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, e in regimes.items():
+        if e.get("policy_type", "pi0") != "pi0":
+            continue
+        fbc = next(k for k in e["comparisons"] if k != "vs sft").removeprefix("vs ")
+        rows.append(f"| {name} ({REGIME_NAMES.get(name, name)}) | {arm(e, 'sft')} | {arm(e, 'recap it2 beta*')} "
+                    f"| {arm(e, fbc)} | {beats(e, 'sft')} | {beats(e, fbc)} |")
+    seeds = next(iter(regimes.values()))["seeds"]
+    return "\n".join([
+        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}; teleop demonstrations, all successful), "
+        "held-out success and throughput (successes per 1,000 steps) with 95% intervals: "
+        + ", then ".join(f"{p['name'] if p is not first else p['name'].upper()} {p['success_rate']:.2f} "
+                         f"[{p['ci_low']:.2f}, {p['ci_high']:.2f}] and {p['throughput']:.1f} "
+                         f"[{p['throughput_low']:.1f}, {p['throughput_high']:.1f}]" for p in (first, *iters))
+        + " after each RECAP iteration; one seed ([docs/pipeline.md](docs/pipeline.md)).",
+        f"- Loop against loop ([docs/results.md](docs/results.md)): 2 iterations of 100 rollouts from SFT, "
+        f"{seeds} training seeds, test-split success / throughput (successes per 1,000 steps) pooled over "
+        "seeds; RECAP's guidance beta chosen on the validation split; beating means 95% intervals apart "
+        "and the same sign in every seed:", "", *rows])
 

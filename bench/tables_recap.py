@@ -1,6 +1,6 @@
-"""The docs blocks of bench_recap.py's results (bench/results/recap.json), and the README's status lines."""
+"""The docs blocks of bench_recap.py's results (bench/results/recap.json)."""
 
-from tables_common import machine, verdict
+from tables_common import verdict
 
 ARM_NAMES = {"bc": "BC (every frame, indicator ignored)", "fbc": "filtered BC (successful episodes only)",
              "recap": 'RECAP, "Advantage: positive" (beta 1)', "recap beta 1.5": "RECAP, guidance beta 1.5",
@@ -60,22 +60,3 @@ def recap_findings(r: dict) -> str:
         f"({b['constant_mae'] / b['state_mlp_mae']:.2f}x), told the outcome {b['outcome_oracle_mae']:.3f} "
         f"({b['constant_mae'] / b['outcome_oracle_mae']:.1f}x)."])
 
-
-def status(results: dict) -> str:
-    """The README's two headline bullets, from the pipeline run and the controlled benchmark."""
-    pipe, r = results["pipeline.json"], results["recap.json"]
-    first, *iters = pipe["policies"]
-    arms, best = r["arms"], r["best_recap_arm"]
-    return "\n".join([
-        f"- `make repro` ({pipe['wall_s'] / 60:.0f} min, {machine(pipe)}; teleop demonstrations, all successful), "
-        "held-out success and throughput (successes per 1,000 steps) with 95% intervals: "
-        + ", then ".join(f"{p['name'] if p is not first else p['name'].upper()} {p['success_rate']:.2f} "
-                         f"[{p['ci_low']:.2f}, {p['ci_high']:.2f}] and {p['throughput']:.1f} "
-                         f"[{p['throughput_low']:.1f}, {p['throughput_high']:.1f}]" for p in (first, *iters))
-        + " after each RECAP iteration; one seed ([docs/pipeline.md](docs/pipeline.md)).",
-        f"- The single-shot benchmark on the mixed regime (70% of demonstrations succeed), {r['seeds']} seeds on "
-        f"held-out initial states: {ARM_NAMES[best]}: "
-        f"{arms[best]['success_mean']:.2f} against {arms['bc']['success_mean']:.2f} for behaviour cloning on the same "
-        f"data and {arms['fbc']['success_mean']:.2f} for filtered BC; its value model's held-out MAE is "
-        f"{r['value']['mae_ratio']:.2f}x lower than a constant's, for reasons measured there "
-        "([docs/results.md](docs/results.md))."])
