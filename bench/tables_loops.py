@@ -9,8 +9,9 @@ ARM_NAMES = {"sft": "SFT (BC on the demonstrations; both loops start here)",
              "recap it2 beta*": "RECAP, iteration 2, guidance beta chosen on validation",
              "recap it2 beta 0 (check)": "check, not an arm: RECAP iteration 2 without its indicator (beta 0)",
              "fbc loop it1": "iterated filtered BC, iteration 1", "fbc loop it2": "iterated filtered BC, iteration 2",
-             "single-shot bc": "single shot, from scratch: BC", "single-shot fbc": "single shot: filtered BC",
-             "single-shot recap": "single shot: RECAP"}
+             "single-shot bc": "single shot from scratch: BC",
+             "single-shot fbc": "single shot from scratch: filtered BC",
+             "single-shot recap": "single shot from scratch: RECAP (beta 1)"}
 BOUNDS = (("value_model_mae", "value model: its mean (what labels use)"),
           ("value_model_median_mae", "value model: its median"),
           ("state_mlp_mae", "MLP on state, time and distances: a median predictor (L1)"),
@@ -57,7 +58,10 @@ def loops(r: dict) -> str:
         out += [f"**{name}** (demonstrators: {shares}; {e['seeds']} training seeds, {e['rollouts']} rollouts per "
                 f"iteration, {e['episodes']} test episodes per policy and seed; commit {e['commit']}, "
                 f"{e['machine']['cpus']} CPU cores). Guidance beta chosen on the validation split: "
-                f"{e['guidance_chosen']:g} (mean success there: {tried}).", "", *_arm_rows(e), ""]
+                f"{e['guidance_chosen']:g} (mean success there: {tried})."
+                + (f" The single-shot arms ran in a later sitting (`--only-single-shot`, commit "
+                   f"{e['single_shot']['commit']}), rebuilding SFT, its rollouts and the first label set as the "
+                   "loops do." if "single_shot" in e else ""), "", *_arm_rows(e), ""]
         c = e["comparisons"]
         fbc = next(k for k in c if k != "vs sft")
         out += [_comparison(f"against {fbc.removeprefix('vs ')}", c[fbc], t["recap_minus_fbc_loop_points"],
