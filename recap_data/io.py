@@ -326,3 +326,21 @@ def one_malloc_arena() -> None:
     except (OSError, AttributeError):
         return
     mallopt(M_ARENA_MAX, 1)
+
+
+@contextmanager
+def normal_scheduling():
+    """Undo what the SVT-AV1 encoder (v3.0, the AV1 encoder of PyAV and so of LeRobot's videos) does
+    when it runs as root: it switches the thread that opens an encoder to real-time SCHED_FIFO,
+    priority 99, and leaves it there, so every thread and process started from that thread
+    afterwards is real-time too. One busy real-time process then owns a core: in the test suite a
+    command killed with SIGKILL never got the CPU to exit. Wrap every call that may encode video."""
+    if not hasattr(os, "sched_getscheduler"):  # not Linux
+        yield
+        return
+    policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (policy, priority):
+            os.sched_setscheduler(0, policy, os.sched_param(priority))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+from recap_data.io import normal_scheduling
 from recap_data.store.store import ShardStore
 
 TINY = dict(episodes=3, tasks=3, max_steps=20, image_size=32)
@@ -54,15 +55,13 @@ def make_shard(store):
     return make
 
 
-@pytest.fixture(scope="session")
-def labeled_once(tmp_path_factory) -> Path:
-    """The directory `labeled` copies: built once per test session."""
+def build_labeled(root: Path) -> Path:
+    """Two tiny shards, a 3-step value checkpoint and the label set `raw` made from it, under `root`."""
     from recap_data.label_math.config import RewardConfig
     from recap_data.labels.infer import label
     from recap_data.labels.write import LabelConfig
     from recap_data.value.train import ValueTrainConfig, train_value
 
-    root = tmp_path_factory.mktemp("labels")
     store = ShardStore(root / "data")
     for shard, seed in (("base", 0), ("more", 1)):
         make_demo_data(store, DemoDataConfig(shard_id=shard, episodes=8, tasks=2, max_steps=24,
@@ -72,6 +71,25 @@ def labeled_once(tmp_path_factory) -> Path:
                 RewardConfig(), progress=False)
     label(store, ["base", "more"], ckpt, "raw", RewardConfig(), LabelConfig(batch_size=7), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def labeled_once(tmp_path_factory) -> Path:
+    """The directory `labeled` copies, built once per test run: under pytest-xdist the first worker
+    that needs it builds it in the run's shared temporary directory while the others wait on a lock."""
+    import fcntl
+    import shutil
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build_labeled(tmp_path_factory.mktemp("labels"))
+    shared = tmp_path_factory.getbasetemp().parent / "labeled-once"  # one per run: pytest-of-user/pytest-N
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "complete").exists():
+            shutil.rmtree(shared, ignore_errors=True)  # what a worker that failed building it left
+            build_labeled(shared)
+            (shared / "complete").touch()
+    return shared
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +129,18 @@ def make_lerobot_dataset(tmp_path):
         }
         ds = LeRobotDataset.create(f"test/{name}", fps=20, features=features, root=root)
         rng = np.random.default_rng(0)
-        for length, ok in zip(lengths, successes, strict=True):
-            for t in range(length):
-                ds.add_frame({
-                    "observation.images.image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
-                    "observation.state": rng.normal(size=8).astype(np.float32),
-                    "action": rng.normal(size=7).astype(np.float32),
-                    "is_success": np.array([ok and t == length - 1]),  # true on the last frame only
-                    "task": "put both moka pots on the stove",
-                })
-            ds.save_episode()
-        ds.finalize()
+        with normal_scheduling():  # one camera: LeRobot encodes in this process (see normal_scheduling)
+            for length, ok in zip(lengths, successes, strict=True):
+                for t in range(length):
+                    ds.add_frame({
+                        "observation.images.image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                        "observation.state": rng.normal(size=8).astype(np.float32),
+                        "action": rng.normal(size=7).astype(np.float32),
+                        "is_success": np.array([ok and t == length - 1]),  # true on the last frame only
+                        "task": "put both moka pots on the stove",
+                    })
+                ds.save_episode()
+            ds.finalize()
         return root
 
     return make

@@ -197,8 +197,10 @@ def test_tiny_value_model_learns_the_embedded_data(tmp_path):
     from recap_data.store.store import ShardStore
 
     store = ShardStore(tmp_path / "data")
-    make_demo_data(store, DemoDataConfig(episodes=60, tasks=2, max_steps=60, image_size=32, regime="custom",
-                                         expert=1.0, poor=0.0, decoy=0.0, release=0.0, timeout=0.0), progress=False)
+    # frames stored as images, not video: learning is the point here, and other tests decode video
+    make_demo_data(store, DemoDataConfig(episodes=60, tasks=2, max_steps=60, image_size=32, use_videos=False,
+                                         regime="custom", expert=1.0, poor=0.0, decoy=0.0, release=0.0, timeout=0.0),
+                   progress=False)
     cfg = ValueTrainConfig(steps=400, holdout_fraction=0.2, num_workers=0)
     metrics = train_value(store, {"base": 1.0}, tmp_path / "value", cfg, RewardConfig(), progress=False)
     held = metrics["holdout"]

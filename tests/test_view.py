@@ -203,3 +203,40 @@ def test_a_render_that_fails_leaves_no_file_and_no_directory(labeled, tmp_path, 
     name = stem({"shard": "base", "episode_index": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.mp4", f"{name}.png"]
     assert len(decoded(tmp_path / f"{name}.mp4")) == facts["frames"] and facts["sheet"] == str(tmp_path / f"{name}.png")
+
+
+def test_encoding_video_leaves_this_process_scheduling_as_it_was(labeled, tmp_path):
+    """SVT-AV1 run as root switches the thread that opens an encoder to real-time FIFO and leaves it
+    (io.normal_scheduling): the view's mp4s and a one-camera shard's videos, both encoded in this
+    process, leave its scheduling as it was. As root, encoding without the guard does change it."""
+    import os
+
+    from recap_data.store.schema import OUTCOME_FEATURES
+    from recap_data.store.writer import EpisodeRecorder
+
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    view(labeled[0], "raw", tmp_path / "episodes", best=1, progress=False)
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+    features = {"observation.images.image": {"dtype": "video", "shape": (32, 32, 3),
+                                             "names": ["height", "width", "channels"]},
+                "observation.state": {"dtype": "float32", "shape": (8,), "names": None},
+                "action": {"dtype": "float32", "shape": (7,), "names": None}, **OUTCOME_FEATURES}
+    recorder = EpisodeRecorder(tmp_path / "one-camera", "one-camera", features, 20, None, use_videos=True)
+    for _ in range(3):
+        recorder.add_frame({"observation.images.image": np.zeros((32, 32, 3), np.uint8),
+                            "observation.state": np.zeros(8, np.float32), "action": np.zeros(7, np.float32)}, "task")
+    recorder.save_episode(success=True)
+    assert recorder.finish() == (1, 3)
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+    if os.geteuid() == 0:  # what the guard undoes
+        with av.open(str(tmp_path / "bare.mp4"), "w") as container:
+            stream = container.add_stream("libsvtav1", rate=20)
+            stream.width = stream.height = 64
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+                container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        try:
+            assert os.sched_getscheduler(0) == os.SCHED_FIFO
+        finally:
+            os.sched_setscheduler(0, before[0], os.sched_param(before[1]))

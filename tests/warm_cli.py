@@ -98,8 +98,9 @@ def serve(path: str) -> None:
     server.listen(64)
     print("ready", flush=True)
     running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the shim's connection)
-    while True:
-        shims = {conn.fileno(): fd for fd, (_, conn) in running.items()}
+    killed: set[int] = set()  # pidfds of the children killed for a shim that hung up: waiting to be reaped
+    while True:  # (a hung-up shim stays readable: watching it until its child is reaped would spin)
+        shims = {conn.fileno(): fd for fd, (_, conn) in running.items() if fd not in killed}
         ready, _, _ = select.select([server, *running, *shims], [], [])
         for fd in ready:
             if fd is server:
@@ -117,11 +118,13 @@ def serve(path: str) -> None:
                     os.close(received)
                 running[os.pidfd_open(pid)] = (pid, conn)
             elif fd in shims:  # a shim hung up (or sent something, which it never does) before its child ended
-                if shims[fd] in running:
+                if shims[fd] in running:  # (not reaped earlier in this round)
                     with contextlib.suppress(ProcessLookupError):  # reaped when its pidfd turns ready
                         os.killpg(running[shims[fd]][0], signal.SIGKILL)
+                    killed.add(shims[fd])
             elif fd in running:
                 pid, conn = running.pop(fd)
+                killed.discard(fd)
                 os.close(fd)
                 code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
                 try:

@@ -36,7 +36,14 @@ import numpy as np
 import pandas as pd
 
 from recap_data.errors import RecapError
-from recap_data.io import AtomicFile, atomic_directory, atomic_write_bytes, refuse_existing, write_json
+from recap_data.io import (
+    AtomicFile,
+    atomic_directory,
+    atomic_write_bytes,
+    normal_scheduling,
+    refuse_existing,
+    write_json,
+)
 from recap_data.reports.draw import Curves, EpisodeFrames
 from recap_data.store.db import connect, query_error
 from recap_data.store.label_sets import check_shards_unchanged, read_manifest
@@ -217,15 +224,16 @@ def _render_one(con, e: dict, cameras: list[np.ndarray], mp4: Path, sheet: Path 
              f"{e['length']} frames | label set {name}", e["task"])
     curves = Curves.of(rows)
     frames = EpisodeFrames(title, curves, [c.shape[1:] for c in cameras], pictures)
-    video = _Mp4(mp4, frames.width, frames.height, fps)
-    ok = False
-    try:
-        for t in range(len(curves)):
-            video.write(frames.compose(t, [c[t] for c in cameras]))
-            bar.update(1)
-        ok = True
-    finally:
-        video.close(ok)
+    with normal_scheduling():
+        video = _Mp4(mp4, frames.width, frames.height, fps)
+        ok = False
+        try:
+            for t in range(len(curves)):
+                video.write(frames.compose(t, [c[t] for c in cameras]))
+                bar.update(1)
+            ok = True
+        finally:
+            video.close(ok)
     if sheet is not None:
         keys = np.unique(np.linspace(0, len(curves) - 1, min(SHEET_FRAMES, len(curves))).round().astype(int))
         _png(frames.sheet([(int(t), [c[t] for c in cameras]) for t in keys]), sheet)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from recap_data.errors import RecapError
-from recap_data.io import atomic_write_text, failpoint, fsync_dir, staging_suffix
+from recap_data.io import atomic_write_text, failpoint, fsync_dir, normal_scheduling, staging_suffix
 from recap_data.store.schema import OUTCOME_FEATURES
 from recap_data.store.store import (
     SHARD_KINDS,
@@ -214,7 +214,8 @@ class EpisodeRecorder:
     def save_episode(self, success: bool) -> None:
         buffer = self.dataset.writer.episode_buffer
         buffer["success"] = [np.array([bool(success)])] * buffer["size"]
-        self.dataset.save_episode()
+        with normal_scheduling():  # LeRobot encodes the episode's videos here
+            self.dataset.save_episode()
         self.episodes += 1
         self.frames += self.episode_frames
         self.successes += int(bool(success))
@@ -225,7 +226,8 @@ class EpisodeRecorder:
         if self.episode_frames:
             raise RecapError(f"shard {self.shard_id!r}: last episode has frames but no save_episode()")
         if self.dataset is not None:
-            self.dataset.finalize()
+            with normal_scheduling():  # and what is left of them here
+                self.dataset.finalize()
             _tidy_lerobot_output(self.root)
         return self.episodes, self.frames
 
