@@ -36,7 +36,6 @@ setting as params.yaml); results are keyed `<regime>-pi05` beside pi0's `<regime
 import argparse
 import json
 import os
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +43,16 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from common import auc, git_commit, machine_info, mean_interval, value_bounds, write_results
+from common import (
+    auc,
+    git_commit,
+    machine_info,
+    mean_interval,
+    parse_resumable,
+    read_results,
+    value_bounds,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "loops.json"
@@ -299,11 +307,8 @@ def main() -> None:
                         help="leave out the single-shot arms (bc, fbc, recap from scratch)")
     parser.add_argument("--only-single-shot", action="store_true",
                         help="run only the single-shot arms and add them to the regime's entry in --results")
-    parser.add_argument("--work", type=Path, help="working directory, reused to resume (default: a temporary one)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    args.work = args.work or Path(tempfile.mkdtemp(prefix="bench-loops-"))
-    results = json.loads(args.results.read_text()) if args.results.exists() else {"regimes": {}}
+    args = parse_resumable(parser, RESULTS, "bench-loops-")
+    results = read_results(args.results)
     for name in args.regimes.split(","):
         r = Regime(name, args.work, args.params, args.rollouts)  # r.name: the regime's key in the results
         if args.only_single_shot:

@@ -23,14 +23,13 @@ learns from scratch. Added with this sweep, after the 2,000-step result.)
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 from bench_loops import Regime
-from common import git_commit, machine_info, write_results
+from common import git_commit, machine_info, parse_resumable, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "policy_budget.json"
@@ -72,10 +71,7 @@ def main() -> None:
     from recap_data.data.base_data import make_base
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, help="working directory, reused to resume (default: a temporary one)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    args.work = args.work or Path(tempfile.mkdtemp(prefix="bench-budget-"))
+    args = parse_resumable(parser, RESULTS, "bench-budget-")
     runs = []
     for family, (params, budgets) in GRID.items():
         r = Regime("teleop", args.work, params, rollouts=0)

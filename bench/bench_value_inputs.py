@@ -17,7 +17,7 @@ development reading, not a loop result):
              the base shard and fine-tuned on base + SFT's rollouts (1,000 steps of 32 each)
   readings   MAE of the labels' value (the predicted mean) and of the predicted median on the
              held-out rollouts, beside the best constant, the state MLP (median and mean
-             predictors) and the outcome oracle (bench/common.value_bounds); the AUC of V(o_0)
+             predictors) and the outcome oracle (bench/common.predictor_bounds); the AUC of V(o_0)
              for success; the MAE on the held-out training episodes (train value's metrics);
              and, added after the first run showed time_input changing little, the median MLP
              on the state and time alone, without the distances to goal and decoy (which the
@@ -29,7 +29,6 @@ development reading, not a loop result):
 import argparse
 import json
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +36,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 from bench_loops import Regime, sft
-from common import auc, git_commit, machine_info, value_bounds, write_results
+from common import (
+    auc,
+    git_commit,
+    machine_info,
+    parse_resumable,
+    predictor_bounds,
+    read_results,
+    value_model_errors,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "value_inputs.json"
@@ -58,7 +66,7 @@ def run_regime(name: str, args) -> dict:
     held = f"sft-heldout-s{SEED}"
     r.shard(held, first, seed=100 * SEED + 99)
     mixture = r.index(f"value-s{SEED}", ["base", f"sft-rollouts-s{SEED}"])
-    arms = {}
+    arms, predictors = {}, None
     for arm, time_input in ARMS.items():
         key = "time" if time_input else "state"
         cfg = replace(r.value, time_input=time_input).validate()
@@ -71,8 +79,11 @@ def run_regime(name: str, args) -> dict:
             r.timed(f"label {labels}", (r.store.root / "labels" / labels).exists(), lambda n=labels, s=shards, t=tuned:
                     label(r.store, s, t, n, r.reward, r.labels, r.advantage, progress=False))
         scored = read_labels(r.store, f"held-{key}")
-        bounds = r.cached(f"bounds-{key}", lambda k=key, t=tuned, h=scored: value_bounds(
-            r.store, read_labels(r.store, f"train-{k}"), h, r.base.first_task, SEED, value_ckpt=t))
+        if predictors is None:  # they read states, times and returns, the same in both arms' label sets
+            predictors = r.cached("bounds-predictors", lambda k=key, h=scored: predictor_bounds(
+                r.store, read_labels(r.store, f"train-{k}"), h, r.base.first_task, SEED))
+        bounds = {**predictors, **r.cached(f"bounds-value-{key}", lambda t=tuned, h=scored: value_model_errors(
+            r.store, h, t))}
         first = scored[scored["frame_index"] == 0]
         v0 = auc(first["value"].to_numpy(), first["success"].to_numpy(bool))
         holdout = json.loads((tuned / "metrics.json").read_text())["holdout"]
@@ -92,11 +103,8 @@ def run_regime(name: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regimes", default="teleop,mixed,scarce")
-    parser.add_argument("--work", type=Path, help="working directory, reused to resume (default: a temporary one)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    args.work = args.work or Path(tempfile.mkdtemp(prefix="bench-value-inputs-"))
-    results = json.loads(args.results.read_text()) if args.results.exists() else {"regimes": {}}
+    args = parse_resumable(parser, RESULTS, "bench-value-inputs-")
+    results = read_results(args.results)
     for name in args.regimes.split(","):
         entry = run_regime(name, args)
         results["regimes"][name] = {**entry, "machine": machine_info(),

@@ -1,11 +1,13 @@
-"""What the benchmarks share: machine facts, the results file, synthetic episode tables, and the
+"""What the benchmarks share: machine facts, the work directory and the results file, synthetic episode tables, and the
 statistics the RECAP benchmarks report (AUC, a mean's t interval over seeds, the value model's
 error beside other predictors of the return)."""
 
+import argparse
 import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,21 @@ def machine_info() -> dict:
 def git_commit() -> str:
     """The short hash of the checkout the benchmark runs from, recorded beside its figures."""
     return os.popen(f"git -C {Path(__file__).resolve().parents[1]} rev-parse --short HEAD").read().strip()
+
+
+def parse_resumable(parser: argparse.ArgumentParser, results: Path, prefix: str) -> argparse.Namespace:
+    """Add --work (a working directory a rerun resumes from; a temporary one by default) and
+    --results to a benchmark's parser, and parse its arguments."""
+    parser.add_argument("--work", type=Path, help="working directory, reused to resume (default: a temporary one)")
+    parser.add_argument("--results", type=Path, default=results)
+    args = parser.parse_args()
+    args.work = args.work or Path(tempfile.mkdtemp(prefix=prefix))
+    return args
+
+
+def read_results(path: Path) -> dict:
+    """A results file kept by regime, as far as it goes: a run of some regimes keeps the others'."""
+    return json.loads(path.read_text()) if path.exists() else {"regimes": {}}
 
 
 def write_results(path: Path, results: dict) -> None:
@@ -65,18 +82,21 @@ def mean_interval(values: list[float]) -> tuple[float, float, float]:
 
 def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed: int = 0,
                  value_ckpt: Path | None = None) -> dict:
-    """MAE on the held-out frames `held` (a label set) of predictors fitted on the training labels `train`:
+    """MAE on the held-out frames `held` (a label set) of the predictors fitted on the training labels
+    `train` (predictor_bounds) and of the value model that labelled `held` (value_model_errors)."""
+    return {**predictor_bounds(store, train, held, task, seed), **value_model_errors(store, held, value_ckpt)}
+
+
+def predictor_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed: int = 0) -> dict:
+    """MAE on the held-out frames `held` of predictors fitted on the training labels `train`; they read
+    the frames' states, times, outcomes and returns, never the labels' values:
     outcome_oracle   the training frames' median return for the same outcome and time (5-frame bins)
     state_mlp        an MLP with L1 loss (a median predictor) on state, time and distances to goal and
                      decoy; its step count is chosen on held-out training episodes, not on `held`
     state_mlp_mean   the same MLP with squared loss (a mean predictor)
     state_time_mlp   the L1 MLP on the state and time alone, without the distances: what the value
                      model's inputs other than the cameras tell (the distances need the scene)
-    constant         the training frames' median return (the best constant under absolute error)
-    value_model      the labels' value: the mean of the value model's distribution
-    value_model_median  the median of that distribution (with `value_ckpt`, the checkpoint that
-                     labelled `held`): like for like beside the median predictors, since where
-                     outcomes split the returns in two, a mean lies between them and pays for it"""
+    constant         the training frames' median return (the best constant under absolute error)"""
     import torch
 
     from recap_data.data.frames import load_states
@@ -96,7 +116,7 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
     def key(d):  # outcome and 5-frame time bin
         return d["success"].astype(str) + ":" + (d["frame_index"] // 5).astype(str)
 
-    y, y_held = train["return_norm"].to_numpy(np.float32), held["return_norm"].to_numpy(np.float32)
+    y = train["return_norm"].to_numpy(np.float32)
     medians = train.groupby(key(train))["return_norm"].median()
     oracle = key(held).map(medians).fillna(float(np.median(y))).to_numpy()
     x, x_held = features(train), features(held)
@@ -125,12 +145,28 @@ def value_bounds(store, train: pd.DataFrame, held: pd.DataFrame, task: int, seed
                         best = (val_loss, net(x_held[:, :inputs]).squeeze(-1).numpy())
         return best[1]
 
-    out = {"outcome_oracle_mae": oracle, "state_mlp_mae": mlp(torch.abs), "state_mlp_mean_mae": mlp(torch.square),
-           "state_time_mlp_mae": mlp(torch.abs, inputs=9),  # the 8 state dimensions and the time
-           "constant_mae": np.median(y), "value_model_mae": held["value"].to_numpy()}
+    return _maes(held, {"outcome_oracle_mae": oracle, "state_mlp_mae": mlp(torch.abs),
+                        "state_mlp_mean_mae": mlp(torch.square),
+                        "state_time_mlp_mae": mlp(torch.abs, inputs=9),  # the 8 state dimensions and the time
+                        "constant_mae": np.median(y)})
+
+
+def value_model_errors(store, held: pd.DataFrame, value_ckpt: Path | None = None) -> dict:
+    """MAE on the held-out frames `held` of
+    value_model      the labels' value: the mean of the value model's distribution
+    value_model_median  the median of that distribution (with `value_ckpt`, the checkpoint that
+                     labelled `held`): like for like beside the median predictors, since where
+                     outcomes split the returns in two, a mean lies between them and pays for it"""
+    out = {"value_model_mae": held["value"].to_numpy()}
     if value_ckpt is not None:
         out["value_model_median_mae"] = value_medians(store, value_ckpt, held)
-    return {k: float(np.abs(np.asarray(v) - y_held).mean()) for k, v in out.items()}
+    return _maes(held, out)
+
+
+def _maes(held: pd.DataFrame, predictions: dict) -> dict:
+    """Each prediction's (an array over `held`'s frames, or one number) MAE against their returns."""
+    y = held["return_norm"].to_numpy(np.float32)
+    return {k: float(np.abs(np.asarray(v) - y).mean()) for k, v in predictions.items()}
 
 
 def value_medians(store, value_ckpt: Path, held: pd.DataFrame) -> np.ndarray:
