@@ -1,6 +1,10 @@
 """The label math (label_math: compiled kernels driven over frame tables) against the pandas
 oracle (label_reference.py), bit for bit, errors included."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,3 +130,26 @@ def test_string_columns_are_coded_as_factorize_codes_them(values):
     want_codes, want_uniques = pd.factorize(column, sort=True)
     np.testing.assert_array_equal(codes, want_codes)
     assert list(uniques) == list(want_uniques)
+
+
+def test_the_label_math_leaves_torchs_thread_count_as_it_was():
+    """numba's OpenMP layer sets the thread count of the thread that starts it, on the libgomp torch
+    runs on: started from a caller, it raised torch's threads from the one asked for to
+    NUMBA_NUM_THREADS (kernels._start_numba_threads_elsewhere). A fresh process: in this one numba
+    may have started already."""
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"  # what OMP_NUM_THREADS=1 or torchrun's default for a rank asks for
+        "assert torch.get_num_threads() == 1\n"  # (torch settles its thread count for this thread here)
+        "import pandas as pd\n"
+        "from recap_data.label_math.config import RewardConfig\n"
+        "from recap_data.label_math.tables import compute_returns\n"
+        "frames = pd.DataFrame({'shard': 's', 'episode_index': [0] * 40 + [1] * 30, 'task': 'a',\n"
+        "                       'frame_index': [*range(40), *range(30)], 'success': [True] * 40 + [False] * 30})\n"
+        "compute_returns(frames, RewardConfig(), n_steps=5)\n"
+        "import numba\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # two, even on a one-core machine
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "2"]  # torch as asked; numba's kernels still on two threads

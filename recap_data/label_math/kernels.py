@@ -14,10 +14,31 @@ parallel over them (numba's prange); the thresholds need one radix selection per
 instead of a sort.
 """
 
+import threading
+
 import numba
 import numpy as np
 
 from recap_data.label_math.bins import ROUNDING  # the slack at the ends of [-1, 0]
+
+
+def _start_numba_threads_elsewhere() -> None:
+    """Start numba's threading layer from a thread of its own, before any parallel kernel runs.
+
+    Without TBB, numba's layer is OpenMP on the libgomp that torch also runs on. Starting it calls
+    omp_set_num_threads(NUMBA_NUM_THREADS), the CPU count, on whichever thread starts it.
+    Started from the first parallel kernel's caller, that would silently raise torch's intra-op
+    threads in that thread to the CPU count, whatever OMP_NUM_THREADS, torchrun's one thread per
+    rank or torch.set_num_threads had asked for. Two such processes on two cores then slowed each
+    other several times over: a value model's training took 147 s instead of 6 s.
+    OpenMP's thread count is per thread, so a short-lived thread takes the change with it.
+    numba's own kernels pass their thread count explicitly and keep their threads."""
+    starter = threading.Thread(target=numba.get_num_threads, name="numba-threads")
+    starter.start()
+    starter.join()
+
+
+_start_numba_threads_elsewhere()
 
 # Why a kernel refused its input (tables.py then names the frame).
 OK, UNSORTED, BAD_POSITION, OUTCOME_FLIP, OVERFLOW, NOT_FINITE = range(6)
