@@ -45,17 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # label_
 import numpy as np
 import pandas as pd
 import torch
-from common import machine_info, synthetic_frames, write_results
+from common import bare_inference_s, machine_info, synthetic_frames, value_inputs, write_results
 from label_reference import reference_labels, threshold
 
 from recap_data.data.demo_data import DemoDataConfig, make_demo_data
-from recap_data.data.frames import load_frames, load_states
 from recap_data.label_math.config import AdvantageConfig, RewardConfig
 from recap_data.label_math.tables import build_labels
 from recap_data.labels.infer import label
 from recap_data.labels.write import LabelConfig, write_label_set
 from recap_data.store.db import connect
-from recap_data.store.decode import RUN_BYTES, decode_cameras, iter_episode_frames
+from recap_data.store.decode import RUN_BYTES, iter_episode_frames
 from recap_data.store.store import ShardStore
 from recap_data.value.model import load_value_checkpoint
 from recap_data.value.train import ValueTrainConfig, train_value
@@ -116,26 +115,15 @@ def bench_overhead(store: ShardStore, work: Path, width: int, layers: int, threa
                     RewardConfig(), progress=False)
     ckpt = load_value_checkpoint(ckpt_dir)
     m = store.manifest("base")
-    keys = ckpt.model.cfg.camera_keys
     # Bare inference: every input already in memory as tensors (on the device label() uses, with
     # the same autocast); only the model runs.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = ckpt.model.to(device)
-    cams = decode_cameras(store.shard_path("base"), m.features, keys, m.frames)
-    images = torch.from_numpy(np.stack([cams[k] for k in keys], 1)).to(device)  # (F, K, H, W, 3) uint8
-    states = torch.from_numpy(load_states(store, "base")).to(device)
-    frames = load_frames(store, ["base"], with_state=False).sort_values("index")
-    ids, mask = (t.to(device) for t in ckpt.encoder(frames["task"].tolist()))
+    inputs = value_inputs(ckpt, store, "base", device)
     torch.set_num_threads(threads)
     bare, labelled = [], []
     for r in range(repeats):  # interleaved, so that drift in machine load hits both alike
-        t0 = time.perf_counter()
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            for s in range(0, m.frames, batch_size):
-                pixels = images[s:s + batch_size].permute(0, 1, 4, 2, 3).float() / 255  # (B, K, 3, H, W)
-                model.values(model(pixels, states[s:s + batch_size], ids[s:s + batch_size],
-                                   mask[s:s + batch_size])).double().cpu()  # the copy waits for the device
-        bare.append(time.perf_counter() - t0)
+        bare.append(bare_inference_s(model, inputs, batch_size, device))
         t0 = time.perf_counter()
         label(store, ["base"], ckpt_dir, f"bench-{width}x{layers}-{threads}-{r}", RewardConfig(),
               LabelConfig(batch_size=batch_size), progress=False)

@@ -16,7 +16,25 @@ initialization, most of it), and
                a 224-px shard of the embedded world (video decoding, the model, the label set).
 Times are one step each (first use included) on this machine; the device is named in the results.
 
+With --throughput-steps K (for a GPU: issue 26's part 3), each model also reports what its data
+path costs, over a 224-px shard of the embedded world (--episodes, recorded first):
+  policies     K training steps fed by the trainer's own loader (policy.train.policy_loader:
+               cameras decoded into memory, action chunks, the episode sampler; then the
+               indicator prompts and the preprocessor) against K steps on one batch already
+               prepared on the device (synthetic: no loading at all); target: at most 1.05
+  value model  `recap-data label`'s pass over the shard (video decoding, batching, the model,
+               the label math and the label set written) against the bare model over the same
+               frames already decoded and tokenized on the device (common.bare_inference_s);
+               frames/s of both; target: at most 1.15
+Both arms run twice, interleaved, and the faster of each counts. --layers N cuts every tower to N
+layers (the widths stay real): a quick run of this script's code paths on a CPU, whose figures
+are not the real size's, so it writes nothing unless --results is given.
+
     .venv/bin/python bench/bench_real_size.py [--device cpu] [--batch 1] [--dtype float32]
+        [--throughput-steps K --episodes 8 --num-workers 0] [--layers N]
+    on a GPU, at params-real.yaml's batch sizes (policy 32, value 64 with label batches of 256):
+    .venv/bin/python bench/bench_real_size.py --device cuda --dtype bfloat16 --batch 32 --value-batch 64 \
+        --label-batch 256 --throughput-steps 20 --episodes 8 --num-workers 8
 """
 
 import argparse
@@ -51,6 +69,84 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so that a time covers it."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def embedded_store(root: Path, episodes: int, max_steps: int):
+    """A store with a base shard of the embedded world's moka-pot task at 224 px (the cameras the
+    reference models take)."""
+    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
+    from recap_data.store.store import ShardStore
+
+    store = ShardStore(root)
+    make_demo_data(store, DemoDataConfig(episodes=episodes, tasks=1, first_task=8, max_steps=max_steps, image_size=224),
+                   progress=False)
+    return store
+
+
+def best_of_interleaved(arms: dict, rounds: int = 2) -> dict:
+    """The fastest of `rounds` calls of each arm (a function returning seconds), calls interleaved
+    so that drift in the machine's load hits every arm alike."""
+    times: dict = {name: [] for name in arms}
+    for _ in range(rounds):
+        for name, run in arms.items():
+            times[name].append(run())
+    return {name: min(t) for name, t in times.items()}
+
+
+def policy_data_path(policy, pre, cfg, args) -> dict:
+    """K steps fed by the trainer's loader against K steps on one prepared batch (see the docstring)."""
+    import torch
+
+    from recap_data.policy.conditioning import IndicatorPrompts
+    from recap_data.policy.data import load_policy_data
+    from recap_data.policy.train import policy_loader
+
+    k = args.throughput_steps
+    with tempfile.TemporaryDirectory() as tmp:
+        store = embedded_store(Path(tmp) / "data", args.episodes, 100)
+        data = load_policy_data(store, {"base": 1.0}, None, "on")
+        cfg.steps = 2 * k + 4  # the sampler's draws: two rounds of the loader arm, warm-up and slack
+        batches = iter(policy_loader(store, data, store.manifest("base").features, cfg, policy.config.chunk_size))
+        prompts = IndicatorPrompts("on", 0.0, seed=0)
+        trainable = [p for p in policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=2.5e-5)
+
+        def prepared(batch: dict) -> dict:  # what train_policy's loss_of does before the model
+            batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
+            return pre({key: v for key, v in batch.items() if key not in ("indicator", "is_intervention")})
+
+        def step(batch: dict) -> None:
+            loss, _ = policy(batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        synthetic = prepared(next(batches))  # one batch on the device: the steps without any loading
+        policy.train()
+        step(synthetic)  # first use (allocator, kernels) out of the timing
+        sync(args.device)
+
+        def timed(source) -> float:
+            started = time.perf_counter()
+            for _ in range(k):
+                step(source())
+            sync(args.device)
+            return time.perf_counter() - started
+
+        best = best_of_interleaved({"synthetic": lambda: timed(lambda: synthetic),
+                                    "loader": lambda: timed(lambda: prepared(next(batches)))})
+        del batches  # its worker processes end before the shard's folder goes
+    return {"steps": k, "frames": len(data.frames), "num_workers": cfg.num_workers,
+            "synthetic_step_s": round(best["synthetic"] / k, 4), "loader_step_s": round(best["loader"] / k, 4),
+            "ratio": round(best["loader"] / best["synthetic"], 3), "target": 1.05}
+
+
 def policy_run(family: str, args) -> dict:
     import torch
 
@@ -61,9 +157,10 @@ def policy_run(family: str, args) -> dict:
 
     torch.manual_seed(0)
     cfg = PolicyTrainConfig(type=family, chunk_size=50, n_action_steps=50, tokenizer_max_length=64,
-                            train_expert_only=True, freeze_vision_encoder=True)
+                            train_expert_only=True, freeze_vision_encoder=True, batch_size=args.batch,
+                            num_workers=args.num_workers)
     started = time.perf_counter()
-    policy = reference_policy(cfg, FEATURES, dtype=args.dtype).to(args.device)
+    policy = reference_policy(cfg, FEATURES, layers=args.layers, dtype=args.dtype).to(args.device)
     built = time.perf_counter() - started
     tokenizer = build_tokenizer(cfg, [TASK], 8)
     stats = {k: {"mean": torch.zeros(n), "std": torch.ones(n), "min": -torch.ones(n), "max": torch.ones(n),
@@ -90,34 +187,32 @@ def policy_run(family: str, args) -> dict:
     unc = pre({**frames, "observation.state": state, "task": [TASK] * b})
     chunk = sample_chunk(policy, pos, unc, None, GUIDANCE)  # (B, 50, max_action_dim)
     chunk_s = time.perf_counter() - started
-    return {"model": f"{family} (gemma_2b + gemma_300m expert)",
+    data_path = policy_data_path(policy, pre, cfg, args) if args.throughput_steps else None
+    return {"model": f"{family} (gemma_2b + gemma_300m expert)", "layers": args.layers or "all",
             "parameters": sum(p.numel() for p in policy.parameters()), "trainable": sum(p.numel() for p in trainable),
             "build_s": round(built, 1),
             "train_step_s": round(step_s, 1), "loss_finite": bool(torch.isfinite(loss)),
             "guided_chunk_s": round(chunk_s, 1), "chunk_shape": list(chunk.shape),
-            "chunk_finite": bool(torch.isfinite(chunk).all()), "batch": b, "peak_rss_gb": peak_gb()}
+            "chunk_finite": bool(torch.isfinite(chunk).all()), "batch": b, "peak_rss_gb": peak_gb(),
+            **({"data_path": data_path} if data_path else {})}
 
 
 def value_run(args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from recap_data.data.demo_data import DemoDataConfig, make_demo_data
-    from recap_data.data.frames import load_frames
     from recap_data.label_math.config import RewardConfig
-    from recap_data.label_math.tables import compute_returns
     from recap_data.labels.infer import label
     from recap_data.labels.write import LabelConfig
-    from recap_data.store.store import ShardStore
-    from recap_data.train.tokenizer import tiny_tokenizer
-    from recap_data.value.model import ValueModelConfig, reference_model, save_value_checkpoint
+    from recap_data.value.model import ValueModelConfig, reference_model
 
     torch.manual_seed(0)
     started = time.perf_counter()
-    model = reference_model(ValueModelConfig(size="real", camera_keys=list(CAMERAS), state_mlp=True))
+    cfg = ValueModelConfig(size="real", camera_keys=list(CAMERAS), state_mlp=True)
+    model = reference_model(cfg, layers=args.layers)
     model.to(device=args.device, dtype=getattr(torch, args.dtype))
     built = time.perf_counter() - started
-    b = args.batch * 4
+    b = args.value_batch or args.batch * 4
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, 512, (b, 16), device=args.device)
     started = time.perf_counter()
@@ -126,28 +221,76 @@ def value_run(args) -> dict:
     loss = F.cross_entropy(logits, torch.randint(0, 201, (b,), device=args.device))
     loss.backward()
     optimizer.step()
+    sync(args.device)
     step_s = time.perf_counter() - started
     del optimizer
     model.float().cpu().eval()  # the checkpoint is written as training writes it; `label` puts it on its device
     with tempfile.TemporaryDirectory() as tmp:
-        store = ShardStore(Path(tmp) / "data")
-        make_demo_data(store, DemoDataConfig(episodes=2, tasks=1, first_task=8, max_steps=20, image_size=224),
-                       progress=False)
-        reward = RewardConfig()
-        frames, normalizers = compute_returns(load_frames(store, ["base"]), reward)
-        ckpt = Path(tmp) / "value"
-        ckpt.mkdir()
-        tokenizer = tiny_tokenizer([TASK], 512, model.cfg.max_text_tokens)
-        save_value_checkpoint(ckpt, model, tokenizer, reward, normalizers,
-                              {"format": "bench", "note": "random weights at the reference widths"})
+        store = embedded_store(Path(tmp) / "data", 2, 20)
+        frames = store.manifest("base").frames
+        ckpt = value_checkpoint(model, store, Path(tmp) / "value")
         started = time.perf_counter()
-        label(store, ["base"], ckpt, "bench", reward, LabelConfig(batch_size=len(frames)), progress=False)
+        label(store, ["base"], ckpt, "bench", RewardConfig(), LabelConfig(batch_size=frames), progress=False)
         label_s = time.perf_counter() - started
-    return {"model": "value (SigLIP so400m + Gemma 3 270M)", "parameters": sum(p.numel() for p in model.parameters()),
+        labeling = value_labeling(model, Path(tmp), args) if args.throughput_steps else None
+    return {"model": "value (SigLIP so400m + Gemma 3 270M)", "layers": args.layers or "all",
+            "parameters": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters()), "build_s": round(built, 1), "batch": b,
             "train_step_s": round(step_s, 1), "loss_finite": bool(torch.isfinite(loss)),
-            "label_batch_frames": len(frames), "label_batch_s": round(label_s, 1),
-            "label_frames_per_s": round(len(frames) / label_s, 2), "peak_rss_gb": peak_gb()}
+            "label_batch_frames": frames, "label_batch_s": round(label_s, 1),
+            "label_frames_per_s": round(frames / label_s, 2), "peak_rss_gb": peak_gb(),
+            **({"labeling": labeling} if labeling else {})}
+
+
+def value_checkpoint(model, store, out: Path) -> Path:
+    """`model` written as a value checkpoint whose return normalizers fit `store`'s base shard."""
+    from recap_data.data.frames import load_frames
+    from recap_data.label_math.config import RewardConfig
+    from recap_data.label_math.tables import compute_returns
+    from recap_data.train.tokenizer import tiny_tokenizer
+    from recap_data.value.model import save_value_checkpoint
+
+    reward = RewardConfig()
+    _, normalizers = compute_returns(load_frames(store, ["base"]), reward)
+    out.mkdir()
+    tokenizer = tiny_tokenizer([TASK], 512, model.cfg.max_text_tokens)
+    save_value_checkpoint(out, model, tokenizer, reward, normalizers,
+                          {"format": "bench", "note": "random weights at the reference widths"})
+    return out
+
+
+def value_labeling(model, work: Path, args) -> dict:
+    """`label`'s pass over a 224-px shard against the bare model over the same frames (see the docstring)."""
+    import torch
+    from common import bare_inference_s, value_inputs
+
+    from recap_data.label_math.config import RewardConfig
+    from recap_data.labels.infer import label
+    from recap_data.labels.write import LabelConfig
+    from recap_data.value.model import load_value_checkpoint
+
+    store = embedded_store(work / "wide", args.episodes, 100)
+    frames = store.manifest("base").frames
+    ckpt_dir = value_checkpoint(model, store, work / "value-wide")
+    batch = args.label_batch or 64
+    ckpt = load_value_checkpoint(ckpt_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as `label` picks it
+    model = ckpt.model.to(device)
+    inputs = value_inputs(ckpt, store, "base", device)
+    names = iter(range(100))
+
+    def labeled() -> float:
+        started = time.perf_counter()
+        label(store, ["base"], ckpt_dir, f"throughput-{next(names)}", RewardConfig(), LabelConfig(batch_size=batch),
+              progress=False)
+        return time.perf_counter() - started
+
+    bare_inference_s(model, tuple(t[:batch] for t in inputs), batch, device)  # first use out of the timing
+    best = best_of_interleaved({"bare": lambda: bare_inference_s(model, inputs, batch, device), "label": labeled})
+    return {"frames": frames, "batch": batch, "device": str(device),
+            "bare_frames_per_s": round(frames / best["bare"], 2),
+            "label_frames_per_s": round(frames / best["label"], 2),
+            "ratio": round(best["label"] / best["bare"], 3), "target": 1.15}
 
 
 def child(name: str, args, queue) -> None:
@@ -163,8 +306,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1, help="policy batch per step (the value model takes 4x)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--value-batch", type=int, default=0, help="the value model's training batch (0: 4x --batch)")
+    parser.add_argument("--layers", type=int, default=None, help="cut every tower to this many layers (a quick run)")
+    parser.add_argument("--throughput-steps", type=int, default=0, help="time the data paths over this many steps")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes of the 224-px shard the data paths read")
+    parser.add_argument("--num-workers", type=int, default=0, help="the policy loader's worker processes")
+    parser.add_argument("--label-batch", type=int, default=0, help="frames per value-model batch in labeling (0: 64)")
+    parser.add_argument("--results", type=Path, default=None, help=f"default: {RESULTS} (none with --layers)")
     args = parser.parse_args()
+    if args.results is None and args.layers is None:
+        args.results = RESULTS
     sys.path.insert(0, str(Path(__file__).parent))
     rows = []
     ctx = mp.get_context("spawn")
@@ -184,8 +335,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     import torch
 
-    write_results(args.results, {"device": device_name(args.device), "dtype": args.dtype, "machine": machine_info(),
-                                 "torch_threads": torch.get_num_threads(), "models": rows})
+    if args.results is not None:
+        write_results(args.results, {"device": device_name(args.device), "dtype": args.dtype, "machine": machine_info(),
+                                     "torch_threads": torch.get_num_threads(), "models": rows})
 
 
 if __name__ == "__main__":

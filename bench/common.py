@@ -183,3 +183,38 @@ def value_medians(store, value_ckpt: Path, held: pd.DataFrame) -> np.ndarray:
     median = pd.Series(scored["median"].to_numpy(), index=pd.MultiIndex.from_arrays(
         [frames["shard"].astype(str).to_numpy(), frames["index"].to_numpy()]))
     return median.loc[list(zip(held["shard"].astype(str), held["index"], strict=True))].to_numpy()
+
+
+def value_inputs(ckpt, store, shard: str, device) -> tuple:
+    """Every frame of `shard` as the value model's inputs, decoded and tokenized in memory on
+    `device`: (images (F, K, H, W, 3) uint8, states (F, S), ids, mask), in frame order."""
+    import torch
+
+    from recap_data.data.frames import load_frames, load_states
+    from recap_data.store.decode import decode_cameras
+
+    m = store.manifest(shard)
+    keys = ckpt.model.cfg.camera_keys
+    cams = decode_cameras(store.shard_path(shard), m.features, keys, m.frames)
+    images = torch.from_numpy(np.stack([cams[k] for k in keys], 1)).to(device)  # (F, K, H, W, 3) uint8
+    states = torch.from_numpy(load_states(store, shard)).to(device)
+    frames = load_frames(store, [shard], with_state=False).sort_values("index")
+    ids, mask = (t.to(device) for t in ckpt.encoder(frames["task"].tolist()))
+    return images, states, ids, mask
+
+
+def bare_inference_s(model, inputs: tuple, batch_size: int, device) -> float:
+    """Seconds for the value model alone over `inputs` (value_inputs), with the batches, dtype
+    handling and autocast `label` uses on that device, values copied back as `label` does."""
+    import time
+
+    import torch
+
+    images, states, ids, mask = inputs
+    started = time.perf_counter()
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        for s in range(0, len(images), batch_size):
+            pixels = images[s:s + batch_size].permute(0, 1, 4, 2, 3).float() / 255  # (B, K, 3, H, W)
+            model.values(model(pixels, states[s:s + batch_size], ids[s:s + batch_size],
+                               mask[s:s + batch_size])).double().cpu()  # the copy waits for the device
+    return time.perf_counter() - started

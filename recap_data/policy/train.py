@@ -95,15 +95,34 @@ class PolicyTrainConfig:
         return self
 
 
+def policy_loader(store: ShardStore, data, features: dict, cfg: PolicyTrainConfig, chunk_size: int, rank: int = 0,
+                  world: int = 1, progress: bool = False):
+    """The trainer's data path: the cameras decoded once into memory where they fit (else read
+    through LeRobot), action chunks, and episodes drawn by mixture weight, split by rank; batches
+    of frames with their task and indicator, before prompts and the preprocessor."""
+    from torch.utils.data import DataLoader
+
+    from recap_data.data.frame_dataset import preload_cameras
+    from recap_data.policy.conditioning import WeightedEpisodeSampler
+    from recap_data.policy.data import PolicyFrames
+    from recap_data.store.schema import camera_keys
+
+    cameras = camera_keys(features)
+    preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress, cfg.decode_workers)
+    dataset = PolicyFrames(store, data, cameras, chunk_size, preloaded)
+    episodes = data.successful_episodes() if cfg.successes_only else data.episodes
+    sizes = data.frames.groupby("shard", sort=False).size().to_dict()
+    sampler = WeightedEpisodeSampler(episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size, seed=cfg.seed,
+                                     rank=rank, world=world, sizes=sizes)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True)
+
+
 def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: str | None, out: Path,
                  cfg: PolicyTrainConfig, init: Path | None = None, metrics_path: Path | None = None,
                  loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
     """Train (or continue from `init`) a pi0 / pi0.5 policy; write the checkpoint to `out`; return its metrics."""
-    from torch.utils.data import DataLoader
-
-    from recap_data.data.frame_dataset import preload_cameras
-    from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
-    from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
+    from recap_data.policy.conditioning import IndicatorPrompts
+    from recap_data.policy.data import dataset_stats, load_policy_data
     from recap_data.policy.model import (
         RecapPolicy,
         build_policy,
@@ -113,7 +132,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         processors,
         save_policy,
     )
-    from recap_data.store.schema import STATE_KEY, camera_keys
+    from recap_data.store.schema import STATE_KEY
     from recap_data.train.loop import run_provenance, start_run, train_loop
 
     cfg.validate()
@@ -144,16 +163,8 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
         init_info = None
     check_prompt_lengths(tokenizer, tasks, policy.config)  # before any training
 
-    cameras = camera_keys(features)
-    preloaded = preload_cameras(store, data.mixture, cameras, cfg.preload_mb, progress and accelerator.is_main_process,
-                                cfg.decode_workers)
-    dataset = PolicyFrames(store, data, cameras, policy.config.chunk_size, preloaded)
-    episodes = data.successful_episodes() if cfg.successes_only else data.episodes
-    sampler = WeightedEpisodeSampler(episodes, data.mixture, num_samples=cfg.steps * cfg.batch_size,
-                                     seed=cfg.seed, rank=accelerator.process_index, world=accelerator.num_processes,
-                                     sizes=data.frames.groupby("shard", sort=False).size().to_dict())
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        drop_last=True)
+    loader = policy_loader(store, data, features, cfg, policy.config.chunk_size, accelerator.process_index,
+                           accelerator.num_processes, progress and accelerator.is_main_process)
     prompts = IndicatorPrompts(cfg.indicator_mode, cfg.indicator_dropout,
                                seed=cfg.seed * 7919 + accelerator.process_index)
 
