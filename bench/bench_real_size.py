@@ -141,7 +141,6 @@ def policy_data_path(policy, pre, cfg, args) -> dict:
 
         best = best_of_interleaved({"synthetic": lambda: timed(lambda: synthetic),
                                     "loader": lambda: timed(lambda: prepared(next(batches)))})
-        del batches  # its worker processes end before the shard's folder goes
     return {"steps": k, "frames": len(data.frames), "num_workers": cfg.num_workers,
             "synthetic_step_s": round(best["synthetic"] / k, 4), "loader_step_s": round(best["loader"] / k, 4),
             "ratio": round(best["loader"] / best["synthetic"], 3), "target": 1.05}

@@ -15,6 +15,7 @@ runs data-parallel (bf16 on GPU). The checkpoint layout is in model.py.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recap_data.config import (
     Choice,
@@ -35,6 +36,9 @@ from recap_data.policy.conditioning import MODES
 from recap_data.policy.lerobot_compat import FAMILIES
 from recap_data.store.store import ShardStore
 from recap_data.train.checkpoint import write_training_run
+
+if TYPE_CHECKING:
+    from recap_data.policy.data import PolicyData
 
 # torch, LeRobot and transformers are imported inside functions: the CLI builds its options from
 # PolicyTrainConfig and must start fast (conditioning and lerobot_compat import neither at import).
@@ -95,8 +99,8 @@ class PolicyTrainConfig:
         return self
 
 
-def policy_loader(store: ShardStore, data, features: dict, cfg: PolicyTrainConfig, chunk_size: int, rank: int = 0,
-                  world: int = 1, progress: bool = False):
+def policy_loader(store: ShardStore, data: "PolicyData", features: dict, cfg: PolicyTrainConfig, chunk_size: int,
+                  rank: int = 0, world: int = 1, progress: bool = False):
     """The trainer's data path: the cameras decoded once into memory where they fit (else read
     through LeRobot), action chunks, and episodes drawn by mixture weight, split by rank; batches
     of frames with their task and indicator, before prompts and the preprocessor."""
