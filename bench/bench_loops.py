@@ -123,13 +123,15 @@ class Regime:
                                                                 progress=False))
         return out
 
-    def value_and_labels(self, name: str, mixture: dict) -> str:
+    def value_and_labels(self, name: str, mixture: dict, value=None, pre: str = "value-pre") -> str:
+        """Fine-tune the value model `pre` on `mixture` (with `value`, default the params') and label
+        those shards as `name`."""
         from recap_data.labels.infer import label
         from recap_data.value.train import train_value
 
         ckpt = self.models / f"value-{name}"
         self.timed(ckpt.name, ckpt.exists(), lambda: train_value(
-            self.store, mixture, ckpt, self.value, self.reward, init=self.models / "value-pre", progress=False))
+            self.store, mixture, ckpt, value or self.value, self.reward, init=self.models / pre, progress=False))
         self.timed(f"label {name}", (self.store.root / "labels" / name).exists(), lambda: label(
             self.store, list(mixture), ckpt, name, self.reward, self.labels, self.advantage, progress=False))
         return name
