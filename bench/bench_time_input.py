@@ -11,8 +11,9 @@ episodes per seed), two arms that differ only in the value model behind the labe
   recap               value-pre and its fine-tune as params.yaml has them (the loop's labels)
   recap (time input)  the same two trainings with value.time_input on
 Both value models are fine-tuned on base + SFT's rollouts and label the same frames at 30%
-positive per task. Reported per arm as bench_loops reports one, and the difference with its
-per-seed signs. Regime and arms fixed before this ran; it is one more look, not a new benchmark.
+positive per task. Reported per arm as bench_loops reports one, the difference with its
+per-seed signs, and per seed how far the two label sets differ (frames with the same indicator,
+correlations of value and advantage). Regime and arms fixed before this ran; it is one more look, not a new benchmark.
 
     .venv/bin/python bench/bench_time_input.py [--regimes mixed] [--seeds 3] [--work DIR]
 """
@@ -49,13 +50,27 @@ def run(r: Regime, args) -> dict:
             policies[arm][seed] = r.train(out, data, labels[arm], None, seed=seed, indicator_mode="use")
     arms = {arm: summarize_arm([r.evaluate(p, s, "test", 1.0, args.episodes) for s, p in by_seed.items()])
             for arm, by_seed in policies.items()}
+    agreement = [label_agreement(r, f"recap-s{seed}-it1", f"recap-time-s{seed}-it1") for seed in range(args.seeds)]
     a, b = (arms[arm] for arm in ARMS[::-1])
     seeds = [x - y for x, y in zip(a["per_seed"]["success"], b["per_seed"]["success"], strict=True)]
     difference = {"success_points": round(100 * (a["success_pooled"] - b["success_pooled"]), 1),
                   "per_seed_points": [round(100 * d, 1) for d in seeds],
                   "throughput_ratio": round(a["throughput_pooled"] / b["throughput_pooled"], 3)
                   if b["throughput_pooled"] else None}
-    return {"arms": arms, "time_input_minus_recap": difference, "timings_s": r.timings}
+    return {"arms": arms, "time_input_minus_recap": difference, "labels_per_seed": agreement, "timings_s": r.timings}
+
+
+def label_agreement(r: Regime, a: str, b: str) -> dict:
+    """How far two label sets of the same frames differ: the share of frames with the same
+    indicator, and the correlations of their values and advantages."""
+    import duckdb
+
+    tables = {name: f"read_parquet('{r.store.root / 'labels' / name / 'tables'}/*/*.parquet')" for name in (a, b)}
+    frames, same, values, advantages = duckdb.sql(
+        f"SELECT count(*), avg((x.indicator = y.indicator)::INT), corr(x.value, y.value), corr(x.advantage, "
+        f"y.advantage) FROM {tables[a]} x JOIN {tables[b]} y USING (shard, \"index\")").fetchone()
+    return {"frames": frames, "same_indicator": round(same, 4), "value_corr": round(values, 4),
+            "advantage_corr": round(advantages, 4)}
 
 
 def main() -> None:

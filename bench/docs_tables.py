@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tables_labels import labels_decoding, labels_math, labels_overhead, labels_report, labels_sizing, view
 from tables_loops import loops, status
-from tables_models import policy_budget, value_inputs
+from tables_models import policy_budget, time_input, value_inputs
 from tables_pipeline import pipeline, policy_data, rollout, value_throughput, world
 from tables_real_size import real_size
 from tables_recap import recap_arms, recap_findings, recap_value
@@ -27,7 +27,8 @@ RESULTS = ROOT / "bench" / "results"
 
 
 TABLES = {"loops": ("loops.json", loops), "policy-budget": ("policy_budget.json", policy_budget),
-          "value-inputs": ("value_inputs.json", value_inputs), "real-size": ("real_size.json", real_size),
+          "value-inputs": ("value_inputs.json", value_inputs),
+          "time-input": ("time_input.json", time_input), "real-size": ("real_size.json", real_size),
           "recap-arms": ("recap.json", recap_arms), "recap-value": ("recap.json", recap_value),
           "recap-findings": ("recap.json", recap_findings),
           "store-growth": ("store.json", store_growth), "store-query": ("store.json", store_query),

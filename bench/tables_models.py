@@ -1,5 +1,6 @@
 """The docs blocks of the model-level readings beside the loop benchmark: the tiny policies' SFT
-budget (bench_policy_budget.py) and the value model's inputs (bench_value_inputs.py)."""
+budget (bench_policy_budget.py), the value model's inputs (bench_value_inputs.py) and what its
+time input changes in RECAP's policy (bench_time_input.py)."""
 
 from tables_common import interval
 from tables_loops import BOUNDS
@@ -44,4 +45,27 @@ def value_inputs(r: dict) -> str:
     first = next(iter(r["regimes"].values()))
     head = (f"Training seed {first['seed']} per regime (one seed: a development reading); commit "
             f"{first['commit']}, {first['machine']['cpus']} CPU cores:")
+    return "\n".join([head, "", *rows])
+
+
+def time_input(r: dict) -> str:
+    """bench_time_input.py (bench/results/time_input.json): the single-shot RECAP arm with labels from
+    the params' value model and from the same with value.time_input, per regime."""
+    rows = ["| regime | arm | success, pooled [Wilson 95%] | mean over seeds [t 95%] | per seed | throughput "
+            "per 1,000 steps [95%] | steps of a success |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, e in r["regimes"].items():
+        for arm, a in e["arms"].items():
+            mean, lo, hi = a["success_mean_ci95_over_seeds"]
+            t_lo, t_hi = a["throughput_pooled_ci95"]
+            steps = "no success" if a["success_steps_pooled"] is None else f"{a['success_steps_pooled']:.1f}"
+            rows.append(f"| {name} | {arm} | {a['success_pooled']:.3f} {interval(a['success_pooled_wilson95'])} | "
+                        f"{mean:.3f} [{lo:.3f}, {hi:.3f}] | {', '.join(f'{x:.2f}' for x in a['per_seed']['success'])} "
+                        f"| {a['throughput_pooled']:.2f} [{t_lo:.2f}, {t_hi:.2f}] | {steps} |")
+        d = e["time_input_minus_recap"]
+        ratio = "" if d["throughput_ratio"] is None else f"{d['throughput_ratio']:.3f}x"
+        rows.append(f"| {name} | difference (time input minus recap) | {d['success_points']:+.1f} points | | "
+                    f"{', '.join(f'{x:+.0f}' for x in d['per_seed_points'])} points | {ratio} | |")
+    first = next(iter(r["regimes"].values()))
+    head = (f"{first['seeds']} training seeds, {first['episodes']} `test` episodes per policy and seed, beta 1; "
+            f"commit {first['commit']}, {first['machine']['cpus']} CPU cores:")
     return "\n".join([head, "", *rows])
