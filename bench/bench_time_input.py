@@ -68,7 +68,7 @@ def label_agreement(r: Regime, a: str, b: str) -> dict:
     tables = {name: f"read_parquet('{r.store.root / 'labels' / name / 'tables'}/*/*.parquet')" for name in (a, b)}
     frames, same, values, advantages = duckdb.sql(
         f"SELECT count(*), avg((x.indicator = y.indicator)::INT), corr(x.value, y.value), corr(x.advantage, "
-        f"y.advantage) FROM {tables[a]} x JOIN {tables[b]} y USING (shard, \"index\")").fetchone()
+        f"y.advantage) FROM {tables[a]} x JOIN {tables[b]} y USING (shard, \"index\")").fetchall()[0]
     return {"frames": frames, "same_indicator": round(same, 4), "value_corr": round(values, 4),
             "advantage_corr": round(advantages, 4)}
 
