@@ -68,4 +68,8 @@ def time_input(r: dict) -> str:
     first = next(iter(r["regimes"].values()))
     head = (f"{first['seeds']} training seeds, {first['episodes']} `test` episodes per policy and seed, beta 1; "
             f"commit {first['commit']}, {first['machine']['cpus']} CPU cores:")
-    return "\n".join([head, "", *rows])
+    labels = [f"{name}: the same indicator on {', '.join(f'{x['same_indicator']:.1%}' for x in e['labels_per_seed'])} "
+              f"of the frames; value correlation {', '.join(f'{x['value_corr']:.2f}' for x in e['labels_per_seed'])}; "
+              f"advantage correlation {', '.join(f'{x['advantage_corr']:.2f}' for x in e['labels_per_seed'])}"
+              for name, e in r["regimes"].items()]
+    return "\n".join([head, "", *rows, "", "The two label sets, seed by seed: " + "; ".join(labels) + "."])
