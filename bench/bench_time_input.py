@@ -63,14 +63,14 @@ def run(r: Regime, args) -> dict:
 def label_agreement(r: Regime, a: str, b: str) -> dict:
     """How far two label sets of the same frames differ: the share of frames with the same
     indicator, and the correlations of their values and advantages."""
-    import duckdb
+    from recap_data.store.db import connect
 
-    tables = {name: f"read_parquet('{r.store.root / 'labels' / name / 'tables'}/*/*.parquet')" for name in (a, b)}
-    frames, same, values, advantages = duckdb.sql(
-        f"SELECT count(*), avg((x.indicator = y.indicator)::INT), corr(x.value, y.value), corr(x.advantage, "
-        f"y.advantage) FROM {tables[a]} x JOIN {tables[b]} y USING (shard, \"index\")").fetchall()[0]
-    return {"frames": frames, "same_indicator": round(same, 4), "value_corr": round(values, 4),
-            "advantage_corr": round(advantages, 4)}
+    x, y = (connect(r.store.root, labels=name).sql(
+        'SELECT indicator, value, advantage FROM labels ORDER BY shard, "index"').df() for name in (a, b))
+    assert len(x) == len(y), f"{a} and {b} label different frames"
+    return {"frames": len(x), "same_indicator": round(float((x["indicator"] == y["indicator"]).mean()), 4),
+            "value_corr": round(float(x["value"].corr(y["value"])), 4),
+            "advantage_corr": round(float(x["advantage"].corr(y["advantage"])), 4)}
 
 
 def main() -> None:
