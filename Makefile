@@ -49,5 +49,6 @@ bench: venv
 	$(VENV)/bin/python bench/bench_loops.py --work bench/work/loops
 	$(VENV)/bin/python bench/bench_policy_budget.py --work bench/work/budget
 	$(VENV)/bin/python bench/bench_value_inputs.py --work bench/work/value-inputs
+	$(VENV)/bin/python bench/bench_time_input.py --work bench/work/time-input
 	$(VENV)/bin/python bench/bench_pipeline.py
 	$(VENV)/bin/python bench/docs_tables.py
