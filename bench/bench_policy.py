@@ -37,7 +37,7 @@ from recap_data.labels.write import LabelConfig
 from recap_data.policy.conditioning import IndicatorPrompts, WeightedEpisodeSampler
 from recap_data.policy.data import PolicyFrames, dataset_stats, load_policy_data
 from recap_data.policy.model import build_policy, build_tokenizer, processors
-from recap_data.policy.train import PolicyTrainConfig
+from recap_data.policy.train import PolicyTrainConfig, model_inputs
 from recap_data.store.schema import camera_keys
 from recap_data.store.store import ShardStore
 from recap_data.value.train import ValueTrainConfig, train_value
@@ -60,9 +60,7 @@ def timed_steps(store, data, loader, conditioned: bool, steps: int, cfg: PolicyT
     started = time.perf_counter()
     for _ in range(steps):
         batch = next(batches)
-        if conditioned:
-            batch["task"] = prompts(batch["task"], batch.pop("indicator").numpy(), batch.pop("is_intervention").numpy())
-        loss, _ = policy(pre(batch))
+        loss, _ = policy(model_inputs(batch, prompts, pre) if conditioned else pre(batch))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

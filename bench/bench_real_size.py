@@ -105,7 +105,7 @@ def policy_data_path(policy, pre, cfg, args) -> dict:
 
     from recap_data.policy.conditioning import IndicatorPrompts
     from recap_data.policy.data import load_policy_data
-    from recap_data.policy.train import policy_loader
+    from recap_data.policy.train import model_inputs, policy_loader
 
     k = args.throughput_steps
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,17 +117,13 @@ def policy_data_path(policy, pre, cfg, args) -> dict:
         trainable = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=2.5e-5)
 
-        def prepared(batch: dict) -> dict:  # what train_policy's loss_of does before the model
-            batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
-            return pre({key: v for key, v in batch.items() if key not in ("indicator", "is_intervention")})
-
         def step(batch: dict) -> None:
             loss, _ = policy(batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        synthetic = prepared(next(batches))  # one batch on the device: the steps without any loading
+        synthetic = model_inputs(next(batches), prompts, pre)  # one batch on the device: the steps without any loading
         policy.train()
         step(synthetic)  # first use (allocator, kernels) out of the timing
         sync(args.device)
@@ -140,7 +136,7 @@ def policy_data_path(policy, pre, cfg, args) -> dict:
             return time.perf_counter() - started
 
         best = best_of_interleaved({"synthetic": lambda: timed(lambda: synthetic),
-                                    "loader": lambda: timed(lambda: prepared(next(batches)))})
+                                    "loader": lambda: timed(lambda: model_inputs(next(batches), prompts, pre))})
     return {"steps": k, "frames": len(data.frames), "num_workers": cfg.num_workers,
             "synthetic_step_s": round(best["synthetic"] / k, 4), "loader_step_s": round(best["loader"] / k, 4),
             "ratio": round(best["loader"] / best["synthetic"], 3), "target": 1.05}

@@ -121,6 +121,13 @@ def policy_loader(store: ShardStore, data: "PolicyData", features: dict, cfg: Po
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True)
 
 
+def model_inputs(batch: dict, prompts, pre) -> dict:
+    """A policy_loader batch as the policy takes it: the task with its indicator prompt (`prompts`:
+    conditioning.IndicatorPrompts), then the preprocessor `pre` (tokens, normalization, device)."""
+    batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
+    return pre({k: v for k, v in batch.items() if k not in ("indicator", "is_intervention")})
+
+
 def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: str | None, out: Path,
                  cfg: PolicyTrainConfig, init: Path | None = None, metrics_path: Path | None = None,
                  loss_path: Path | None = None, force: bool = False, progress: bool = True) -> dict:
@@ -173,9 +180,7 @@ def train_policy(store: ShardStore, mixture: dict[str, float] | None, labels: st
                                seed=cfg.seed * 7919 + accelerator.process_index)
 
     def loss_of(model, batch):
-        batch["task"] = prompts(batch["task"], batch["indicator"].numpy(), batch["is_intervention"].numpy())
-        batch = pre({k: v for k, v in batch.items() if k not in ("indicator", "is_intervention")})
-        return model(batch)[0]
+        return model(model_inputs(batch, prompts, pre))[0]
 
     policy, losses, wall = train_loop(policy, loader, loss_of, cfg, accelerator, section="policy",
                                       desc="training policy", progress=progress, prepare_loader=False,
