@@ -298,13 +298,25 @@ def compare(arms: dict, recap: str, fbc: str) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--regimes", default="teleop,mixed,scarce")
+def add_loop_arguments(parser: argparse.ArgumentParser, regimes: str) -> None:
+    """The options of a benchmark over Regime: which regimes, training seeds, evaluation episodes,
+    rollouts and params."""
+    parser.add_argument("--regimes", default=regimes)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy, seed and split")
     parser.add_argument("--rollouts", type=int, default=100, help="rollout episodes per iteration")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+
+
+def run_facts(args: argparse.Namespace) -> dict:
+    """What a regime's entry records of the run beside its figures."""
+    return {"machine": machine_info(), "seeds": args.seeds, "episodes": args.episodes, "rollouts": args.rollouts,
+            "params": str(args.params), "commit": git_commit()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_loop_arguments(parser, "teleop,mixed,scarce")
     parser.add_argument("--no-single-shot", dest="single_shot", action="store_false",
                         help="leave out the single-shot arms (bc, fbc, recap from scratch)")
     parser.add_argument("--only-single-shot", action="store_true",
@@ -316,9 +328,7 @@ def main() -> None:
         if args.only_single_shot:
             add_single_shot(results, r, args)
         else:
-            results["regimes"][r.name] = {**run_regime(r, args), "machine": machine_info(), "seeds": args.seeds,
-                                          "episodes": args.episodes, "rollouts": args.rollouts,
-                                          "params": str(args.params), "commit": git_commit()}
+            results["regimes"][r.name] = {**run_regime(r, args), **run_facts(args)}
             results["targets"] = TARGETS
         print_regime(results["regimes"][r.name])
         write_results(args.results, results)

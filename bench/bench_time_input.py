@@ -25,8 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_loops import ROOT, Regime, base_and_value_pre, loop_data, sft, summarize_arm
-from common import git_commit, machine_info, parse_resumable, read_results, write_results
+from bench_loops import Regime, add_loop_arguments, base_and_value_pre, loop_data, run_facts, sft, summarize_arm
+from common import parse_resumable, read_results, write_results
 
 RESULTS = Path(__file__).parent / "results" / "time_input.json"
 ARMS = ("recap", "recap (time input)")
@@ -75,17 +75,12 @@ def label_agreement(r: Regime, a: str, b: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--regimes", default="mixed")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--episodes", type=int, default=100, help="test episodes per policy and seed")
-    parser.add_argument("--rollouts", type=int, default=100, help="SFT rollout episodes per seed")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    add_loop_arguments(parser, "mixed")
     args = parse_resumable(parser, RESULTS, "bench-time-input-")
     results = read_results(args.results)
     for name in args.regimes.split(","):
         r = Regime(name, args.work, args.params, args.rollouts)
-        entry = {**run(r, args), "machine": machine_info(), "seeds": args.seeds, "episodes": args.episodes,
-                 "rollouts": args.rollouts, "params": str(args.params), "commit": git_commit()}
+        entry = {**run(r, args), **run_facts(args)}
         results["regimes"][r.name] = entry
         for arm, m in entry["arms"].items():
             lo, hi = m["success_pooled_wilson95"]
